@@ -1,0 +1,775 @@
+//! HTTP/1 heads: parse a request or response head with httparse into the neutral head, decide its
+//! framing strictly (the request-smuggling defences live here), and encode heads for the wire.
+
+use std::mem::MaybeUninit;
+
+use httparse::{Header, ParserConfig, Status};
+
+use super::body::Framing;
+use crate::error::{ErrorKind, ProxyError};
+use crate::message::{BodyLength, Method, RequestHead, ResponseHead, Version};
+
+/// Upper bound of the configurable header count; the parse buffer lives on the stack.
+pub const MAX_HEADERS_CAP: usize = 1024;
+
+/// Connection options a message may name (RFC 9110 §7.6.1); more is an error, not a truncation.
+const MAX_CONNECTION_OPTIONS: usize = 16;
+
+/// What the downstream codec needs to know about a parsed request beyond the neutral head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// Bytes of the head, including the empty line.
+    pub head_len: usize,
+    pub framing: Framing,
+    /// The client allows the connection to stay open after this exchange.
+    pub keep_alive: bool,
+    /// The client waits for 100 Continue before sending the body.
+    pub expect_continue: bool,
+}
+
+/// What the upstream codec needs to know about a parsed response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseMeta {
+    pub head_len: usize,
+    pub framing: Framing,
+    /// Content-Length as sent, echoed for HEAD and 304 responses that carry no body.
+    pub content_length: Option<u64>,
+    /// The upstream allows the connection to be reused.
+    pub keep_alive: bool,
+}
+
+/// The framing- and connection-related fields of a head, collected in one pass.
+#[derive(Default)]
+struct FramingFields<'b> {
+    content_length: Option<u64>,
+    chunked: bool,
+    other_coding: bool,
+    close: bool,
+    keep_alive: bool,
+    options: [&'b [u8]; MAX_CONNECTION_OPTIONS],
+    option_count: usize,
+}
+
+/// Why a set of framing headers is unacceptable.
+enum FramingError {
+    Invalid(&'static str),
+    UnsupportedCoding,
+}
+
+/// Whether a field is hop-by-hop or framing: the codec regenerates or drops it (RFC 9110 §7.6.1,
+/// RFC 9112 §6).
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 8] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"transfer-encoding",
+        b"content-length",
+    ];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    v.trim_ascii()
+}
+
+/// Comma-separated list elements, trimmed, empty ones skipped (RFC 9110 §5.6.1).
+fn list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(trim).filter(|e| !e.is_empty())
+}
+
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    // At most 19 digits so that the value always fits in u64 without overflow checks tricks.
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+impl<'b> FramingFields<'b> {
+    fn collect(headers: &[Header<'b>]) -> Result<Self, FramingError> {
+        let mut f = FramingFields::default();
+        for h in headers {
+            let name = h.name.as_bytes();
+            let value = trim(h.value);
+            if name.eq_ignore_ascii_case(b"content-length") {
+                for element in value.split(|&b| b == b',').map(trim) {
+                    let n = parse_content_length(element)
+                        .ok_or(FramingError::Invalid("invalid Content-Length\n"))?;
+                    match f.content_length {
+                        Some(prev) if prev != n => {
+                            return Err(FramingError::Invalid(
+                                "conflicting Content-Length values\n",
+                            ));
+                        }
+                        _ => f.content_length = Some(n),
+                    }
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                for coding in list(value) {
+                    // Chunked must be the final coding, applied once (RFC 9112 §6.1).
+                    if f.chunked {
+                        return Err(FramingError::Invalid(
+                            "chunked must be the last transfer coding\n",
+                        ));
+                    }
+                    if coding.eq_ignore_ascii_case(b"chunked") {
+                        f.chunked = true;
+                    } else {
+                        f.other_coding = true;
+                    }
+                }
+                if !f.chunked {
+                    return Err(FramingError::Invalid(
+                        "chunked must be the last transfer coding\n",
+                    ));
+                }
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for option in list(value) {
+                    if option.eq_ignore_ascii_case(b"close") {
+                        f.close = true;
+                    } else if option.eq_ignore_ascii_case(b"keep-alive") {
+                        f.keep_alive = true;
+                    } else {
+                        let slot = f
+                            .options
+                            .get_mut(f.option_count)
+                            .ok_or(FramingError::Invalid("too many Connection options\n"))?;
+                        *slot = option;
+                        f.option_count += 1;
+                    }
+                }
+            }
+        }
+        if f.chunked && f.content_length.is_some() {
+            return Err(FramingError::Invalid(
+                "both Content-Length and Transfer-Encoding\n",
+            ));
+        }
+        if f.other_coding {
+            return Err(FramingError::UnsupportedCoding);
+        }
+        Ok(f)
+    }
+
+    fn names_option(&self, name: &[u8]) -> bool {
+        self.options[..self.option_count]
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether `name` travels end to end.
+    fn is_end_to_end(&self, name: &[u8]) -> bool {
+        !is_hop_by_hop(name) && !self.names_option(name)
+    }
+}
+
+fn version(v: Option<u8>) -> Version {
+    match v {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    }
+}
+
+/// Valid characters of a Host value or absolute-form authority (RFC 3986 §3.2, without userinfo).
+fn is_authority(v: &[u8]) -> bool {
+    v.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b':'
+                    | b'['
+                    | b']'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            )
+    })
+}
+
+/// Splits an absolute-form target (RFC 9112 §3.2.2) into authority and origin-form target.
+fn split_absolute(target: &[u8]) -> Option<(&[u8], &[u8])> {
+    let scheme_end = memchr::memmem::find(target, b"://")?;
+    let scheme = &target[..scheme_end];
+    if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
+        return None;
+    }
+    let rest = &target[scheme_end + 3..];
+    let path_start = memchr::memchr2(b'/', b'?', rest).unwrap_or(rest.len());
+    let authority = &rest[..path_start];
+    if authority.is_empty() {
+        return None;
+    }
+    Some((authority, &rest[path_start..]))
+}
+
+/// Parses a request head from `buf`. Ok(None): the head is incomplete, read more.
+pub fn parse_request(
+    buf: &[u8],
+    max_headers: usize,
+    head: &mut RequestHead,
+) -> Result<Option<RequestMeta>, ProxyError> {
+    let mut storage = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS_CAP];
+    let slots = &mut storage[..max_headers.clamp(1, MAX_HEADERS_CAP)];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, slots) {
+        Ok(Status::Complete(n)) => n,
+        Ok(Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ProxyError::downstream(ErrorKind::HeadTooLarge));
+        }
+        Err(_) => return Err(ProxyError::bad_request("malformed request head\n")),
+    };
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Err(ProxyError::bad_request("malformed request line\n"));
+    };
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| ProxyError::bad_request("invalid method\n"))?;
+    if method == Method::CONNECT {
+        return Err(ProxyError::downstream(ErrorKind::NotImplemented(
+            "CONNECT is not supported\n",
+        )));
+    }
+    let version = version(req.version);
+    let headers: &[Header<'_>] = req.headers;
+    let fields = FramingFields::collect(headers).map_err(|e| match e {
+        FramingError::Invalid(why) => ProxyError::bad_request(why),
+        FramingError::UnsupportedCoding => ProxyError::downstream(ErrorKind::NotImplemented(
+            "only the chunked transfer coding is supported\n",
+        )),
+    })?;
+    // A 1.0 message with Transfer-Encoding has framing a 1.0 peer cannot mean (RFC 9112 §6.1).
+    if fields.chunked && version == Version::HTTP_10 {
+        return Err(ProxyError::bad_request(
+            "Transfer-Encoding in an HTTP/1.0 request\n",
+        ));
+    }
+
+    head.clear();
+    let options = method == Method::OPTIONS;
+    head.method = method;
+    head.version = version;
+    let target = target.as_bytes();
+    let mut authority_from_target = false;
+    if target.first() == Some(&b'/') || (target == b"*" && options) {
+        head.set_target(target);
+    } else if let Some((authority, path)) = split_absolute(target) {
+        if !is_authority(authority) || authority.contains(&b'@') {
+            return Err(ProxyError::bad_request("invalid authority in target\n"));
+        }
+        head.set_authority(authority);
+        authority_from_target = true;
+        if path.first() == Some(&b'/') {
+            head.set_target(path);
+        } else {
+            // "http://h" and "http://h?q" mean the root path (RFC 9112 §3.2.1).
+            head.set_target_parts(b"/", path);
+        }
+    } else {
+        return Err(ProxyError::bad_request("invalid request target\n"));
+    }
+
+    let mut expect_continue = false;
+    let mut hosts = 0;
+    for h in headers {
+        let name = h.name.as_bytes();
+        let value = trim(h.value);
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            if hosts > 1 {
+                return Err(ProxyError::bad_request("more than one Host header\n"));
+            }
+            if !is_authority(value) {
+                return Err(ProxyError::bad_request("invalid Host header\n"));
+            }
+            if !authority_from_target {
+                head.set_authority(value);
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if !value.eq_ignore_ascii_case(b"100-continue") {
+                return Err(ProxyError::downstream(ErrorKind::ExpectationFailed));
+            }
+            // A 1.0 client cannot understand 100 Continue (RFC 9110 §10.1.1).
+            expect_continue = version == Version::HTTP_11;
+        } else if fields.is_end_to_end(name) {
+            head.headers.append(name, value);
+        }
+    }
+    if hosts == 0 && version == Version::HTTP_11 && !authority_from_target {
+        return Err(ProxyError::bad_request("missing Host header\n"));
+    }
+
+    let framing = if fields.chunked {
+        Framing::Chunked
+    } else {
+        match fields.content_length {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    head.body = match framing {
+        Framing::None => BodyLength::Empty,
+        Framing::Length(n) => BodyLength::Known(n),
+        Framing::Chunked | Framing::Close => BodyLength::Unknown,
+    };
+    let keep_alive = match version {
+        Version::HTTP_10 => fields.keep_alive && !fields.close,
+        _ => !fields.close,
+    };
+    Ok(Some(RequestMeta {
+        head_len,
+        framing,
+        keep_alive,
+        expect_continue: expect_continue && framing != Framing::None,
+    }))
+}
+
+/// Parses a response head from `buf`. Ok(None): incomplete. `head_request` tells whether the
+/// request was HEAD (its response never has a body, whatever its headers say).
+pub fn parse_response(
+    buf: &[u8],
+    max_headers: usize,
+    head_request: bool,
+    head: &mut ResponseHead,
+) -> Result<Option<ResponseMeta>, ProxyError> {
+    let mut storage = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS_CAP];
+    let slots = &mut storage[..max_headers.clamp(1, MAX_HEADERS_CAP)];
+    let mut res = httparse::Response::new(&mut []);
+    let head_len =
+        match ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, slots) {
+            Ok(Status::Complete(n)) => n,
+            Ok(Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(ProxyError::bad_response(
+                    "upstream response head too large\n",
+                ));
+            }
+            Err(_) => {
+                return Err(ProxyError::bad_response(
+                    "malformed upstream response head\n",
+                ));
+            }
+        };
+    let Some(status) = res.code else {
+        return Err(ProxyError::bad_response("malformed upstream status line\n"));
+    };
+    if !(100..=999).contains(&status) {
+        return Err(ProxyError::bad_response("invalid upstream status code\n"));
+    }
+    let version = version(res.version);
+    let headers: &[Header<'_>] = res.headers;
+    let fields = FramingFields::collect(headers).map_err(|e| match e {
+        FramingError::Invalid(_) => {
+            ProxyError::bad_response("ambiguous framing in upstream response\n")
+        }
+        FramingError::UnsupportedCoding => {
+            ProxyError::bad_response("unsupported transfer coding in upstream response\n")
+        }
+    })?;
+    if fields.chunked && version == Version::HTTP_10 {
+        return Err(ProxyError::bad_response(
+            "Transfer-Encoding in an HTTP/1.0 response\n",
+        ));
+    }
+    head.clear();
+    head.status = status;
+    head.set_reason(res.reason.unwrap_or_default().as_bytes());
+    for h in headers {
+        let name = h.name.as_bytes();
+        if fields.is_end_to_end(name) {
+            head.headers.append(name, trim(h.value));
+        }
+    }
+    // RFC 9112 §6.3: HEAD responses, 1xx, 204 and 304 end at the head.
+    let bodiless = head_request || status < 200 || status == 204 || status == 304;
+    let framing = if bodiless {
+        Framing::None
+    } else if fields.chunked {
+        Framing::Chunked
+    } else {
+        match fields.content_length {
+            Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        }
+    };
+    head.body = match framing {
+        Framing::None => BodyLength::Empty,
+        Framing::Length(n) => BodyLength::Known(n),
+        Framing::Chunked | Framing::Close => BodyLength::Unknown,
+    };
+    let keep_alive = framing != Framing::Close
+        && match version {
+            Version::HTTP_10 => fields.keep_alive && !fields.close,
+            _ => !fields.close,
+        };
+    Ok(Some(ResponseMeta {
+        head_len,
+        framing,
+        content_length: fields.content_length,
+        keep_alive,
+    }))
+}
+
+fn put_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Encodes a request head for an HTTP/1.1 upstream. `fallback_host` is sent as Host when the
+/// client gave no authority (an HTTP/1.0 client without Host).
+pub fn encode_request(
+    head: &RequestHead,
+    fallback_host: &[u8],
+    framing: Framing,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.target());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let authority = head.authority();
+    put_field(
+        out,
+        b"host",
+        if authority.is_empty() {
+            fallback_host
+        } else {
+            authority
+        },
+    );
+    for (name, value) in head.headers.iter() {
+        put_field(out, name, value);
+    }
+    put_framing(out, framing);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn put_framing(out: &mut Vec<u8>, framing: Framing) {
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            put_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::Close => {}
+    }
+}
+
+/// What the Connection header of a response to the client says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// Nothing: HTTP/1.1 default keep-alive.
+    Default,
+    /// `Connection: keep-alive`, for HTTP/1.0 clients that asked for it.
+    KeepAlive,
+    /// `Connection: close`: the proxy closes after this response.
+    Close,
+}
+
+/// Encodes a response head for the client. `length_echo` is a Content-Length to repeat on a
+/// bodiless response (HEAD, 304) without sending a body.
+pub fn encode_response(
+    head: &ResponseHead,
+    framing: Framing,
+    length_echo: Option<u64>,
+    persistence: Persistence,
+    out: &mut Vec<u8>,
+) {
+    put_status_line(out, head.status, head.reason());
+    for (name, value) in head.headers.iter() {
+        put_field(out, name, value);
+    }
+    match (framing, length_echo) {
+        (Framing::None, Some(n)) => {
+            out.extend_from_slice(b"content-length: ");
+            put_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        // A bodiless 200-class answer without a length would otherwise be read until close.
+        (Framing::None, None) if head.status >= 200 && head.status != 204 && head.status != 304 => {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        _ => put_framing(out, framing),
+    }
+    put_persistence(out, persistence);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn put_status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    put_u64(out, u64::from(status));
+    out.push(b' ');
+    if reason.is_empty() {
+        let canonical = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Unknown");
+        out.extend_from_slice(canonical.as_bytes());
+    } else {
+        out.extend_from_slice(reason);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn put_persistence(out: &mut Vec<u8>, persistence: Persistence) {
+    match persistence {
+        Persistence::Default => {}
+        Persistence::KeepAlive => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        Persistence::Close => out.extend_from_slice(b"connection: close\r\n"),
+    }
+}
+
+/// Encodes a short plain-text response generated by the proxy itself (errors, 404).
+pub fn encode_local_response(status: u16, body: &str, persistence: Persistence, out: &mut Vec<u8>) {
+    put_status_line(out, status, b"");
+    out.extend_from_slice(b"content-type: text/plain\r\ncontent-length: ");
+    put_u64(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    put_persistence(out, persistence);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
+
+/// The interim response that tells a client to send its body.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(raw: &str) -> Result<Option<(RequestMeta, RequestHead)>, ProxyError> {
+        let mut head = RequestHead::default();
+        parse_request(raw.as_bytes(), 100, &mut head).map(|m| m.map(|m| (m, head)))
+    }
+
+    fn status_of(raw: &str) -> u16 {
+        req(raw).err().and_then(|e| e.status()).unwrap_or(0)
+    }
+
+    #[test]
+    fn simple_get() {
+        let (meta, head) = req("GET /a?b HTTP/1.1\r\nHost: Example.com:80\r\nAccept: */*\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.framing, Framing::None);
+        assert!(meta.keep_alive);
+        assert_eq!(head.path(), b"/a");
+        assert_eq!(head.authority(), b"Example.com:80");
+        assert_eq!(head.headers.len(), 1);
+    }
+
+    #[test]
+    fn partial_head() {
+        assert!(req("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_and_named_options_dropped() {
+        let (meta, head) = req("GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nTrailer: y\r\nX-Keep: 2\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!meta.keep_alive);
+        let names: Vec<_> = head.headers.iter().map(|(n, _)| n.to_vec()).collect();
+        assert_eq!(names, vec![b"X-Keep".to_vec()]);
+    }
+
+    #[test]
+    fn http10_keep_alive_rules() {
+        let (meta, _) = req("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!meta.keep_alive);
+        let (meta, _) = req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(meta.keep_alive);
+    }
+
+    #[test]
+    fn smuggling_defences() {
+        assert_eq!(
+            status_of(
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            400
+        );
+        assert_eq!(
+            status_of(
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"
+            ),
+            400
+        );
+        assert_eq!(
+            status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            501
+        );
+        assert_eq!(
+            status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 3\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of("GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n"),
+            400
+        );
+        assert_eq!(status_of("GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(
+            status_of("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            400
+        );
+        assert_eq!(status_of("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn identical_content_lengths_accepted() {
+        let (meta, _) =
+            req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(meta.framing, Framing::Length(3));
+    }
+
+    #[test]
+    fn absolute_form_target() {
+        let (_, head) = req("GET http://Other.example:8080/x?y HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.authority(), b"Other.example:8080");
+        assert_eq!(head.target(), b"/x?y");
+        let (_, head) = req("GET http://h?q HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.target(), b"/?q");
+    }
+
+    #[test]
+    fn expect_rules() {
+        let (meta, _) =
+            req("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert!(meta.expect_continue);
+        assert_eq!(
+            status_of("POST / HTTP/1.1\r\nHost: a\r\nExpect: bananas\r\nContent-Length: 2\r\n\r\n"),
+            417
+        );
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let mut raw = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+        for i in 0..120 {
+            raw.push_str(&format!("X-{i}: v\r\n"));
+        }
+        raw.push_str("\r\n");
+        assert_eq!(status_of(&raw), 431);
+    }
+
+    #[test]
+    fn connect_not_implemented() {
+        assert_eq!(
+            status_of("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
+            501
+        );
+    }
+
+    #[test]
+    fn response_framing() {
+        let mut head = ResponseHead::default();
+        let meta = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+            100,
+            false,
+            &mut head,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(meta.framing, Framing::Length(5));
+        assert!(meta.keep_alive);
+        assert_eq!(head.headers.len(), 0);
+        let meta = parse_response(b"HTTP/1.1 200 OK\r\n\r\n", 100, false, &mut head)
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.framing, Framing::Close);
+        assert!(!meta.keep_alive);
+        let meta = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            100,
+            true,
+            &mut head,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(meta.framing, Framing::None);
+        assert_eq!(meta.content_length, Some(5));
+        let err = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            100,
+            false,
+            &mut head,
+        )
+        .unwrap_err();
+        assert_eq!(err.status(), Some(502));
+    }
+
+    #[test]
+    fn encode_round_trip() {
+        let (_, head) = req("POST /p HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        encode_request(&head, b"up", Framing::Length(2), &mut out);
+        assert_eq!(
+            out,
+            b"POST /p HTTP/1.1\r\nhost: h\r\nX-A: 1\r\ncontent-length: 2\r\n\r\n"
+        );
+        let mut resp = ResponseHead::default();
+        resp.status = 404;
+        out.clear();
+        encode_response(&resp, Framing::Chunked, None, Persistence::Close, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        );
+    }
+}

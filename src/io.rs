@@ -1,0 +1,141 @@
+//! The seam to the runtime: the stream traits, owned-buffer reads and writes, timers, spawning
+//! and the per-core buffer recycler. Everything else reaches compio through here, so the runtime
+//! can change in this one file.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::mem;
+use std::time::{Duration, Instant};
+
+use compio::buf::BufResult;
+pub use compio::io::{AsyncRead, AsyncWrite};
+use compio::io::{AsyncReadExt, AsyncWriteExt};
+pub use compio::net::{TcpListener, TcpStream};
+
+/// A byte stream the proxy can serve: plain TCP today, TLS over TCP tomorrow.
+pub trait Stream: AsyncRead + AsyncWrite + 'static {
+    /// Makes the coming close abortive: the peer sees a reset, not a clean end of stream. Used
+    /// when a response was cut short, so that a close-delimited body is never taken for
+    /// complete.
+    fn abort(&self);
+}
+
+impl Stream for TcpStream {
+    fn abort(&self) {
+        let _ = self.set_zero_linger();
+    }
+}
+
+/// Size of a recycled I/O buffer. 16 KiB holds a typical request head plus a small body in one
+/// read, and matches the TLS record size so a TLS layer can use the same buffers.
+pub const BUF_SIZE: usize = 16 * 1024;
+
+/// Buffers kept per core for reuse; beyond this they are freed.
+const MAX_FREE_BUFFERS: usize = 1024;
+
+thread_local! {
+    static FREE_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer with at least BUF_SIZE capacity, from this core's free list when it has one.
+pub fn take_buffer() -> Vec<u8> {
+    FREE_BUFFERS
+        .with(|free| free.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
+}
+
+/// Returns a buffer to this core's free list; oversized ones (grown for a large head) are
+/// freed so that a burst of big heads does not pin memory.
+pub fn recycle_buffer(mut buf: Vec<u8>) {
+    if buf.capacity() < BUF_SIZE || buf.capacity() > 4 * BUF_SIZE {
+        return;
+    }
+    buf.clear();
+    FREE_BUFFERS.with(|free| {
+        let mut free = free.borrow_mut();
+        if free.len() < MAX_FREE_BUFFERS {
+            free.push(buf);
+        }
+    });
+}
+
+/// Reads once, appending to `buf` (growing it to at least `min_spare` free bytes first).
+/// Returns the number of bytes read; 0 means end of stream.
+pub async fn read_some<S: AsyncRead>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    min_spare: usize,
+) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < min_spare {
+        buf.reserve(min_spare);
+    }
+    let owned = mem::take(buf);
+    let BufResult(res, owned) = io.append(owned).await;
+    *buf = owned;
+    res
+}
+
+/// Writes all of `buf`, then clears it (keeping its capacity).
+pub async fn write_all<S: AsyncWrite>(io: &mut S, buf: &mut Vec<u8>) -> io::Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let owned = mem::take(buf);
+    let BufResult(res, mut owned) = io.write_all(owned).await;
+    owned.clear();
+    *buf = owned;
+    res
+}
+
+/// Writes all of `buf` and leaves it intact, so that the same bytes can be sent again (a retry
+/// on a fresh connection).
+pub async fn write_kept<S: AsyncWrite>(io: &mut S, buf: &mut Vec<u8>) -> io::Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let owned = mem::take(buf);
+    let BufResult(res, owned) = io.write_all(owned).await;
+    *buf = owned;
+    res
+}
+
+/// Runs `fut` until `deadline`; None when the deadline passed first (the future is dropped,
+/// which cancels its I/O).
+pub async fn until<F: Future>(deadline: Instant, fut: F) -> Option<F::Output> {
+    compio::time::timeout_at(deadline, fut).await.ok()
+}
+
+/// Runs `fut` for at most `limit`.
+pub async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    compio::time::timeout(limit, fut).await.ok()
+}
+
+pub async fn sleep(d: Duration) {
+    compio::time::sleep(d).await
+}
+
+/// Runs a task on this core until it ends; it never moves to another core.
+pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
+    compio::runtime::spawn(fut).detach();
+}
+
+/// A task that is cancelled when this handle is dropped.
+pub struct Task(#[allow(dead_code)] compio::runtime::JoinHandle<()>);
+
+/// Runs a task on this core until it ends or its handle is dropped.
+pub fn spawn_handle<F: Future<Output = ()> + 'static>(fut: F) -> Task {
+    Task(compio::runtime::spawn(fut))
+}
+
+/// Connects to `addr` within `limit`, with Nagle off (requests are written whole).
+pub async fn connect(addr: std::net::SocketAddr, limit: Duration) -> io::Result<TcpStream> {
+    match within(limit, TcpStream::connect(addr)).await {
+        Some(Ok(stream)) => {
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        }
+        Some(Err(e)) => Err(e),
+        None => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}

@@ -1,0 +1,36 @@
+//! Coregate: a thread-per-core edge gateway.
+//!
+//! The data path, on one core, from accept to close:
+//!
+//! ```text
+//! listener   accept on this core's SO_REUSEPORT socket (io_uring, compio)
+//! conn       HTTP/1 codec: head (h1::head) + body framing (h1::body) -> neutral head (message)
+//! proxy      route (route) -> pick (balance) -> checkout (pool) or connect (upstream)
+//!            -> forward head and body -> relay the response -> checkin -> record (stats)
+//! ```
+//!
+//! Shared and immutable: the [`snapshot::Snapshot`] compiled from a validated
+//! [`config::Config`]. Per core and never shared: the [`worker::Worker`] with its view of the
+//! snapshot, balancer state, upstream pools and counters.
+
+pub mod admin;
+pub mod balance;
+pub mod config;
+pub mod conn;
+pub mod control;
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod h1;
+pub mod io;
+pub mod listener;
+pub mod message;
+pub mod pool;
+pub mod proxy;
+pub mod route;
+pub mod snapshot;
+pub mod stats;
+pub mod upstream;
+pub mod worker;
+
+pub use gateway::{Gateway, StartError};

@@ -1,0 +1,114 @@
+//! Listening sockets: one SO_REUSEPORT socket per worker per listener, built with socket2 so that
+//! the backlog and options are ours, and each core's accept loop.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::warn;
+
+use crate::conn;
+use crate::io::{self as rt, TcpListener};
+use crate::worker::{ListenerSlot, Worker};
+
+/// Pause after an accept error (out of file descriptors, say) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("listener {name}: {address} is already in use by another socket")]
+    InUse { name: String, address: SocketAddr },
+    #[error("listener {name}: cannot listen on {address}: {source}")]
+    Io {
+        name: String,
+        address: SocketAddr,
+        source: io::Error,
+    },
+}
+
+fn socket(address: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
+}
+
+/// Binds `count` sockets on `address` with SO_REUSEPORT, one per worker, so the kernel spreads
+/// new connections over the cores. Port 0 is resolved by the first socket and shared by the rest.
+///
+/// Before binding, a plain socket (without SO_REUSEPORT) probes the address: with
+/// SO_REUSEPORT another process of the same user could otherwise silently share the port and
+/// take part of the traffic.
+pub fn bind(
+    name: &str,
+    address: SocketAddr,
+    backlog: u32,
+    count: usize,
+) -> Result<Vec<StdListener>, BindError> {
+    let io_err = |source| BindError::Io {
+        name: name.to_owned(),
+        address,
+        source,
+    };
+    if address.port() != 0 {
+        let probe = socket(address, false).map_err(io_err)?;
+        match probe.bind(&address.into()) {
+            Ok(()) => drop(probe),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                return Err(BindError::InUse {
+                    name: name.to_owned(),
+                    address,
+                });
+            }
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    let mut bound = address;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let s = socket(bound, true).map_err(io_err)?;
+        // Accepted sockets inherit TCP_NODELAY on Linux: one setsockopt here instead of one
+        // per connection.
+        s.set_tcp_nodelay(true).map_err(io_err)?;
+        s.bind(&bound.into()).map_err(io_err)?;
+        s.listen(backlog.min(i32::MAX as u32) as i32)
+            .map_err(io_err)?;
+        s.set_nonblocking(true).map_err(io_err)?;
+        if bound.port() == 0 {
+            bound = s
+                .local_addr()
+                .map_err(io_err)?
+                .as_socket()
+                .ok_or_else(|| io_err(io::Error::other("not an IP socket")))?;
+        }
+        out.push(StdListener::from(s));
+    }
+    Ok(out)
+}
+
+/// Accepts connections on this core's socket and serves each on this core, until the task is
+/// dropped.
+pub async fn accept_loop(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                rt::spawn(conn::serve(worker.clone(), slot.clone(), stream, peer));
+            }
+            Err(e) => {
+                warn!(listener = %slot.name, "accept failed: {e}");
+                rt::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Core-local counters, written only by their own core and summed across cores on read.
+//!
+//! Each counter is an atomic with a single writer: the owning core does `store(load + 1)`, which
+//! compiles to a plain load and store (no locked instruction, no cache-line ping-pong), while
+//! the admin thread and tests read it with a relaxed load.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Reads one counter of a worker.
+type Field = fn(&WorkerStats) -> &Counter;
+
+/// A single-writer counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// For gauges (active connections): the owner decrements what it incremented.
+    #[inline]
+    pub fn dec(&self) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(1), Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+}
+
+/// What one worker (core) did.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub worker: usize,
+    /// The CPU this worker is pinned to, and its thread id, once it runs.
+    pub cpu: Counter,
+    pub tid: Counter,
+    pub connections_accepted: Counter,
+    pub connections_active: Counter,
+    pub requests: Counter,
+    pub responses_1xx: Counter,
+    pub responses_2xx: Counter,
+    pub responses_3xx: Counter,
+    pub responses_4xx: Counter,
+    pub responses_5xx: Counter,
+    /// Requests that ended without a response (client gone, aborted mid-response).
+    pub requests_aborted: Counter,
+    pub config_generation: Counter,
+}
+
+impl WorkerStats {
+    pub fn record_status(&self, status: u16) {
+        match status {
+            100..=199 => self.responses_1xx.inc(),
+            200..=299 => self.responses_2xx.inc(),
+            300..=399 => self.responses_3xx.inc(),
+            400..=499 => self.responses_4xx.inc(),
+            _ => self.responses_5xx.inc(),
+        }
+    }
+}
+
+/// What one worker did with one endpoint of one cluster.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    /// Upstream connections opened.
+    pub connections_new: Counter,
+    /// Requests sent on a pooled (reused) connection.
+    pub connections_reused: Counter,
+    pub connect_failures: Counter,
+    /// Requests sent to this endpoint.
+    pub requests: Counter,
+    /// Requests retried on a new connection after a reused one failed.
+    pub retries: Counter,
+}
+
+/// Identifies an endpoint's counters: worker, cluster name, address.
+pub type EndpointKey = (usize, String, SocketAddr);
+
+/// Every core's counters, reachable from the admin thread and from tests.
+#[derive(Debug)]
+pub struct Registry {
+    workers: Vec<Arc<WorkerStats>>,
+    /// Written when a worker builds a config generation, never on the request path.
+    endpoints: Mutex<BTreeMap<EndpointKey, Arc<EndpointStats>>>,
+    pub reloads_ok: Counter,
+    pub reloads_failed: Counter,
+}
+
+/// Sums of one endpoint's counters over every worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointTotals {
+    pub connections_new: u64,
+    pub connections_reused: u64,
+    pub connect_failures: u64,
+    pub requests: u64,
+    pub retries: u64,
+}
+
+impl Registry {
+    pub fn new(workers: usize) -> Registry {
+        Registry {
+            workers: (0..workers)
+                .map(|worker| {
+                    Arc::new(WorkerStats {
+                        worker,
+                        ..WorkerStats::default()
+                    })
+                })
+                .collect(),
+            endpoints: Mutex::new(BTreeMap::new()),
+            reloads_ok: Counter::default(),
+            reloads_failed: Counter::default(),
+        }
+    }
+
+    pub fn workers(&self) -> &[Arc<WorkerStats>] {
+        &self.workers
+    }
+
+    /// The counters of an endpoint on a worker, created on first use.
+    pub fn endpoint(&self, worker: usize, cluster: &str, addr: SocketAddr) -> Arc<EndpointStats> {
+        let mut map = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.entry((worker, cluster.to_owned(), addr))
+            .or_default()
+            .clone()
+    }
+
+    /// One endpoint's counters summed over workers.
+    pub fn endpoint_totals(&self, cluster: &str, addr: SocketAddr) -> EndpointTotals {
+        let map = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut t = EndpointTotals::default();
+        for ((_, c, a), s) in map.iter() {
+            if c == cluster && *a == addr {
+                t.connections_new += s.connections_new.get();
+                t.connections_reused += s.connections_reused.get();
+                t.connect_failures += s.connect_failures.get();
+                t.requests += s.requests.get();
+                t.retries += s.retries.get();
+            }
+        }
+        t
+    }
+
+    /// Requests served, summed over workers.
+    pub fn total_requests(&self) -> u64 {
+        self.workers.iter().map(|w| w.requests.get()).sum()
+    }
+
+    /// A plain-text dump, one `name value` line per counter, per worker and summed.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let sum = |f: Field| -> u64 {
+            self.workers.iter().map(|w| f(w).get()).sum()
+        };
+        let fields: [(&str, Field); 11] = [
+            ("connections_accepted", |w| &w.connections_accepted),
+            ("connections_active", |w| &w.connections_active),
+            ("requests", |w| &w.requests),
+            ("responses_1xx", |w| &w.responses_1xx),
+            ("responses_2xx", |w| &w.responses_2xx),
+            ("responses_3xx", |w| &w.responses_3xx),
+            ("responses_4xx", |w| &w.responses_4xx),
+            ("responses_5xx", |w| &w.responses_5xx),
+            ("requests_aborted", |w| &w.requests_aborted),
+            ("config_generation", |w| &w.config_generation),
+            ("cpu", |w| &w.cpu),
+        ];
+        for (name, f) in fields {
+            if name != "cpu" && name != "config_generation" {
+                let _ = writeln!(out, "downstream.{name} {}", sum(f));
+            }
+        }
+        let _ = writeln!(out, "control.reloads_ok {}", self.reloads_ok.get());
+        let _ = writeln!(out, "control.reloads_failed {}", self.reloads_failed.get());
+        for w in &self.workers {
+            for (name, f) in fields {
+                let _ = writeln!(out, "worker.{}.{name} {}", w.worker, f(w).get());
+            }
+        }
+        let map = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut totals: BTreeMap<(&str, SocketAddr), EndpointTotals> = BTreeMap::new();
+        for ((_, cluster, addr), s) in map.iter() {
+            let t = totals.entry((cluster, *addr)).or_default();
+            t.connections_new += s.connections_new.get();
+            t.connections_reused += s.connections_reused.get();
+            t.connect_failures += s.connect_failures.get();
+            t.requests += s.requests.get();
+            t.retries += s.retries.get();
+        }
+        for ((cluster, addr), t) in totals {
+            let p = format!("cluster.{cluster}.endpoint.{addr}");
+            let _ = writeln!(out, "{p}.requests {}", t.requests);
+            let _ = writeln!(out, "{p}.connections_new {}", t.connections_new);
+            let _ = writeln!(out, "{p}.connections_reused {}", t.connections_reused);
+            let _ = writeln!(out, "{p}.connect_failures {}", t.connect_failures);
+            let _ = writeln!(out, "{p}.retries {}", t.retries);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_sum_across_workers() {
+        let r = Registry::new(2);
+        r.workers()[0].requests.inc();
+        r.workers()[1].requests.add(2);
+        assert_eq!(r.total_requests(), 3);
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        r.endpoint(0, "c", a).connections_new.inc();
+        r.endpoint(1, "c", a).connections_new.inc();
+        r.endpoint(1, "c", a).connections_reused.inc();
+        let t = r.endpoint_totals("c", a);
+        assert_eq!((t.connections_new, t.connections_reused), (2, 1));
+        let text = r.render();
+        assert!(text.contains("downstream.requests 3"));
+        assert!(text.contains("cluster.c.endpoint.127.0.0.1:1.connections_new 2"));
+    }
+}

@@ -1,0 +1,214 @@
+//! The upstream side of one exchange: connect with a timeout, write the request, read the
+//! response head (skipping interim 1xx) and pull response body bytes through the body decoder.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::error::{ErrorKind, ProxyError};
+use crate::h1::body::{BodyDecoder, Framing, Step};
+use crate::h1::head::{self, ResponseMeta};
+use crate::io::{self as rt, TcpStream};
+use crate::message::ResponseHead;
+
+/// Bytes of upstream response head accepted; larger heads are a bad response.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Header fields accepted in an upstream response.
+const MAX_RESPONSE_HEADERS: usize = 256;
+
+/// An open connection to an endpoint, idle in a pool or serving one exchange.
+#[derive(Debug)]
+pub struct UpstreamConn {
+    stream: TcpStream,
+}
+
+impl UpstreamConn {
+    pub async fn connect(addr: SocketAddr, limit: Duration) -> io::Result<UpstreamConn> {
+        Ok(UpstreamConn {
+            stream: rt::connect(addr, limit).await?,
+        })
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+/// Whether an I/O failure on a reused connection means the upstream closed it while idle
+/// (so the request never reached the application).
+fn stale(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// Writes request bytes to the upstream. A failure is retryable: nothing of a response exists.
+pub async fn send(conn: &UpstreamConn, buf: &mut Vec<u8>, keep: bool) -> Result<(), ProxyError> {
+    let mut stream = &conn.stream;
+    let res = if keep {
+        rt::write_kept(&mut stream, buf).await
+    } else {
+        rt::write_all(&mut stream, buf).await
+    };
+    res.map_err(|e| {
+        let err = ProxyError::upstream(ErrorKind::UpstreamClosed);
+        if stale(&e) { err.retryable() } else { err }
+    })
+}
+
+/// Reading side of one response: the bytes received and how far they are consumed.
+#[derive(Debug)]
+pub struct ResponseReader {
+    buf: Vec<u8>,
+    pos: usize,
+    decoder: BodyDecoder,
+    /// Set once the body is complete and no stray bytes followed it.
+    clean_end: bool,
+}
+
+impl Default for ResponseReader {
+    fn default() -> Self {
+        ResponseReader {
+            buf: Vec::new(),
+            pos: 0,
+            decoder: BodyDecoder::new(Framing::None, 0),
+            clean_end: false,
+        }
+    }
+}
+
+impl ResponseReader {
+    pub fn new() -> ResponseReader {
+        ResponseReader {
+            buf: rt::take_buffer(),
+            ..ResponseReader::default()
+        }
+    }
+
+    /// Reads the final response head before `deadline` (if any), skipping 1xx interim responses (the
+    /// proxy answers Expect itself). A failure before any byte arrived is marked retryable.
+    pub async fn read_head(
+        &mut self,
+        conn: &UpstreamConn,
+        head_request: bool,
+        deadline: Option<Instant>,
+        head: &mut ResponseHead,
+    ) -> Result<ResponseMeta, ProxyError> {
+        let mut stream = &conn.stream;
+        let mut received_any = false;
+        loop {
+            let unparsed = &self.buf[self.pos..];
+            if !unparsed.is_empty() {
+                received_any = true;
+                if let Some(meta) =
+                    head::parse_response(unparsed, MAX_RESPONSE_HEADERS, head_request, head)?
+                {
+                    self.pos += meta.head_len;
+                    if head.status < 200 {
+                        if head.status == 101 {
+                            return Err(ProxyError::bad_response(
+                                "unexpected 101 Switching Protocols from upstream\n",
+                            ));
+                        }
+                        continue;
+                    }
+                    self.decoder = BodyDecoder::new(meta.framing, MAX_RESPONSE_HEAD);
+                    return Ok(meta);
+                }
+                if unparsed.len() > MAX_RESPONSE_HEAD {
+                    return Err(ProxyError::bad_response(
+                        "upstream response head too large\n",
+                    ));
+                }
+            }
+            self.compact();
+            let read = match deadline {
+                Some(deadline) => {
+                    rt::until(deadline, rt::read_some(&mut stream, &mut self.buf, 4096)).await
+                }
+                None => Some(rt::read_some(&mut stream, &mut self.buf, 4096).await),
+            };
+            match read {
+                None => return Err(ProxyError::upstream(ErrorKind::UpstreamTimeout)),
+                Some(Ok(0)) | Some(Err(_)) if !received_any => {
+                    return Err(ProxyError::upstream(ErrorKind::UpstreamClosed).retryable());
+                }
+                Some(Ok(0)) | Some(Err(_)) => {
+                    return Err(ProxyError::upstream(ErrorKind::UpstreamClosed));
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    fn compact(&mut self) {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+        } else if self.pos > 0 {
+            self.buf.drain(..self.pos);
+        }
+        self.pos = 0;
+    }
+
+    /// Hands every body byte already received to `f`; true when the body is complete.
+    pub fn take_body<F>(&mut self, mut f: F) -> Result<bool, ProxyError>
+    where
+        F: FnMut(&[u8]) -> Result<(), ProxyError>,
+    {
+        loop {
+            let input = &self.buf[self.pos..];
+            let (consumed, step) = self
+                .decoder
+                .decode(input)
+                .map_err(|_| ProxyError::upstream(ErrorKind::Aborted))?;
+            match step {
+                Step::Data(range) => {
+                    f(&input[range])?;
+                    self.pos += consumed;
+                }
+                Step::NeedMore => {
+                    self.pos += consumed;
+                    return Ok(false);
+                }
+                Step::Done => {
+                    self.pos += consumed;
+                    self.clean_end = self.pos == self.buf.len();
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// Reads more body bytes, waiting at most `limit`. End of stream completes a close-delimited
+    /// body; anywhere else it is a truncation and the exchange is aborted.
+    pub async fn fill(&mut self, conn: &UpstreamConn, limit: Duration) -> Result<(), ProxyError> {
+        let mut stream = &conn.stream;
+        self.compact();
+        match rt::within(limit, rt::read_some(&mut stream, &mut self.buf, 4096)).await {
+            Some(Ok(0)) => self
+                .decoder
+                .eof()
+                .map_err(|_| ProxyError::upstream(ErrorKind::Aborted)),
+            Some(Ok(_)) => Ok(()),
+            Some(Err(_)) | None => Err(ProxyError::upstream(ErrorKind::Aborted)),
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    /// Whether the connection can serve another request: the body ended by its framing (not by
+    /// close) and nothing unexpected followed it.
+    pub fn reusable(&self) -> bool {
+        self.clean_end && self.decoder.is_done()
+    }
+
+    pub fn recycle(self) {
+        rt::recycle_buffer(self.buf);
+    }
+}

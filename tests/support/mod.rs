@@ -1,0 +1,5 @@
+//! Shared end-to-end test support: loopback upstream servers that record what they receive, and clients.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod upstream;
