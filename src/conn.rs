@@ -99,37 +99,22 @@ impl<S: Stream> H1<S> {
         let mut head = RequestHead::default();
         let mut first = true;
         loop {
-            let generation = self.worker.generation();
-            let limits = &generation.snapshot.limits;
-            let meta = match self.read_head(&mut head, limits, first).await {
-                Ok(Some(meta)) => meta,
-                Ok(None) => return End::Clean,
-                Err(e) => {
-                    self.worker.stats.requests.inc();
-                    self.keep_alive = false;
-                    return self.fail(e).await;
-                }
+            let result = match self.next_request(&mut head, first).await {
+                Ok(false) => return End::Clean,
+                Ok(true) => proxy::forward(cx, &mut head, self).await,
+                Err(e) => Err(e),
             };
             first = false;
-            self.pos += meta.head_len;
-            self.body = BodyDecoder::new(meta.framing, limits.max_request_head_bytes);
-            self.body_timeout = limits.body_timeout;
-            self.expect_continue = meta.expect_continue;
-            self.keep_alive = meta.keep_alive;
-            self.version = head.version;
-            self.response_started = false;
-            self.worker.stats.requests.inc();
-            drop(generation);
-
-            match proxy::forward(cx, &mut head, self).await {
-                Ok(status) => self.worker.stats.record_status(status),
+            let status = match result {
+                Ok(status) => Some(status),
                 Err(e) => {
                     debug!(error = %e, "request failed");
-                    let end = self.fail(e).await;
-                    if !self.keep_alive {
-                        return end;
-                    }
+                    self.answer(e).await
                 }
+            };
+            self.record(status);
+            if status.is_none() {
+                return End::Abort;
             }
             if !self.keep_alive {
                 // Unread bytes mean the client sent more than we answered (pipelining after
@@ -146,30 +131,57 @@ impl<S: Stream> H1<S> {
         }
     }
 
-    /// Answers a failed request if no response has started, and says how the connection ends.
-    async fn fail(&mut self, e: ProxyError) -> End {
-        let status = match e.status() {
-            Some(status) if !self.response_started => status,
-            _ => {
-                self.worker.stats.requests_aborted.inc();
-                return End::Abort;
+    /// Reads the next request head and prepares the exchange. Ok(false): the connection ends
+    /// quietly.
+    async fn next_request(
+        &mut self,
+        head: &mut RequestHead,
+        first: bool,
+    ) -> Result<bool, ProxyError> {
+        let generation = self.worker.generation();
+        let limits = &generation.snapshot.limits;
+        self.response_started = false;
+        self.body = BodyDecoder::new(Framing::None, 0);
+        let meta = match self.read_head(head, limits, first).await {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                self.keep_alive = false;
+                return Err(e);
             }
         };
-        self.worker.stats.record_status(status);
+        self.pos += meta.head_len;
+        self.body = BodyDecoder::new(meta.framing, limits.max_request_head_bytes);
+        self.body_timeout = limits.body_timeout;
+        self.expect_continue = meta.expect_continue;
+        self.keep_alive = meta.keep_alive;
+        self.version = head.version;
+        Ok(true)
+    }
+
+    /// The one place where every finished request is counted: its status, or None when it
+    /// ended without a complete response.
+    fn record(&self, status: Option<u16>) {
+        let stats = &self.worker.stats;
+        stats.requests.inc();
+        match status {
+            Some(status) => stats.record_status(status),
+            None => stats.requests_aborted.inc(),
+        }
+    }
+
+    /// Answers a failed request if no response has started. Returns the status sent, or None
+    /// when the connection must be aborted.
+    async fn answer(&mut self, e: ProxyError) -> Option<u16> {
+        let status = e.status().filter(|_| !self.response_started)?;
         // A body left unread cannot be skipped safely: close after answering.
         self.keep_alive =
             self.keep_alive && !e.closes_connection() && self.body.is_done() && !self.closing();
         let persistence = self.persistence();
         self.wbuf.clear();
         encode_local_response(status, e.body(), persistence, &mut self.wbuf);
-        if self.flush().await.is_err() {
-            return End::Abort;
-        }
-        if self.keep_alive {
-            End::Clean
-        } else {
-            End::Linger
-        }
+        self.flush().await.ok()?;
+        Some(status)
     }
 
     /// Whether the connection must close after this exchange for reasons of the proxy itself.

@@ -103,25 +103,26 @@ pub async fn forward<D: Downstream>(
     // Only a request held whole in memory can be sent again on another connection.
     let replayable = request.body_done && head.is_idempotent();
 
-    let (mut endpoint, mut conn, mut reused) = connect_any(cluster, spec).await?;
+    let (endpoint, mut conn, mut reused) = connect_any(cluster, spec).await?;
+    let ep = &cluster.endpoints[endpoint];
+    let head_request = head.method == Method::HEAD;
     let mut retried = false;
     let result = loop {
-        let ep = &cluster.endpoints[endpoint];
         ep.stats.requests.inc();
         let mut reader = ResponseReader::new();
         let mut response = ResponseHead::default();
-        match send_and_await_head(
+        let sent = send_and_await_head(
             &mut request,
             down,
             &conn,
             &mut reader,
             spec,
-            head.method == Method::HEAD,
+            head_request,
             replayable,
             &mut response,
         )
-        .await
-        {
+        .await;
+        match sent {
             Ok(meta) => break Ok((meta, reader, response)),
             Err(e) if e.retryable && reused && replayable && !retried => {
                 // The pooled connection had been closed by the upstream while idle; the request
@@ -138,7 +139,6 @@ pub async fn forward<D: Downstream>(
                     }
                     Err(_) => {
                         ep.stats.connect_failures.inc();
-                        let _ = (endpoint, reused);
                         break Err(ProxyError::upstream(ErrorKind::NoUpstream));
                     }
                 }
@@ -148,7 +148,6 @@ pub async fn forward<D: Downstream>(
                 break Err(e);
             }
         }
-        let _ = &mut endpoint;
     };
     rt::recycle_buffer(std::mem::take(&mut request.bytes));
     let (meta, mut reader, response) = result?;

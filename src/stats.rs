@@ -172,9 +172,7 @@ impl Registry {
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let sum = |f: Field| -> u64 {
-            self.workers.iter().map(|w| f(w).get()).sum()
-        };
+        let sum = |f: Field| -> u64 { self.workers.iter().map(|w| f(w).get()).sum() };
         let fields: [(&str, Field); 11] = [
             ("connections_accepted", |w| &w.connections_accepted),
             ("connections_active", |w| &w.connections_active),

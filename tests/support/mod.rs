@@ -2,4 +2,6 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod gateway;
+pub mod harness;
 pub mod upstream;

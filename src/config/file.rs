@@ -1,0 +1,201 @@
+//! The config file as YAML: serde types that cannot reject a value validation can judge, and
+//! the only code that knows the YAML library.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+// ---------------------------------------------------------------- raw (serde) types
+// Anything validate() can judge (durations, addresses, numbers with ranges) is kept in a
+// type serde cannot reject, so one bad value does not hide every error after it.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) admin: Option<RawAdmin>,
+    pub(super) workers: Option<RawWorkers>,
+    pub(super) limits: Option<RawLimits>,
+    #[serde(default)]
+    pub(super) listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub(super) clusters: Vec<RawCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) address: String,
+}
+
+pub(super) enum RawWorkers {
+    Int(i128),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawWorkers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RawWorkers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`auto` or an integer")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawWorkers, E> {
+                Ok(RawWorkers::Int(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawWorkers, E> {
+                Ok(RawWorkers::Int(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawWorkers, E> {
+                Ok(RawWorkers::Text(v.to_string()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawWorkers, E> {
+                Ok(RawWorkers::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) max_request_head_bytes: Option<i64>,
+    pub(super) max_headers: Option<i64>,
+    pub(super) header_timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) body_timeout: Option<String>,
+    pub(super) drain_timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListener {
+    pub(super) name: String,
+    pub(super) address: String,
+    pub(super) backlog: Option<i64>,
+    #[serde(default)]
+    pub(super) virtual_hosts: Vec<RawVirtualHost>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVirtualHost {
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) domains: Vec<String>,
+    #[serde(default)]
+    pub(super) routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    #[serde(rename = "match")]
+    pub(super) matcher: RawMatch,
+    pub(super) route: RawRouteAction,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMatch {
+    pub(super) prefix: Option<String>,
+    pub(super) path: Option<String>,
+    pub(super) methods: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRouteAction {
+    pub(super) cluster: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) name: String,
+    pub(super) connect_timeout: Option<String>,
+    pub(super) response_timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) max_idle_per_core: Option<i64>,
+    pub(super) lb_policy: Option<String>,
+    #[serde(default)]
+    pub(super) endpoints: Vec<RawEndpoint>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEndpoint {
+    pub(super) address: String,
+    pub(super) weight: Option<i64>,
+}
+
+/// Returns (field path, reason). With yaml_reason, the only code that knows the YAML library.
+pub(super) fn parse(text: &str) -> Result<RawConfig, (String, String)> {
+    // An untyped pass first: serde would accept an empty file as "all defaults" and word a
+    // non-mapping top level confusingly, while neither deserves more than one clear line.
+    let untyped = serde_yaml::from_str::<serde_yaml::Value>(text);
+    match &untyped {
+        Ok(serde_yaml::Value::Null) => {
+            let why = "the file is empty; expected a mapping with `listeners` and `clusters`";
+            return Err((String::new(), why.to_owned()));
+        }
+        Ok(serde_yaml::Value::Mapping(_)) | Err(_) => {}
+        Ok(other) => {
+            let found = match other {
+                serde_yaml::Value::Sequence(_) => "a list",
+                serde_yaml::Value::Tagged(_) => "a tagged value",
+                _ => "a scalar",
+            };
+            let why =
+                format!("the top level must be a mapping (`key: value` lines), found {found}");
+            return Err((String::new(), why));
+        }
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, RawConfig>(de) {
+        Ok(raw) => match untyped {
+            // Only the untyped pass failed (e.g. several documents): its error still stands.
+            Err(e) => Err((String::new(), yaml_reason(&e, &[]))),
+            Ok(_) => Ok(raw),
+        },
+        Err(e) => {
+            let mut segments: Vec<String> = Vec::new();
+            let mut prefixes: Vec<String> = Vec::new();
+            for seg in e.path().iter() {
+                let is_seq = matches!(seg, serde_path_to_error::Segment::Seq { .. });
+                let sep = if segments.is_empty() || is_seq {
+                    ""
+                } else {
+                    "."
+                };
+                segments.push(format!("{sep}{seg}"));
+                prefixes.push(segments.concat());
+            }
+            let reason = yaml_reason(e.inner(), &prefixes);
+            // An unknown key is reported at the mapping holding it: the key itself is not a
+            // valid path, and the reason names it anyway.
+            if reason.starts_with("unknown field `") {
+                segments.pop();
+            }
+            Err((segments.concat(), reason))
+        }
+    }
+}
+
+/// serde_yaml's message minus its own path prefix, with the position as "(line L, column C)".
+fn yaml_reason(e: &serde_yaml::Error, path_prefixes: &[String]) -> String {
+    let mut msg = e.to_string();
+    for p in path_prefixes.iter().rev() {
+        if let Some(rest) = msg.strip_prefix(&format!("{p}: ")) {
+            msg = rest.to_owned();
+            break;
+        }
+    }
+    if let Some(loc) = e.location() {
+        let (line, column) = (loc.line(), loc.column());
+        msg = msg.replace(&format!(" at line {line} column {column}"), "");
+        msg = format!("{msg} (line {line}, column {column})");
+    }
+    msg
+}

@@ -1,0 +1,290 @@
+//! The config file: parse (serde, in `file`), validate collecting every error with its field
+//! path (in `validate`), into the validated [`Config`] that the snapshot is compiled from.
+
+mod file;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+// ---------------------------------------------------------------- errors
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.path, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+// ---------------------------------------------------------------- validated types
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub file: String,
+    pub admin: Option<Admin>,
+    pub workers: Workers,
+    pub limits: Limits,
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Cluster>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Workers {
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_request_head_bytes: usize,
+    pub max_headers: usize,
+    pub header_timeout: Duration,
+    /// Downstream keep-alive idle time.
+    pub idle_timeout: Duration,
+    /// Longest wait between two body reads or writes.
+    pub body_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_head_bytes: 65536,
+            max_headers: 100,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub backlog: u32,
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualHost {
+    pub name: String,
+    pub domains: Vec<Domain>,
+    pub routes: Vec<Route>,
+}
+
+/// Stored lowercased; `Suffix` keeps its leading dot so matching is a plain `ends_with`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Domain {
+    Exact(String),
+    Suffix(String),
+    Any,
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Domain::Exact(d) => f.write_str(d),
+            Domain::Suffix(s) => write!(f, "*{s}"),
+            Domain::Any => f.write_str("*"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub path: PathMatch,
+    /// `None` matches any method.
+    pub methods: Option<Vec<http::Method>>,
+    /// Index into `Config::clusters`.
+    pub cluster: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+}
+
+impl fmt::Display for PathMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathMatch::Prefix(p) => write!(f, "prefix {p}"),
+            PathMatch::Exact(p) => write!(f, "path {p}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub name: String,
+    pub connect_timeout: Duration,
+    /// Wait for the upstream response head once the request is sent.
+    pub response_timeout: Duration,
+    /// Lifetime of a pooled idle upstream connection.
+    pub idle_timeout: Duration,
+    /// 0 disables pooling.
+    pub max_idle_per_core: usize,
+    pub lb_policy: LbPolicy,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LbPolicy {
+    #[default]
+    WeightedRoundRobin,
+}
+
+impl LbPolicy {
+    const ALL: [(&'static str, LbPolicy); 1] =
+        [("weighted_round_robin", LbPolicy::WeightedRoundRobin)];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LbPolicy::WeightedRoundRobin => "weighted_round_robin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub weight: u32,
+}
+
+// ---------------------------------------------------------------- load / parse
+
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, &file),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file,
+            path: String::new(),
+            reason: format!("cannot read file: {e}"),
+        }])),
+    }
+}
+
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let raw = file::parse(text).map_err(|(path, reason)| {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_owned(),
+            path,
+            reason,
+        }])
+    })?;
+    validate::validate(raw, file)
+}
+
+// ---------------------------------------------------------------- summary
+
+impl Config {
+    /// One screen for `coregate check`.
+    pub fn summary(&self) -> String {
+        Summary(self).to_string()
+    }
+}
+
+struct Summary<'a>(&'a Config);
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self.0;
+        let hd = |d: Duration| humantime::format_duration(d).to_string();
+        writeln!(f, "config {}", c.file)?;
+        match c.workers {
+            Workers::Auto => writeln!(f, "workers: auto (one per core)")?,
+            Workers::Count(n) => writeln!(f, "workers: {n}")?,
+        }
+        if let Some(a) = &c.admin {
+            writeln!(f, "admin: {}", a.address)?;
+        }
+        let l = &c.limits;
+        writeln!(
+            f,
+            "limits: head {} B, {} headers, header {}, idle {}, body {}, drain {}",
+            l.max_request_head_bytes,
+            l.max_headers,
+            hd(l.header_timeout),
+            hd(l.idle_timeout),
+            hd(l.body_timeout),
+            hd(l.drain_timeout)
+        )?;
+        for lis in &c.listeners {
+            writeln!(
+                f,
+                "listener {} on {} (backlog {})",
+                lis.name, lis.address, lis.backlog
+            )?;
+            for v in &lis.virtual_hosts {
+                let domains: Vec<String> = v.domains.iter().map(Domain::to_string).collect();
+                writeln!(f, "  vhost {}: {}", v.name, domains.join(", "))?;
+                for r in &v.routes {
+                    let methods = match &r.methods {
+                        None => "*".to_owned(),
+                        Some(ms) => ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
+                    };
+                    let cluster = c.clusters.get(r.cluster).map_or("?", |cl| cl.name.as_str());
+                    writeln!(f, "    {methods} {} -> {cluster}", r.path)?;
+                }
+            }
+        }
+        for cl in &c.clusters {
+            writeln!(
+                f,
+                "cluster {} ({}): connect {}, response {}, idle {}, max idle/core {}",
+                cl.name,
+                cl.lb_policy.name(),
+                hd(cl.connect_timeout),
+                hd(cl.response_timeout),
+                hd(cl.idle_timeout),
+                cl.max_idle_per_core
+            )?;
+            for e in &cl.endpoints {
+                writeln!(f, "  {} weight {}", e.address, e.weight)?;
+            }
+        }
+        Ok(())
+    }
+}

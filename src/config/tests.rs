@@ -1,0 +1,455 @@
+//! Unit tests of parsing and validation: defaults, every error class with its exact path.
+
+use super::validate::{parse_domain, parse_method};
+use super::*;
+
+const FULL: &str = r#"
+admin: { address: 127.0.0.1:9901 }
+workers: auto
+limits: { max_request_head_bytes: 65536, max_headers: 100, header_timeout: 10s, idle_timeout: 60s, body_timeout: 60s, drain_timeout: 30s }
+listeners:
+  - name: ingress
+    address: 0.0.0.0:10000
+    backlog: 1024
+    virtual_hosts:
+      - name: bill
+        domains: ["bill.example.com", "*.bill.example.com", "*"]
+        routes:
+          - match: { prefix: "/api/", methods: [GET, POST] }
+            route: { cluster: bill_api }
+          - match: { path: "/healthz" }
+            route: { cluster: bill_web }
+clusters:
+  - name: bill_api
+    connect_timeout: 250ms
+    response_timeout: 15s
+    idle_timeout: 60s
+    max_idle_per_core: 128
+    lb_policy: weighted_round_robin
+    endpoints:
+      - { address: 127.0.0.1:9001, weight: 3 }
+      - { address: 127.0.0.1:9002 }
+  - name: bill_web
+    endpoints: [{ address: "[::1]:9003" }]
+"#;
+
+const BASE: &str = r#"
+listeners:
+  - name: l
+    address: 127.0.0.1:10000
+    virtual_hosts:
+      - name: v
+        domains: ["a.example.com"]
+        routes:
+          - match: { prefix: "/" }
+            route: { cluster: c }
+clusters:
+  - name: c
+    endpoints:
+      - { address: 127.0.0.1:9001 }
+"#;
+
+fn errs(yaml: &str) -> Vec<ConfigError> {
+    parse(yaml, "t.yaml").unwrap_err().0
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn full_example_parses() {
+    let c = parse(FULL, "gw.yaml").unwrap();
+    assert_eq!(c.file, "gw.yaml");
+    assert_eq!(
+        c.admin,
+        Some(Admin {
+            address: addr("127.0.0.1:9901")
+        })
+    );
+    assert_eq!(c.workers, Workers::Auto);
+    assert_eq!(c.limits, Limits::default());
+    let l = &c.listeners[0];
+    assert_eq!(
+        (l.name.as_str(), l.address, l.backlog),
+        ("ingress", addr("0.0.0.0:10000"), 1024)
+    );
+    let v = &l.virtual_hosts[0];
+    assert_eq!(v.name, "bill");
+    let want = [
+        Domain::Exact("bill.example.com".into()),
+        Domain::Suffix(".bill.example.com".into()),
+        Domain::Any,
+    ];
+    assert_eq!(v.domains, want);
+    let r0 = Route {
+        path: PathMatch::Prefix("/api/".into()),
+        methods: Some(vec![http::Method::GET, http::Method::POST]),
+        cluster: 0,
+    };
+    let r1 = Route {
+        path: PathMatch::Exact("/healthz".into()),
+        methods: None,
+        cluster: 1,
+    };
+    assert_eq!(v.routes, [r0, r1]);
+    let api = &c.clusters[0];
+    assert_eq!(api.name, "bill_api");
+    assert_eq!(api.connect_timeout, Duration::from_millis(250));
+    assert_eq!(api.response_timeout, Duration::from_secs(15));
+    assert_eq!(api.idle_timeout, Duration::from_secs(60));
+    assert_eq!(
+        (api.max_idle_per_core, api.lb_policy),
+        (128, LbPolicy::WeightedRoundRobin)
+    );
+    let eps = [
+        Endpoint {
+            address: addr("127.0.0.1:9001"),
+            weight: 3,
+        },
+        Endpoint {
+            address: addr("127.0.0.1:9002"),
+            weight: 1,
+        },
+    ];
+    assert_eq!(api.endpoints, eps);
+    assert_eq!(c.clusters[1].endpoints[0].address, addr("[::1]:9003"));
+}
+
+#[test]
+fn defaults_apply_when_omitted() {
+    let c = parse(BASE, "t.yaml").unwrap();
+    assert_eq!(
+        (c.admin, c.workers, c.limits),
+        (None, Workers::Auto, Limits::default())
+    );
+    assert_eq!(c.listeners[0].backlog, 1024);
+    let cl = &c.clusters[0];
+    let secs = Duration::from_secs;
+    assert_eq!(
+        (cl.connect_timeout, cl.response_timeout, cl.idle_timeout),
+        (secs(1), secs(15), secs(60))
+    );
+    assert_eq!(
+        (cl.max_idle_per_core, cl.lb_policy),
+        (128, LbPolicy::WeightedRoundRobin)
+    );
+    assert_eq!(cl.endpoints[0].weight, 1);
+    let with = parse(
+        &format!("{BASE}workers: 8\nlimits: {{ max_headers: 50, drain_timeout: 1m }}\n"),
+        "t",
+    );
+    let with = with.unwrap();
+    assert_eq!(with.workers, Workers::Count(8));
+    assert_eq!(
+        (with.limits.max_headers, with.limits.drain_timeout),
+        (50, secs(60))
+    );
+    assert_eq!(with.limits.header_timeout, secs(10));
+}
+
+/// One case a line: `from | to | path | reason substring`. `to` replaces the first `from`
+/// in BASE (`+` appends to it); `\n` is a newline. Each case must yield exactly one error.
+const CASES: &str = r#"
+cluster: c } | cluster: cx } | listeners[0].virtual_hosts[0].routes[0].route.cluster | unknown cluster "cx" (known: c)
+9001 } | 9001, weight: 0 } | clusters[0].endpoints[0].weight | must be between 1 and 1000000, got 0
+9001 } | 9001, weight: -3 } | clusters[0].endpoints[0].weight | got -3
+9001 } | 9001, weight: 1000001 } | clusters[0].endpoints[0].weight | got 1000001
+9001 } | 9001 }\n      - { address: 127.0.0.1:9001 } | clusters[0].endpoints[1].address | duplicate endpoint 127.0.0.1:9001
+9001 } | 0 } | clusters[0].endpoints[0].address | port 0
+address: 127.0.0.1:9001 | address: localhost:9001 | clusters[0].endpoints[0].address | (no DNS names)
+endpoints:\n      - { address: 127.0.0.1:9001 } | endpoints: [] | clusters[0].endpoints | at least one endpoint
+- name: c\n | - name: c\n    connect_timeout: 5\n | clusters[0].connect_timeout | invalid duration "5"
+- name: c\n | - name: c\n    response_timeout: 0s\n | clusters[0].response_timeout | must be greater than zero
+- name: c\n | - name: c\n    idle_timeout: soon\n | clusters[0].idle_timeout | invalid duration "soon"
+- name: c\n | - name: c\n    max_idle_per_core: 65537\n | clusters[0].max_idle_per_core | between 0 and 65536
+- name: c\n | - name: c\n    max_idle_per_core: -1\n | clusters[0].max_idle_per_core | got -1
+- name: c\n | - name: c\n    lb_policy: random\n | clusters[0].lb_policy | unknown policy "random" (accepted: weighted_round_robin)
++ |   - { name: c, endpoints: [{ address: 127.0.0.1:1 }] }\n | clusters[1].name | duplicate cluster name "c"
+:10000\n | \n | listeners[0].address | invalid address "127.0.0.1"
+:10000\n | :10000\n    backlog: 0\n | listeners[0].backlog | between 1 and 65535, got 0
+:10000\n | :10000\n    backlog: 70000\n | listeners[0].backlog | got 70000
+- name: l\n | - name: ""\n | listeners[0].name | must not be empty
+- name: v\n | - name: " "\n | listeners[0].virtual_hosts[0].name | must not be empty
+domains: ["a.example.com"] | domains: [] | listeners[0].virtual_hosts[0].domains | at least one domain
+a.example.com | a.example.com:8080 | listeners[0].virtual_hosts[0].domains[0] | remove ':PORT'
+a.example.com | foo.* | listeners[0].virtual_hosts[0].domains[0] | '*' must be alone
+a.example.com | *foo.com | listeners[0].virtual_hosts[0].domains[0] | '*' must be alone
+a.example.com | a.*.com | listeners[0].virtual_hosts[0].domains[0] | '*' must be alone
+"a.example.com" | "" | listeners[0].virtual_hosts[0].domains[0] | invalid domain "": empty
+a.example.com | a_b.com | listeners[0].virtual_hosts[0].domains[0] | only letters, digits
+a.example.com | a..com | listeners[0].virtual_hosts[0].domains[0] | empty label
+a.example.com | [::1] | listeners[0].virtual_hosts[0].domains[0] | IPv6
+a.example.com" | a.example.com", "A.Example.COM" | listeners[0].virtual_hosts[0].domains[1] | "a.example.com" is already used by virtual host "v"
+{ prefix: "/" } | { } | listeners[0].virtual_hosts[0].routes[0].match | set exactly one of `prefix`
+{ prefix: "/" } | { prefix: "/", path: "/x" } | listeners[0].virtual_hosts[0].routes[0].match | set exactly one of `prefix`
+{ prefix: "/" } | { prefix: "api" } | listeners[0].virtual_hosts[0].routes[0].match.prefix | "api" must start with '/'
+{ prefix: "/" } | { path: "x" } | listeners[0].virtual_hosts[0].routes[0].match.path | must start with '/'
+{ prefix: "/" } | { path: "/a b" } | listeners[0].virtual_hosts[0].routes[0].match.path | percent-encode
+{ prefix: "/" } | { prefix: "/", methods: [] } | listeners[0].virtual_hosts[0].routes[0].match.methods | omit `methods`
+{ prefix: "/" } | { prefix: "/", methods: [GET, ""] } | listeners[0].virtual_hosts[0].routes[0].match.methods[1] | empty method
+{ prefix: "/" } | { prefix: "/", methods: ["GE T"] } | listeners[0].virtual_hosts[0].routes[0].match.methods[0] | token characters
+{ prefix: "/" } | { prefix: "/", methods: [get] } | listeners[0].virtual_hosts[0].routes[0].match.methods[0] | use GET
+{ prefix: "/" } | { prefix: "/", methods: [GET, GET] } | listeners[0].virtual_hosts[0].routes[0].match.methods[1] | duplicate GET
++ | workers: 0\n | workers | must be `auto` or 1..=1024, got 0
++ | workers: 1025\n | workers | got 1025
++ | workers: many\n | workers | got "many"
++ | workers: 2.5\n | workers | got "2.5"
++ | admin: { address: nope }\n | admin.address | invalid address "nope"
++ | admin: { address: 127.0.0.1:10000 }\n | listeners[0].address | already used by admin.address
++ | limits: { max_request_head_bytes: 1023 }\n | limits.max_request_head_bytes | between 1024 and 1048576
++ | limits: { max_headers: 0 }\n | limits.max_headers | between 1 and 1024
++ | limits: { header_timeout: 0ms }\n | limits.header_timeout | greater than zero
++ | limits: { idle_timeout: 10 }\n | limits.idle_timeout | invalid duration "10"
++ | limits: { body_timeout: 1x }\n | limits.body_timeout | invalid duration
++ | limits: { drain_timeout: "" }\n | limits.drain_timeout | invalid duration
+"#;
+
+#[test]
+fn each_error_class_has_its_exact_path() {
+    for case in CASES.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<String> = case.split(" | ").map(|f| f.replace("\\n", "\n")).collect();
+        let [from, to, path, reason] = &f[..] else {
+            panic!("bad case {case}")
+        };
+        let yaml = match from.as_str() {
+            "+" => format!("{BASE}{to}"),
+            _ => BASE.replacen(from.as_str(), to, 1),
+        };
+        assert_ne!(yaml, BASE, "{case}");
+        let e = errs(&yaml);
+        assert_eq!(e.len(), 1, "{case}: {e:?}");
+        assert_eq!(e[0].path, *path, "{case}: {e:?}");
+        assert!(
+            e[0].reason.contains(reason.as_str()),
+            "{case}: {:?}",
+            e[0].reason
+        );
+    }
+}
+
+#[test]
+fn several_errors_are_all_reported_in_order() {
+    let yaml = r#"
+workers: 0
+limits: { header_timeout: 0s, max_headers: 5000 }
+listeners:
+  - name: a
+    address: 127.0.0.1:80
+    virtual_hosts:
+      - name: v
+        domains: ["*", "x.com"]
+        routes:
+          - match: { prefix: "/" }
+            route: { cluster: bill_apix }
+      - name: v
+        domains: ["*", "X.com:80"]
+  - name: a
+    address: 127.0.0.1:80
+    virtual_hosts: []
+clusters:
+  - { name: bill_api, endpoints: [{ address: 10.0.0.1:1, weight: 0 }] }
+  - { name: bill_web, endpoints: [] }
+  - { name: bill_api, endpoints: [{ address: host:1 }, { address: 10.0.0.1:2, weight: 2000000 }] }
+"#;
+    let e = errs(yaml);
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    let want = [
+        "workers",
+        "limits.max_headers",
+        "limits.header_timeout",
+        "listeners[0].virtual_hosts[0].routes[0].route.cluster",
+        "listeners[0].virtual_hosts[1].name",
+        "listeners[0].virtual_hosts[1].domains[0]",
+        "listeners[0].virtual_hosts[1].domains[1]",
+        "listeners[1].name",
+        "listeners[1].address",
+        "listeners[1].virtual_hosts",
+        "clusters[0].endpoints[0].weight",
+        "clusters[1].endpoints",
+        "clusters[2].name",
+        "clusters[2].endpoints[0].address",
+        "clusters[2].endpoints[1].weight",
+    ];
+    assert_eq!(paths, want, "{e:#?}");
+    assert_eq!(
+        e[3].reason,
+        r#"unknown cluster "bill_apix" (known: bill_api, bill_web)"#
+    );
+    assert_eq!(e[5].reason, r#""*" is already used by virtual host "v""#);
+    assert!(e[6].reason.contains("remove ':PORT'"));
+}
+
+#[test]
+fn no_listeners_and_no_clusters() {
+    let e = errs("workers: auto\n");
+    assert_eq!(e.len(), 1);
+    assert_eq!(
+        (e[0].path.as_str(), e[0].reason.as_str()),
+        ("listeners", "at least one listener is required")
+    );
+    let e = errs(&BASE.replace(
+        "clusters:\n  - name: c\n    endpoints:\n      - { address: 127.0.0.1:9001 }\n",
+        "",
+    ));
+    assert_eq!(
+        e[0].reason,
+        r#"unknown cluster "c" (no clusters are defined)"#
+    );
+}
+
+#[test]
+fn unknown_key_reports_the_mapping_path_and_position() {
+    let e = errs(&BASE.replace("9001 }", "9001, weigth: 3 }"));
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].path, "clusters[0].endpoints[0]");
+    let want = "unknown field `weigth`, expected `address` or `weight` (line 14, column 36)";
+    assert_eq!(e[0].reason, want);
+    let e = errs(&format!("{BASE}extra: 1\n"));
+    assert_eq!(e[0].path, "");
+    assert!(
+        e[0].reason
+            .starts_with("unknown field `extra`, expected one of"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn wrong_type_and_missing_field_report_their_path() {
+    let e = errs(&BASE.replace(
+        "    address: 127.0.0.1:10000\n",
+        "    address: 127.0.0.1:10000\n    backlog: lots\n",
+    ));
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].path, "listeners[0].backlog");
+    assert!(
+        e[0].reason
+            .starts_with("invalid type: string \"lots\", expected i64 (line 5"),
+        "{e:?}"
+    );
+    let e = errs(&BASE.replace("domains: [\"a.example.com\"]", "domains: \"a.example.com\""));
+    assert_eq!(e[0].path, "listeners[0].virtual_hosts[0].domains");
+    let e = errs(&BASE.replace("            route: { cluster: c }\n", ""));
+    assert_eq!(e[0].path, "listeners[0].virtual_hosts[0].routes[0]");
+    assert!(e[0].reason.starts_with("missing field `route`"), "{e:?}");
+    let e = errs(&BASE.replace("9001 }", "9001, weight: 1.5 }"));
+    assert_eq!(e[0].path, "clusters[0].endpoints[0].weight");
+}
+
+#[test]
+fn syntax_errors_empty_files_and_non_mappings() {
+    let e = errs("listeners: [\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].reason.contains("(line 2, column 1)"), "{e:?}");
+    for empty in ["", "  \n", "# just a comment\n"] {
+        let e = errs(empty);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].path, "");
+        assert!(e[0].reason.starts_with("the file is empty"), "{e:?}");
+    }
+    assert!(errs("- a\n- b\n")[0].reason.contains("must be a mapping"));
+    assert!(errs("just text\n")[0].reason.contains("found a scalar"));
+    assert!(
+        errs(&format!("{BASE}---\n{BASE}"))[0]
+            .reason
+            .contains("more than one document")
+    );
+}
+
+#[test]
+fn display_formats() {
+    let e = ConfigError {
+        file: "gw.yaml".into(),
+        path: "workers".into(),
+        reason: "bad".into(),
+    };
+    assert_eq!(e.to_string(), "gw.yaml: workers: bad");
+    let io = ConfigError {
+        file: "gw.yaml".into(),
+        path: String::new(),
+        reason: "gone".into(),
+    };
+    assert_eq!(io.to_string(), "gw.yaml: gone");
+    assert_eq!(
+        ConfigErrors(vec![e, io]).to_string(),
+        "gw.yaml: workers: bad\ngw.yaml: gone"
+    );
+    let all = parse("workers: 0\n", "x.yaml").unwrap_err().to_string();
+    assert_eq!(all.lines().count(), 2, "{all}");
+    assert!(all.starts_with("x.yaml: workers: must be"), "{all}");
+}
+
+#[test]
+fn load_reads_files_and_reports_io_errors() {
+    let dir = std::env::temp_dir().join(format!("coregate-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gw.yaml");
+    std::fs::write(&file, FULL).unwrap();
+    let c = load(&file).unwrap();
+    assert_eq!(c.file, file.display().to_string());
+    let e = load(&dir.join("missing.yaml")).unwrap_err().0;
+    assert_eq!((e.len(), e[0].path.as_str()), (1, ""));
+    assert!(e[0].reason.starts_with("cannot read file"), "{e:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn domains_and_methods() {
+    assert_eq!(
+        parse_domain("Bill.Example.COM"),
+        Ok(Domain::Exact("bill.example.com".into()))
+    );
+    assert_eq!(
+        parse_domain("*.Example.com"),
+        Ok(Domain::Suffix(".example.com".into()))
+    );
+    assert_eq!(parse_domain("*"), Ok(Domain::Any));
+    assert_eq!(
+        parse_domain("127.0.0.1"),
+        Ok(Domain::Exact("127.0.0.1".into()))
+    );
+    for bad in [
+        "*.", "**", "*.*.com", ".a.com", "a.com.", "a b", "ü.com", "a.com:80",
+    ] {
+        assert!(parse_domain(bad).is_err(), "{bad}");
+    }
+    assert_eq!(
+        parse_method("PURGE"),
+        Ok(http::Method::from_bytes(b"PURGE").unwrap())
+    );
+    assert_eq!(parse_method("M-SEARCH").unwrap().as_str(), "M-SEARCH");
+    assert!(parse_method("GET(").is_err());
+    assert!(parse_method("Post").unwrap_err().contains("use POST"));
+    assert!(parse_method("").is_err());
+}
+
+#[test]
+fn port_zero_listeners_may_repeat() {
+    let yaml = BASE.replace("127.0.0.1:10000", "127.0.0.1:0");
+    let second = "  - name: l2\n    address: 127.0.0.1:0\n    \
+                      virtual_hosts: [{ name: v, domains: [\"*\"] }]\nclusters:";
+    let c = parse(&yaml.replace("clusters:", second), "t").unwrap();
+    assert_eq!(c.listeners.len(), 2);
+    assert!(c.listeners[1].virtual_hosts[0].routes.is_empty());
+}
+
+#[test]
+fn summary_mentions_everything() {
+    let s = parse(FULL, "gw.yaml").unwrap().summary();
+    for needle in [
+        "gw.yaml",
+        "workers: auto",
+        "admin: 127.0.0.1:9901",
+        "limits: head 65536 B, 100 headers, header 10s, idle 1m, body 1m, drain 30s",
+        "listener ingress on 0.0.0.0:10000",
+        "vhost bill: bill.example.com, *.bill.example.com, *",
+        "    GET,POST prefix /api/ -> bill_api",
+        "    * path /healthz -> bill_web",
+        "cluster bill_api (weighted_round_robin): connect 250ms, response 15s, idle 1m",
+        "  127.0.0.1:9001 weight 3",
+        "  [::1]:9003 weight 1",
+    ] {
+        assert!(s.contains(needle), "summary lacks {needle:?}:\n{s}");
+    }
+    assert!(s.lines().count() < 20, "{s}");
+}

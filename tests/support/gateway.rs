@@ -1,0 +1,99 @@
+//! Starts Coregate in-process from a YAML config for a test, on port 0.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use coregate::Gateway;
+use coregate::config;
+use coregate::stats::EndpointTotals;
+
+/// A running in-process gateway; stopped (without drain) when dropped.
+pub struct TestGateway {
+    pub gateway: Gateway,
+    /// Address of the first listener.
+    pub addr: SocketAddr,
+}
+
+impl TestGateway {
+    /// Parses and validates `yaml` (panics with every error on an invalid config), starts it.
+    pub fn start(yaml: &str) -> TestGateway {
+        let config = config::parse(yaml, "test.yaml")
+            .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{yaml}"));
+        let first = config.listeners[0].name.clone();
+        let gateway = Gateway::start(config).unwrap_or_else(|e| panic!("gateway start: {e}"));
+        let addr = gateway.local_addr(&first).expect("first listener address");
+        TestGateway { gateway, addr }
+    }
+
+    /// The bound address of a listener by name.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.gateway.local_addr(name).expect("listener address")
+    }
+
+    /// An endpoint's counters summed over workers.
+    pub fn endpoint(&self, cluster: &str, addr: SocketAddr) -> EndpointTotals {
+        self.gateway.registry().endpoint_totals(cluster, addr)
+    }
+
+    /// Requests counted by each worker.
+    pub fn requests_per_worker(&self) -> Vec<u64> {
+        self.gateway
+            .registry()
+            .workers()
+            .iter()
+            .map(|w| w.requests.get())
+            .collect()
+    }
+
+    /// Connections accepted by each worker.
+    pub fn connections_per_worker(&self) -> Vec<u64> {
+        self.gateway
+            .registry()
+            .workers()
+            .iter()
+            .map(|w| w.connections_accepted.get())
+            .collect()
+    }
+
+    /// Stops, letting in-flight requests finish for at most `drain`.
+    pub fn shutdown(self, drain: Duration) {
+        self.gateway.shutdown(drain);
+    }
+}
+
+/// A single-cluster config: every host and path to `endpoints` ((address, weight) pairs), one
+/// worker unless `workers` says otherwise, with `extra` appended to the cluster (indented YAML
+/// lines such as "    max_idle_per_core: 4") and `limits` as a YAML flow mapping ("{}" for
+/// defaults).
+pub fn simple_config(
+    endpoints: &[(SocketAddr, u32)],
+    workers: usize,
+    extra: &str,
+    limits: &str,
+) -> String {
+    let mut eps = String::new();
+    for (addr, weight) in endpoints {
+        eps.push_str(&format!(
+            "      - {{ address: \"{addr}\", weight: {weight} }}\n"
+        ));
+    }
+    format!(
+        "workers: {workers}
+limits: {limits}
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: [\"*\"]
+        routes:
+          - match: {{ prefix: \"/\" }}
+            route: {{ cluster: backend }}
+clusters:
+  - name: backend
+    connect_timeout: 500ms
+{extra}
+    endpoints:
+{eps}"
+    )
+}
