@@ -174,7 +174,11 @@ impl<S: Stream> H1<S> {
     /// when the connection must be aborted.
     async fn answer(&mut self, e: ProxyError) -> Option<u16> {
         let status = e.status().filter(|_| !self.response_started)?;
-        // A body left unread cannot be skipped safely: close after answering.
+        // A small body that came with the head can be skipped, keeping the connection; one
+        // still on the way cannot, so the connection closes after the answer.
+        if !e.closes_connection() && !self.body.is_done() && !self.expect_continue {
+            let _ = self.take_body(|_| Ok(()));
+        }
         self.keep_alive =
             self.keep_alive && !e.closes_connection() && self.body.is_done() && !self.closing();
         let persistence = self.persistence();
@@ -330,7 +334,7 @@ impl<S: Stream> Downstream for H1<S> {
         }
     }
 
-    fn start_response(&mut self, head: &ResponseHead, length_echo: Option<u64>) {
+    fn start_response(&mut self, head: &ResponseHead) {
         let framing = match head.body {
             BodyLength::Empty => Framing::None,
             BodyLength::Known(n) => Framing::Length(n),
@@ -340,13 +344,7 @@ impl<S: Stream> Downstream for H1<S> {
         };
         self.keep_alive =
             self.keep_alive && framing != Framing::Close && self.body.is_done() && !self.closing();
-        encode_response(
-            head,
-            framing,
-            length_echo,
-            self.persistence(),
-            &mut self.wbuf,
-        );
+        encode_response(head, framing, self.persistence(), &mut self.wbuf);
         self.encoder = BodyEncoder::new(framing);
         self.response_started = true;
     }

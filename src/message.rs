@@ -235,6 +235,9 @@ pub struct ResponseHead {
     reason: Span,
     pub headers: Headers,
     pub body: BodyLength,
+    /// The length the upstream declared. For a response without a body (to HEAD, a 304) it
+    /// is repeated to the client as metadata; when it is None there, no length is sent.
+    pub declared_length: Option<u64>,
 }
 
 impl ResponseHead {
@@ -243,6 +246,7 @@ impl ResponseHead {
         self.reason = Span::default();
         self.status = 0;
         self.body = BodyLength::Empty;
+        self.declared_length = None;
     }
 
     pub fn set_reason(&mut self, reason: &[u8]) {

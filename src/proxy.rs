@@ -28,9 +28,8 @@ pub trait Downstream {
     /// Waits for more request body bytes, first telling a client that expects it to continue.
     async fn fill_body(&mut self) -> Result<(), ProxyError>;
 
-    /// Encodes the response head. `length_echo` is the Content-Length of a bodiless response
-    /// to HEAD or a 304, repeated without a body.
-    fn start_response(&mut self, head: &ResponseHead, length_echo: Option<u64>);
+    /// Encodes the response head.
+    fn start_response(&mut self, head: &ResponseHead);
 
     /// Encodes response body bytes.
     fn push_body(&mut self, data: &[u8]) -> Result<(), ProxyError>;
@@ -152,13 +151,7 @@ pub async fn forward<D: Downstream>(
     rt::recycle_buffer(std::mem::take(&mut request.bytes));
     let (meta, mut reader, response) = result?;
 
-    let length_echo = match (meta.framing, meta.content_length) {
-        (Framing::None, Some(n)) if response.status == 304 || head.method == Method::HEAD => {
-            Some(n)
-        }
-        _ => None,
-    };
-    down.start_response(&response, length_echo);
+    down.start_response(&response);
     relay_response(
         &mut reader,
         &conn,

@@ -32,8 +32,6 @@ pub struct RequestMeta {
 pub struct ResponseMeta {
     pub head_len: usize,
     pub framing: Framing,
-    /// Content-Length as sent, echoed for HEAD and 304 responses that carry no body.
-    pub content_length: Option<u64>,
     /// The upstream allows the connection to be reused.
     pub keep_alive: bool,
 }
@@ -413,6 +411,7 @@ pub fn parse_response(
         Framing::Length(n) => BodyLength::Known(n),
         Framing::Chunked | Framing::Close => BodyLength::Unknown,
     };
+    head.declared_length = fields.content_length;
     let keep_alive = framing != Framing::Close
         && match version {
             Version::HTTP_10 => fields.keep_alive && !fields.close,
@@ -421,7 +420,6 @@ pub fn parse_response(
     Ok(Some(ResponseMeta {
         head_len,
         framing,
-        content_length: fields.content_length,
         keep_alive,
     }))
 }
@@ -489,12 +487,11 @@ pub enum Persistence {
     Close,
 }
 
-/// Encodes a response head for the client. `length_echo` is a Content-Length to repeat on a
-/// bodiless response (HEAD, 304) without sending a body.
+/// Encodes a response head for the client. A response without a body carries the length its
+/// upstream declared, if any (metadata of a HEAD or 304 answer), and nothing otherwise.
 pub fn encode_response(
     head: &ResponseHead,
     framing: Framing,
-    length_echo: Option<u64>,
     persistence: Persistence,
     out: &mut Vec<u8>,
 ) {
@@ -502,15 +499,11 @@ pub fn encode_response(
     for (name, value) in head.headers.iter() {
         put_field(out, name, value);
     }
-    match (framing, length_echo) {
+    match (framing, head.declared_length) {
         (Framing::None, Some(n)) => {
             out.extend_from_slice(b"content-length: ");
             put_u64(out, n);
             out.extend_from_slice(b"\r\n");
-        }
-        // A bodiless 200-class answer without a length would otherwise be read until close.
-        (Framing::None, None) if head.status >= 200 && head.status != 204 && head.status != 304 => {
-            out.extend_from_slice(b"content-length: 0\r\n");
         }
         _ => put_framing(out, framing),
     }
@@ -741,7 +734,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(meta.framing, Framing::None);
-        assert_eq!(meta.content_length, Some(5));
+        assert_eq!(head.declared_length, Some(5));
         let err = parse_response(
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
             100,
@@ -766,7 +759,7 @@ mod tests {
         let mut resp = ResponseHead::default();
         resp.status = 404;
         out.clear();
-        encode_response(&resp, Framing::Chunked, None, Persistence::Close, &mut out);
+        encode_response(&resp, Framing::Chunked, Persistence::Close, &mut out);
         assert_eq!(
             out,
             b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
