@@ -15,9 +15,9 @@ use crate::h1::body::{BodyDecoder, BodyEncoder, Framing, Step};
 use crate::h1::head::{
     CONTINUE, Persistence, RequestMeta, encode_local_response, encode_response, parse_request,
 };
-use crate::io::{self as rt, Stream};
+use crate::io::{self as rt, AsyncWrite, Stream};
 use crate::message::{BodyLength, RequestHead, ResponseHead, Version};
-use crate::proxy::{self, Context, Downstream};
+use crate::proxy::{self, Context, Downstream, RequestBody, ResponseSink};
 use crate::worker::{ListenerSlot, Worker};
 
 /// Least free space offered to a read.
@@ -37,29 +37,34 @@ pub async fn serve<S: Stream>(worker: Rc<Worker>, slot: Rc<ListenerSlot>, io: S,
         io,
         worker: worker.clone(),
         slot: slot.clone(),
-        rbuf: rt::take_buffer(),
-        pos: 0,
-        wbuf: Vec::new(),
-        body: BodyDecoder::new(Framing::None, 0),
-        expect_continue: false,
-        body_timeout: Duration::from_secs(60),
-        encoder: BodyEncoder::new(Framing::None),
-        response_started: false,
-        keep_alive: false,
-        version: Version::HTTP_11,
+        input: Input {
+            rbuf: rt::take_buffer(),
+            pos: 0,
+            body: BodyDecoder::new(Framing::None, 0),
+            expect_continue: false,
+            timeout: Duration::from_secs(60),
+        },
+        output: Output {
+            wbuf: Vec::new(),
+            encoder: BodyEncoder::new(Framing::None),
+            started: false,
+            keep_alive: false,
+            closing: false,
+            version: Version::HTTP_11,
+            timeout: Duration::from_secs(60),
+        },
     };
     let cx = Context {
         worker: &worker,
         listener: &slot,
         client_ip: client_ip.as_bytes(),
     };
-    let end = conn.run(&cx).await;
-    match end {
+    match conn.run(&cx).await {
         End::Clean => {}
         End::Linger => conn.linger().await,
         End::Abort => conn.io.abort(),
     }
-    rt::recycle_buffer(std::mem::take(&mut conn.rbuf));
+    rt::recycle_buffer(std::mem::take(&mut conn.input.rbuf));
     worker.stats.connections_active.dec();
 }
 
@@ -73,25 +78,38 @@ enum End {
     Abort,
 }
 
-/// The HTTP/1 downstream codec state of one connection.
+/// One HTTP/1 connection: the stream and its two directions.
 struct H1<S> {
     io: S,
     worker: Rc<Worker>,
     slot: Rc<ListenerSlot>,
+    input: Input,
+    output: Output,
+}
+
+/// The reading direction: request heads and bodies.
+struct Input {
     /// Bytes received; `rbuf[pos..]` are not yet consumed.
     rbuf: Vec<u8>,
     pos: usize,
-    wbuf: Vec<u8>,
     /// The current request's body.
     body: BodyDecoder,
     expect_continue: bool,
-    body_timeout: Duration,
+    timeout: Duration,
+}
+
+/// The writing direction: responses.
+struct Output {
+    wbuf: Vec<u8>,
     /// The current response's body.
     encoder: BodyEncoder,
-    response_started: bool,
-    /// Whether the connection stays open after the current exchange.
+    started: bool,
+    /// The client allows the connection to stay open after this exchange.
     keep_alive: bool,
+    /// The proxy is shutting down or the listener was removed: close after this exchange.
+    closing: bool,
     version: Version,
+    timeout: Duration,
 }
 
 impl<S: Stream> H1<S> {
@@ -116,17 +134,17 @@ impl<S: Stream> H1<S> {
             if status.is_none() {
                 return End::Abort;
             }
-            if !self.keep_alive {
+            if !self.output.keep_alive || !self.input.body.is_done() {
                 // Unread bytes mean the client sent more than we answered (pipelining after
                 // Connection: close, or a body we did not read).
-                return if self.pos < self.rbuf.len() || !self.body.is_done() {
+                return if self.input.pos < self.input.rbuf.len() || !self.input.body.is_done() {
                     End::Linger
                 } else {
                     End::Clean
                 };
             }
-            if self.wbuf.capacity() > 4 * rt::BUF_SIZE {
-                self.wbuf = Vec::new();
+            if self.output.wbuf.capacity() > 4 * rt::BUF_SIZE {
+                self.output.wbuf = Vec::new();
             }
         }
     }
@@ -140,22 +158,26 @@ impl<S: Stream> H1<S> {
     ) -> Result<bool, ProxyError> {
         let generation = self.worker.generation();
         let limits = &generation.snapshot.limits;
-        self.response_started = false;
-        self.body = BodyDecoder::new(Framing::None, 0);
+        self.output.started = false;
+        self.input.body = BodyDecoder::new(Framing::None, 0);
         let meta = match self.read_head(head, limits, first).await {
             Ok(Some(meta)) => meta,
             Ok(None) => return Ok(false),
             Err(e) => {
-                self.keep_alive = false;
+                self.output.keep_alive = false;
                 return Err(e);
             }
         };
-        self.pos += meta.head_len;
-        self.body = BodyDecoder::new(meta.framing, limits.max_request_head_bytes);
-        self.body_timeout = limits.body_timeout;
-        self.expect_continue = meta.expect_continue;
-        self.keep_alive = meta.keep_alive;
-        self.version = head.version;
+        let input = &mut self.input;
+        input.pos += meta.head_len;
+        input.body = BodyDecoder::new(meta.framing, limits.max_request_head_bytes);
+        input.timeout = limits.body_timeout;
+        input.expect_continue = meta.expect_continue;
+        let output = &mut self.output;
+        output.keep_alive = meta.keep_alive;
+        output.version = head.version;
+        output.timeout = limits.body_timeout;
+        output.closing = self.worker.stopping.get() || self.slot.draining.get();
         Ok(true)
     }
 
@@ -173,32 +195,22 @@ impl<S: Stream> H1<S> {
     /// Answers a failed request if no response has started. Returns the status sent, or None
     /// when the connection must be aborted.
     async fn answer(&mut self, e: ProxyError) -> Option<u16> {
-        let status = e.status().filter(|_| !self.response_started)?;
+        let status = e.status().filter(|_| !self.output.started)?;
+        let (mut body, mut sink) = self.split();
         // A small body that came with the head can be skipped, keeping the connection; one
         // still on the way cannot, so the connection closes after the answer.
-        if !e.closes_connection() && !self.body.is_done() && !self.expect_continue {
-            let _ = self.take_body(|_| Ok(()));
+        if !e.closes_connection() && !body.input.expect_continue {
+            let _ = body.take_body(|_| Ok(()));
         }
-        self.keep_alive =
-            self.keep_alive && !e.closes_connection() && self.body.is_done() && !self.closing();
-        let persistence = self.persistence();
-        self.wbuf.clear();
-        encode_local_response(status, e.body(), persistence, &mut self.wbuf);
-        self.flush().await.ok()?;
+        let output = &mut *sink.output;
+        output.keep_alive = output.keep_alive
+            && !e.closes_connection()
+            && body.input.body.is_done()
+            && !output.closing;
+        output.wbuf.clear();
+        encode_local_response(status, e.body(), output.persistence(), &mut output.wbuf);
+        sink.flush().await.ok()?;
         Some(status)
-    }
-
-    /// Whether the connection must close after this exchange for reasons of the proxy itself.
-    fn closing(&self) -> bool {
-        self.worker.stopping.get() || self.slot.draining.get()
-    }
-
-    fn persistence(&self) -> Persistence {
-        match (self.keep_alive, self.version) {
-            (false, _) => Persistence::Close,
-            (true, Version::HTTP_10) => Persistence::KeepAlive,
-            (true, _) => Persistence::Default,
-        }
     }
 
     /// Reads and parses the next request head. Ok(None): the connection ends quietly (the
@@ -209,11 +221,13 @@ impl<S: Stream> H1<S> {
         limits: &Limits,
         first: bool,
     ) -> Result<Option<RequestMeta>, ProxyError> {
-        if self.pos == self.rbuf.len() {
-            self.rbuf.clear();
-            self.pos = 0;
+        let input = &mut self.input;
+        if input.pos == input.rbuf.len() {
+            input.rbuf.clear();
+            input.pos = 0;
             // A new connection gets the header timeout to send anything; an idle keep-alive
-            // connection gets the idle timeout. Either way silence ends it quietly.
+            // connection gets the idle timeout. Either way silence ends it quietly, and so
+            // does shutdown.
             let wait = if first {
                 limits.header_timeout
             } else {
@@ -221,7 +235,7 @@ impl<S: Stream> H1<S> {
             };
             let read = pin!(rt::within(
                 wait,
-                rt::read_some(&mut self.io, &mut self.rbuf, MIN_READ)
+                rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ)
             ));
             match select(read, pin!(self.worker.stopped())).await {
                 Either::Left((Some(Ok(n)), _)) if n > 0 => {}
@@ -230,7 +244,7 @@ impl<S: Stream> H1<S> {
         }
         let deadline = Instant::now() + limits.header_timeout;
         loop {
-            let unparsed = &self.rbuf[self.pos..];
+            let unparsed = &input.rbuf[input.pos..];
             if let Some(meta) = parse_request(unparsed, limits.max_headers, head)? {
                 if meta.head_len > limits.max_request_head_bytes {
                     return Err(ProxyError::downstream(ErrorKind::HeadTooLarge));
@@ -240,13 +254,9 @@ impl<S: Stream> H1<S> {
             if unparsed.len() >= limits.max_request_head_bytes {
                 return Err(ProxyError::downstream(ErrorKind::HeadTooLarge));
             }
-            self.compact();
-            match rt::until(
-                deadline,
-                rt::read_some(&mut self.io, &mut self.rbuf, MIN_READ),
-            )
-            .await
-            {
+            input.compact();
+            let read = rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ);
+            match rt::until(deadline, read).await {
                 None => return Err(ProxyError::downstream(ErrorKind::RequestTimeout)),
                 Some(Ok(n)) if n > 0 => {}
                 // The client closed mid-head: nobody to answer.
@@ -255,6 +265,25 @@ impl<S: Stream> H1<S> {
         }
     }
 
+    /// Closes the sending side, then drains what the client still sends for a short while.
+    async fn linger(&mut self) {
+        if rt::within(LINGER, self.io.io().shutdown()).await.is_none() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER;
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            self.input.rbuf.clear();
+            let read = rt::read_some(self.io.io(), &mut self.input.rbuf, MIN_READ);
+            match rt::until(deadline, read).await {
+                Some(Ok(n)) if n > 0 => drained += n,
+                _ => return,
+            }
+        }
+    }
+}
+
+impl Input {
     /// Moves unconsumed bytes to the front of the read buffer.
     fn compact(&mut self) {
         if self.pos == self.rbuf.len() {
@@ -264,51 +293,71 @@ impl<S: Stream> H1<S> {
         }
         self.pos = 0;
     }
+}
 
-    /// Closes the sending side, then drains what the client still sends for a short while.
-    async fn linger(&mut self) {
-        if rt::within(LINGER, self.io.shutdown()).await.is_none() {
-            return;
-        }
-        let deadline = Instant::now() + LINGER;
-        let mut drained = 0;
-        while drained < LINGER_BYTES {
-            self.rbuf.clear();
-            match rt::until(
-                deadline,
-                rt::read_some(&mut self.io, &mut self.rbuf, MIN_READ),
-            )
-            .await
-            {
-                Some(Ok(n)) if n > 0 => drained += n,
-                _ => return,
-            }
+impl Output {
+    fn persistence(&self) -> Persistence {
+        match (self.keep_alive, self.version) {
+            (false, _) => Persistence::Close,
+            (true, Version::HTTP_10) => Persistence::KeepAlive,
+            (true, _) => Persistence::Default,
         }
     }
 }
 
 impl<S: Stream> Downstream for H1<S> {
+    type Body<'a> = BodyHalf<'a, S>;
+    type Sink<'a> = SinkHalf<'a, S>;
+
+    fn split(&mut self) -> (BodyHalf<'_, S>, SinkHalf<'_, S>) {
+        (
+            BodyHalf {
+                io: &self.io,
+                input: &mut self.input,
+            },
+            SinkHalf {
+                io: &self.io,
+                output: &mut self.output,
+            },
+        )
+    }
+}
+
+/// The request body half of a connection.
+struct BodyHalf<'a, S> {
+    io: &'a S,
+    input: &'a mut Input,
+}
+
+/// The response half of a connection.
+struct SinkHalf<'a, S> {
+    io: &'a S,
+    output: &'a mut Output,
+}
+
+impl<S: Stream> RequestBody for BodyHalf<'_, S> {
     fn take_body<F>(&mut self, mut f: F) -> Result<bool, ProxyError>
     where
         F: FnMut(&[u8]) -> Result<(), ProxyError>,
     {
+        let input = &mut *self.input;
         loop {
-            let input = &self.rbuf[self.pos..];
-            let (consumed, step) = self
+            let unread = &input.rbuf[input.pos..];
+            let (consumed, step) = input
                 .body
-                .decode(input)
+                .decode(unread)
                 .map_err(|_| ProxyError::bad_request("invalid chunked request body\n"))?;
             match step {
                 Step::Data(range) => {
-                    f(&input[range])?;
-                    self.pos += consumed;
+                    f(&unread[range])?;
+                    input.pos += consumed;
                 }
                 Step::NeedMore => {
-                    self.pos += consumed;
+                    input.pos += consumed;
                     return Ok(false);
                 }
                 Step::Done => {
-                    self.pos += consumed;
+                    input.pos += consumed;
                     return Ok(true);
                 }
             }
@@ -316,62 +365,67 @@ impl<S: Stream> Downstream for H1<S> {
     }
 
     async fn fill_body(&mut self) -> Result<(), ProxyError> {
-        if self.expect_continue {
-            self.expect_continue = false;
-            self.wbuf.extend_from_slice(CONTINUE);
-            self.flush().await?;
-        }
-        self.compact();
-        match rt::within(
-            self.body_timeout,
-            rt::read_some(&mut self.io, &mut self.rbuf, MIN_READ),
-        )
-        .await
-        {
+        let input = &mut *self.input;
+        input.expect_continue = false;
+        input.compact();
+        let read = rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ);
+        match rt::within(input.timeout, read).await {
             None => Err(ProxyError::downstream(ErrorKind::RequestTimeout)),
             Some(Ok(n)) if n > 0 => Ok(()),
             _ => Err(ProxyError::client_gone()),
         }
     }
 
+    fn expects_continue(&self) -> bool {
+        self.input.expect_continue
+    }
+}
+
+impl<S: Stream> ResponseSink for SinkHalf<'_, S> {
+    async fn send_continue(&mut self) -> Result<(), ProxyError> {
+        self.output.wbuf.extend_from_slice(CONTINUE);
+        self.flush().await
+    }
+
     fn start_response(&mut self, head: &ResponseHead) {
+        let output = &mut *self.output;
         let framing = match head.body {
             BodyLength::Empty => Framing::None,
             BodyLength::Known(n) => Framing::Length(n),
             // A 1.0 client cannot read chunked: the body ends with the connection.
-            BodyLength::Unknown if self.version == Version::HTTP_10 => Framing::Close,
+            BodyLength::Unknown if output.version == Version::HTTP_10 => Framing::Close,
             BodyLength::Unknown => Framing::Chunked,
         };
-        self.keep_alive =
-            self.keep_alive && framing != Framing::Close && self.body.is_done() && !self.closing();
-        encode_response(head, framing, self.persistence(), &mut self.wbuf);
-        self.encoder = BodyEncoder::new(framing);
-        self.response_started = true;
+        output.keep_alive = output.keep_alive && framing != Framing::Close && !output.closing;
+        encode_response(head, framing, output.persistence(), &mut output.wbuf);
+        output.encoder = BodyEncoder::new(framing);
+        output.started = true;
     }
 
     fn push_body(&mut self, data: &[u8]) -> Result<(), ProxyError> {
-        self.encoder
-            .encode(data, &mut self.wbuf)
+        let output = &mut *self.output;
+        output
+            .encoder
+            .encode(data, &mut output.wbuf)
             .map_err(|_| ProxyError::bad_response("upstream body longer than announced\n"))
     }
 
     fn end_body(&mut self) -> Result<(), ProxyError> {
-        self.encoder
-            .finish(&mut self.wbuf)
+        let output = &mut *self.output;
+        output
+            .encoder
+            .finish(&mut output.wbuf)
             .map_err(|_| ProxyError::bad_response("upstream body shorter than announced\n"))
     }
 
     fn pending(&self) -> usize {
-        self.wbuf.len()
+        self.output.wbuf.len()
     }
 
     async fn flush(&mut self) -> Result<(), ProxyError> {
-        match rt::within(
-            self.body_timeout,
-            rt::write_all(&mut self.io, &mut self.wbuf),
-        )
-        .await
-        {
+        let output = &mut *self.output;
+        let write = rt::write_all(self.io.io(), &mut output.wbuf);
+        match rt::within(output.timeout, write).await {
             Some(Ok(())) => Ok(()),
             _ => Err(ProxyError::client_gone()),
         }

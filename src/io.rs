@@ -13,8 +13,17 @@ pub use compio::io::{AsyncRead, AsyncWrite};
 use compio::io::{AsyncReadExt, AsyncWriteExt};
 pub use compio::net::{TcpListener, TcpStream};
 
-/// A byte stream the proxy can serve: plain TCP today, TLS over TCP tomorrow.
-pub trait Stream: AsyncRead + AsyncWrite + 'static {
+/// A byte stream the proxy can serve: plain TCP today, TLS over TCP tomorrow. Reading and
+/// writing go through shared handles, so that a response can be written while the request body
+/// is still being read.
+pub trait Stream: 'static {
+    type Io<'a>: AsyncRead + AsyncWrite
+    where
+        Self: 'a;
+
+    /// A handle for one read or one write; one of each may be in flight at once.
+    fn io(&self) -> Self::Io<'_>;
+
     /// Makes the coming close abortive: the peer sees a reset, not a clean end of stream. Used
     /// when a response was cut short, so that a close-delimited body is never taken for
     /// complete.
@@ -22,6 +31,12 @@ pub trait Stream: AsyncRead + AsyncWrite + 'static {
 }
 
 impl Stream for TcpStream {
+    type Io<'a> = &'a TcpStream;
+
+    fn io(&self) -> &TcpStream {
+        self
+    }
+
     fn abort(&self) {
         let _ = self.set_zero_linger();
     }
@@ -63,7 +78,7 @@ pub fn recycle_buffer(mut buf: Vec<u8>) {
 /// Reads once, appending to `buf` (growing it to at least `min_spare` free bytes first).
 /// Returns the number of bytes read; 0 means end of stream.
 pub async fn read_some<S: AsyncRead>(
-    io: &mut S,
+    mut io: S,
     buf: &mut Vec<u8>,
     min_spare: usize,
 ) -> io::Result<usize> {
@@ -77,7 +92,7 @@ pub async fn read_some<S: AsyncRead>(
 }
 
 /// Writes all of `buf`, then clears it (keeping its capacity).
-pub async fn write_all<S: AsyncWrite>(io: &mut S, buf: &mut Vec<u8>) -> io::Result<()> {
+pub async fn write_all<S: AsyncWrite>(mut io: S, buf: &mut Vec<u8>) -> io::Result<()> {
     if buf.is_empty() {
         return Ok(());
     }
@@ -90,7 +105,7 @@ pub async fn write_all<S: AsyncWrite>(io: &mut S, buf: &mut Vec<u8>) -> io::Resu
 
 /// Writes all of `buf` and leaves it intact, so that the same bytes can be sent again (a retry
 /// on a fresh connection).
-pub async fn write_kept<S: AsyncWrite>(io: &mut S, buf: &mut Vec<u8>) -> io::Result<()> {
+pub async fn write_kept<S: AsyncWrite>(mut io: S, buf: &mut Vec<u8>) -> io::Result<()> {
     if buf.is_empty() {
         return Ok(());
     }

@@ -2,31 +2,55 @@
 //! Protocol-neutral: the downstream codec is behind [`Downstream`], the upstream speaks HTTP/1.1.
 
 use std::pin::pin;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, select};
 use tracing::debug;
 
 use crate::config::Cluster;
 use crate::error::{ErrorKind, ProxyError, Side};
-use crate::h1::body::{BodyEncoder, Framing};
-use crate::h1::head::encode_request;
+use crate::h1::body::{BodyEncoder, BodyError, Framing};
+use crate::h1::head::{ResponseMeta, encode_request};
 use crate::io as rt;
 use crate::message::{BodyLength, Method, RequestHead, ResponseHead};
 use crate::upstream::{self, ResponseReader, UpstreamConn};
-use crate::worker::{ClusterState, ListenerSlot, Worker};
+use crate::worker::{ClusterState, EndpointState, ListenerSlot, Worker};
 
-/// What the proxy needs from the downstream side of one exchange (an HTTP/1 connection today,
-/// an HTTP/2 stream tomorrow). Its futures never leave their core, so they need not be Send.
-#[allow(async_fn_in_trait)]
+/// The downstream side of one exchange (an HTTP/1 connection today, an HTTP/2 stream
+/// tomorrow), split in two halves that work at the same time: a response may stream back while
+/// the request body is still arriving.
 pub trait Downstream {
+    type Body<'a>: RequestBody
+    where
+        Self: 'a;
+    type Sink<'a>: ResponseSink
+    where
+        Self: 'a;
+
+    fn split(&mut self) -> (Self::Body<'_>, Self::Sink<'_>);
+}
+
+/// The request body as it arrives from the client. Its futures never leave their core, so
+/// they need not be Send.
+#[allow(async_fn_in_trait)]
+pub trait RequestBody {
     /// Hands every request body byte already received to `f`; true when the body is complete.
     fn take_body<F>(&mut self, f: F) -> Result<bool, ProxyError>
     where
         F: FnMut(&[u8]) -> Result<(), ProxyError>;
 
-    /// Waits for more request body bytes, first telling a client that expects it to continue.
+    /// Waits for more request body bytes.
     async fn fill_body(&mut self) -> Result<(), ProxyError>;
+
+    /// Whether the client waits for 100 Continue before it sends the body.
+    fn expects_continue(&self) -> bool;
+}
+
+/// The response as it goes back to the client.
+#[allow(async_fn_in_trait)]
+pub trait ResponseSink {
+    /// Tells a client that waits for it to send its body.
+    async fn send_continue(&mut self) -> Result<(), ProxyError>;
 
     /// Encodes the response head.
     fn start_response(&mut self, head: &ResponseHead);
@@ -52,7 +76,7 @@ pub struct Context<'a> {
     pub client_ip: &'a [u8],
 }
 
-fn encode_error(_: crate::h1::body::BodyError) -> ProxyError {
+fn encode_error(_: BodyError) -> ProxyError {
     ProxyError {
         kind: ErrorKind::Aborted,
         side: Side::Internal,
@@ -91,6 +115,7 @@ pub async fn forward<D: Downstream>(
         BodyLength::Known(n) => Framing::Length(n),
         BodyLength::Unknown => Framing::Chunked,
     };
+    let (mut body, mut sink) = down.split();
     let mut request = Request {
         bytes: rt::take_buffer(),
         encoder: BodyEncoder::new(framing),
@@ -98,71 +123,49 @@ pub async fn forward<D: Downstream>(
     };
     encode_request(head, spec.name.as_bytes(), framing, &mut request.bytes);
     // The body bytes that came with the head go out in the same write.
-    request.pull_buffered(down)?;
-    // Only a request held whole in memory can be sent again on another connection.
-    let replayable = request.body_done && head.is_idempotent();
+    request.pull_buffered(&mut body)?;
+    let exchange = Exchange {
+        spec,
+        head_request: head.method == Method::HEAD,
+        // Only a request held whole in memory can be sent again on another connection, and
+        // only one whose repetition cannot change the outcome.
+        replayable: request.body_done && head.is_idempotent(),
+        body_timeout: snapshot.limits.body_timeout,
+    };
 
-    let (endpoint, mut conn, mut reused) = connect_any(cluster, spec).await?;
+    let (endpoint, conn, reused) = connect_any(cluster, spec, exchange.replayable).await?;
     let ep = &cluster.endpoints[endpoint];
-    let head_request = head.method == Method::HEAD;
-    let mut retried = false;
-    let result = loop {
-        ep.stats.requests.inc();
-        let mut reader = ResponseReader::new();
-        let mut response = ResponseHead::default();
-        let sent = send_and_await_head(
-            &mut request,
-            down,
-            &conn,
-            &mut reader,
-            spec,
-            head_request,
-            replayable,
-            &mut response,
-        )
-        .await;
-        match sent {
-            Ok(meta) => break Ok((meta, reader, response)),
-            Err(e) if e.retryable && reused && replayable && !retried => {
-                // The pooled connection had been closed by the upstream while idle; the request
-                // never reached the application, so it goes once more on a fresh connection.
-                debug!(endpoint = %ep.address, "retrying on a new connection after {e}");
-                retried = true;
-                ep.stats.retries.inc();
-                reader.recycle();
-                match UpstreamConn::connect(ep.address, spec.connect_timeout).await {
-                    Ok(fresh) => {
-                        ep.stats.connections_new.inc();
-                        conn = fresh;
-                        reused = false;
-                    }
-                    Err(_) => {
-                        ep.stats.connect_failures.inc();
-                        break Err(ProxyError::upstream(ErrorKind::NoUpstream));
-                    }
-                }
-            }
-            Err(e) => {
-                reader.recycle();
-                break Err(e);
-            }
-        }
+    ep.stats.requests.inc();
+    let mut reader = ResponseReader::new();
+    let mut response = ResponseHead::default();
+    let outcome = if request.body_done {
+        exchange
+            .whole(
+                ep,
+                conn,
+                reused,
+                &mut request,
+                &mut reader,
+                &mut response,
+                &mut sink,
+            )
+            .await
+    } else {
+        exchange
+            .streaming(
+                conn,
+                &mut request,
+                &mut body,
+                &mut reader,
+                &mut response,
+                &mut sink,
+            )
+            .await
     };
     rt::recycle_buffer(std::mem::take(&mut request.bytes));
-    let (meta, mut reader, response) = result?;
-
-    down.start_response(&response);
-    relay_response(
-        &mut reader,
-        &conn,
-        down,
-        cx.worker.generation().snapshot.limits.body_timeout,
-    )
-    .await?;
+    let (conn, meta) = outcome?;
     if reader.reusable() && meta.keep_alive && request.body_done {
-        cluster.endpoints[endpoint]
-            .pool
-            .checkin(conn, Instant::now());
+        ep.pool.checkin(conn, Instant::now());
     }
     reader.recycle();
     Ok(response.status)
@@ -177,13 +180,13 @@ struct Request {
 
 impl Request {
     /// Encodes the request body bytes the client has already sent.
-    fn pull_buffered<D: Downstream>(&mut self, down: &mut D) -> Result<(), ProxyError> {
+    fn pull_buffered<B: RequestBody>(&mut self, body: &mut B) -> Result<(), ProxyError> {
         let Request {
             bytes,
             encoder,
             body_done,
         } = self;
-        *body_done = down.take_body(|data| encoder.encode(data, bytes).map_err(encode_error))?;
+        *body_done = body.take_body(|data| encoder.encode(data, bytes).map_err(encode_error))?;
         if *body_done {
             encoder.finish(bytes).map_err(encode_error)?;
         }
@@ -191,11 +194,138 @@ impl Request {
     }
 }
 
+/// What one exchange with the upstream needs to know.
+struct Exchange<'a> {
+    spec: &'a Cluster,
+    head_request: bool,
+    replayable: bool,
+    body_timeout: Duration,
+}
+
+impl Exchange<'_> {
+    /// A request held whole in memory: send it, read the head (sending it once more on a fresh
+    /// connection if a pooled one turns out closed), relay the response.
+    #[allow(clippy::too_many_arguments)]
+    async fn whole<S: ResponseSink>(
+        &self,
+        ep: &EndpointState,
+        mut conn: UpstreamConn,
+        mut reused: bool,
+        request: &mut Request,
+        reader: &mut ResponseReader,
+        response: &mut ResponseHead,
+        sink: &mut S,
+    ) -> Result<(UpstreamConn, ResponseMeta), ProxyError> {
+        let mut retried = false;
+        let meta = loop {
+            let sent = async {
+                upstream::send(&conn, &mut request.bytes, self.replayable).await?;
+                let deadline = Instant::now() + self.spec.response_timeout;
+                reader
+                    .read_head(&conn, self.head_request, Some(deadline), response)
+                    .await
+            }
+            .await;
+            match sent {
+                Ok(meta) => break meta,
+                Err(e) if e.retryable && reused && self.replayable && !retried => {
+                    // The upstream had closed the pooled connection while it was idle; the
+                    // request never reached the application.
+                    debug!(endpoint = %ep.address, "retrying on a new connection after {e}");
+                    retried = true;
+                    ep.stats.retries.inc();
+                    reader.reset();
+                    conn = UpstreamConn::connect(ep.address, self.spec.connect_timeout)
+                        .await
+                        .map_err(|_| {
+                            ep.stats.connect_failures.inc();
+                            ProxyError::upstream(ErrorKind::NoUpstream)
+                        })?;
+                    ep.stats.connections_new.inc();
+                    reused = false;
+                }
+                Err(e) => {
+                    return Err(ProxyError {
+                        retryable: false,
+                        ..e
+                    });
+                }
+            }
+        };
+        sink.start_response(response);
+        relay_response(reader, &conn, sink, self.body_timeout).await?;
+        Ok((conn, meta))
+    }
+
+    /// A request whose body is still arriving: it streams to the upstream while the response
+    /// may already stream back (an upstream may answer early, or echo as it reads).
+    async fn streaming<B: RequestBody, S: ResponseSink>(
+        &self,
+        conn: UpstreamConn,
+        request: &mut Request,
+        body: &mut B,
+        reader: &mut ResponseReader,
+        response: &mut ResponseHead,
+        sink: &mut S,
+    ) -> Result<(UpstreamConn, ResponseMeta), ProxyError> {
+        upstream::send(&conn, &mut request.bytes, false).await?;
+        if body.expects_continue() {
+            sink.send_continue().await?;
+        }
+        let meta = 'exchange: {
+            let mut sending = pin!(stream_body(request, body, &conn));
+            // Whether the upload still runs once the response head is in.
+            let mut uploading = true;
+            let meta = {
+                let receiving = pin!(reader.read_head(&conn, self.head_request, None, response));
+                match select(sending.as_mut(), receiving).await {
+                    Either::Left((Ok(()), receiving)) => {
+                        uploading = false;
+                        rt::within(self.spec.response_timeout, receiving)
+                            .await
+                            .unwrap_or(Err(ProxyError::upstream(ErrorKind::UpstreamTimeout)))?
+                    }
+                    Either::Left((Err(e), _)) if e.side != Side::Upstream => return Err(e),
+                    Either::Left((Err(e), receiving)) => {
+                        // The upstream stopped reading: it may have answered already.
+                        uploading = false;
+                        rt::within(self.spec.response_timeout, receiving)
+                            .await
+                            .unwrap_or(Err(e))
+                            .map_err(|_| e)?
+                    }
+                    Either::Right((answer, _)) => answer?,
+                }
+            };
+            sink.start_response(response);
+            let relaying = pin!(relay_response(reader, &conn, sink, self.body_timeout));
+            if !uploading {
+                relaying.await?;
+                break 'exchange meta;
+            }
+            match select(sending, relaying).await {
+                Either::Left((Ok(()), relaying)) => relaying.await?,
+                // The upstream stopped reading the body but still answers: finish the answer;
+                // the client connection closes afterwards (its body was not all read).
+                Either::Left((Err(e), relaying)) if e.side == Side::Upstream => relaying.await?,
+                Either::Left((Err(e), _)) => return Err(e),
+                // The response is complete before the request body: the rest of the body is not
+                // sent; neither connection is reused.
+                Either::Right((relayed, _)) => relayed?,
+            }
+            meta
+        };
+        Ok((conn, meta))
+    }
+}
+
 /// Picks endpoints until one gives a connection, pooled or new; each endpoint is tried at most
-/// once. None left: 503.
+/// once. None left: 503. A request that must not be repeated only gets a pooled connection
+/// that has not been closed by the upstream meanwhile.
 async fn connect_any(
     cluster: &ClusterState,
     spec: &Cluster,
+    replayable: bool,
 ) -> Result<(usize, UpstreamConn, bool), ProxyError> {
     let n = cluster.endpoints.len();
     // Allocated only once a connect fails.
@@ -216,9 +346,11 @@ async fn connect_any(
         let Some(ep) = cluster.endpoints.get(endpoint) else {
             break;
         };
-        if let Some(conn) = ep.pool.checkout(Instant::now()) {
-            ep.stats.connections_reused.inc();
-            return Ok((endpoint, conn, true));
+        while let Some(conn) = ep.pool.checkout(Instant::now()) {
+            if replayable || !conn.closed_by_peer() {
+                ep.stats.connections_reused.inc();
+                return Ok((endpoint, conn, true));
+            }
         }
         match UpstreamConn::connect(ep.address, spec.connect_timeout).await {
             Ok(conn) => {
@@ -235,59 +367,15 @@ async fn connect_any(
     Err(ProxyError::upstream(ErrorKind::NoUpstream))
 }
 
-/// Sends the request (head, then the rest of the body while watching for an early response)
-/// and reads the final response head.
-#[allow(clippy::too_many_arguments)]
-async fn send_and_await_head<D: Downstream>(
-    request: &mut Request,
-    down: &mut D,
-    conn: &UpstreamConn,
-    reader: &mut ResponseReader,
-    spec: &Cluster,
-    head_request: bool,
-    replayable: bool,
-    response: &mut ResponseHead,
-) -> Result<crate::h1::head::ResponseMeta, ProxyError> {
-    upstream::send(conn, &mut request.bytes, replayable).await?;
-    if request.body_done {
-        let deadline = Instant::now() + spec.response_timeout;
-        return reader
-            .read_head(conn, head_request, Some(deadline), response)
-            .await;
-    }
-    // The body streams while the upstream may already answer (a 413 or 401 before the end of an
-    // upload): whichever comes first decides.
-    request.bytes.clear();
-    let sending = pin!(stream_body(request, down, conn));
-    let receiving = pin!(reader.read_head(conn, head_request, None, response));
-    match select(sending, receiving).await {
-        Either::Left((Ok(()), receiving)) => rt::within(spec.response_timeout, receiving)
-            .await
-            .unwrap_or(Err(ProxyError::upstream(ErrorKind::UpstreamTimeout))),
-        Either::Left((Err(e), _)) if e.side != Side::Upstream => Err(e),
-        Either::Left((Err(e), receiving)) => {
-            // The upstream stopped reading: it may have answered already.
-            rt::within(spec.response_timeout, receiving)
-                .await
-                .unwrap_or(Err(e))
-                .map_err(|_| ProxyError {
-                    retryable: false,
-                    ..e
-                })
-        }
-        Either::Right((answer, _)) => answer,
-    }
-}
-
 /// Streams the rest of the request body from the client to the upstream.
-async fn stream_body<D: Downstream>(
+async fn stream_body<B: RequestBody>(
     request: &mut Request,
-    down: &mut D,
+    body: &mut B,
     conn: &UpstreamConn,
 ) -> Result<(), ProxyError> {
     while !request.body_done {
-        down.fill_body().await?;
-        request.pull_buffered(down)?;
+        body.fill_body().await?;
+        request.pull_buffered(body)?;
         upstream::send(conn, &mut request.bytes, false)
             .await
             .map_err(|e| ProxyError {
@@ -299,19 +387,19 @@ async fn stream_body<D: Downstream>(
 }
 
 /// Streams the response body from the upstream to the client, one buffer at a time.
-async fn relay_response<D: Downstream>(
+async fn relay_response<S: ResponseSink>(
     reader: &mut ResponseReader,
     conn: &UpstreamConn,
-    down: &mut D,
-    body_timeout: std::time::Duration,
+    sink: &mut S,
+    body_timeout: Duration,
 ) -> Result<(), ProxyError> {
     loop {
-        if reader.take_body(|data| down.push_body(data))? {
-            down.end_body()?;
-            return down.flush().await;
+        if reader.take_body(|data| sink.push_body(data))? {
+            sink.end_body()?;
+            return sink.flush().await;
         }
-        if down.pending() > 0 {
-            down.flush().await?;
+        if sink.pending() > 0 {
+            sink.flush().await?;
         }
         reader.fill(conn, body_timeout).await?;
     }

@@ -32,6 +32,20 @@ impl UpstreamConn {
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
+
+    /// Whether the upstream closed (or reset) this idle connection: a non-blocking peek sees
+    /// end of stream or an error instead of "nothing to read". One syscall, spent only before
+    /// sending a request that could not be repeated if the connection turned out dead.
+    pub fn closed_by_peer(&self) -> bool {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        let socket = socket2::SockRef::from(&self.stream);
+        match socket.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+            Ok(0) => true,
+            // Stray bytes on an idle connection: it cannot be reused either.
+            Ok(_) => true,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        }
+    }
 }
 
 /// Whether an I/O failure on a reused connection means the upstream closed it while idle
@@ -48,11 +62,11 @@ fn stale(e: &io::Error) -> bool {
 
 /// Writes request bytes to the upstream. A failure is retryable: nothing of a response exists.
 pub async fn send(conn: &UpstreamConn, buf: &mut Vec<u8>, keep: bool) -> Result<(), ProxyError> {
-    let mut stream = &conn.stream;
+    let stream = &conn.stream;
     let res = if keep {
-        rt::write_kept(&mut stream, buf).await
+        rt::write_kept(stream, buf).await
     } else {
-        rt::write_all(&mut stream, buf).await
+        rt::write_all(stream, buf).await
     };
     res.map_err(|e| {
         let err = ProxyError::upstream(ErrorKind::UpstreamClosed);
@@ -98,7 +112,7 @@ impl ResponseReader {
         deadline: Option<Instant>,
         head: &mut ResponseHead,
     ) -> Result<ResponseMeta, ProxyError> {
-        let mut stream = &conn.stream;
+        let stream = &conn.stream;
         let mut received_any = false;
         loop {
             let unparsed = &self.buf[self.pos..];
@@ -128,9 +142,9 @@ impl ResponseReader {
             self.compact();
             let read = match deadline {
                 Some(deadline) => {
-                    rt::until(deadline, rt::read_some(&mut stream, &mut self.buf, 4096)).await
+                    rt::until(deadline, rt::read_some(stream, &mut self.buf, 4096)).await
                 }
-                None => Some(rt::read_some(&mut stream, &mut self.buf, 4096).await),
+                None => Some(rt::read_some(stream, &mut self.buf, 4096).await),
             };
             match read {
                 None => return Err(ProxyError::upstream(ErrorKind::UpstreamTimeout)),
@@ -186,9 +200,9 @@ impl ResponseReader {
     /// Reads more body bytes, waiting at most `limit`. End of stream completes a close-delimited
     /// body; anywhere else it is a truncation and the exchange is aborted.
     pub async fn fill(&mut self, conn: &UpstreamConn, limit: Duration) -> Result<(), ProxyError> {
-        let mut stream = &conn.stream;
+        let stream = &conn.stream;
         self.compact();
-        match rt::within(limit, rt::read_some(&mut stream, &mut self.buf, 4096)).await {
+        match rt::within(limit, rt::read_some(stream, &mut self.buf, 4096)).await {
             Some(Ok(0)) => self
                 .decoder
                 .eof()
@@ -200,6 +214,14 @@ impl ResponseReader {
 
     pub fn is_done(&self) -> bool {
         self.decoder.is_done()
+    }
+
+    /// Forgets a failed exchange, keeping the buffer, before the request is sent again.
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+        self.decoder = BodyDecoder::new(Framing::None, 0);
+        self.clean_end = false;
     }
 
     /// Whether the connection can serve another request: the body ended by its framing (not by

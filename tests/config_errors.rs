@@ -1,0 +1,130 @@
+//! Proves that config errors name their file and field path, all of them at once, through the
+//! library (`config::parse`) and the `coregate check` command (non-zero exit on an invalid
+//! file; a summary naming listeners and clusters on a valid one).
+
+mod support;
+
+use std::process::{Command, Output};
+
+use coregate::config;
+use support::harness::TempFile;
+
+/// A valid config with distinctive names.
+const VALID: &str = r#"
+workers: 1
+listeners:
+  - name: edge_listener
+    address: 127.0.0.1:18080
+    virtual_hosts:
+      - name: everything
+        domains: ["*"]
+        routes:
+          - match: { prefix: "/" }
+            route: { cluster: billing_cluster }
+          - match: { prefix: "/ledger" }
+            route: { cluster: ledger_cluster }
+clusters:
+  - name: billing_cluster
+    connect_timeout: 250ms
+    endpoints: [{ address: "127.0.0.1:9001" }]
+  - name: ledger_cluster
+    endpoints: [{ address: "127.0.0.1:9002", weight: 2 }]
+"#;
+
+/// VALID with three independent mistakes, and the field path each must be reported at.
+fn invalid() -> (String, [&'static str; 3]) {
+    let yaml = VALID
+        .replace(
+            "{ cluster: billing_cluster }",
+            "{ cluster: no_such_cluster }",
+        )
+        .replace("connect_timeout: 250ms", "connect_timeout: soon")
+        .replace("weight: 2", "weight: 0");
+    (
+        yaml,
+        [
+            "listeners[0].virtual_hosts[0].routes[0].route.cluster",
+            "clusters[0].connect_timeout",
+            "clusters[1].endpoints[0].weight",
+        ],
+    )
+}
+
+fn check(file: &TempFile) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_coregate"))
+        .arg("check")
+        .arg("-c")
+        .arg(file.path())
+        .output()
+        .expect("run coregate check")
+}
+
+#[test]
+fn every_error_is_reported_with_its_field_path() {
+    let (yaml, paths) = invalid();
+    let errors = config::parse(&yaml, "edge.yaml").expect_err("the config is invalid");
+    let got: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+    for path in paths {
+        assert!(got.contains(&path), "{path} not reported; got {got:?}");
+    }
+    assert_eq!(got.len(), paths.len(), "one error per mistake: {errors:#?}");
+    assert!(errors.0.iter().all(|e| e.file == "edge.yaml"));
+    let unknown = errors
+        .0
+        .iter()
+        .find(|e| e.path == paths[0])
+        .expect("cluster error");
+    assert!(
+        unknown.reason.contains("no_such_cluster"),
+        "the reason names the dangling cluster: {unknown:?}"
+    );
+
+    let text = errors.to_string();
+    assert!(text.starts_with("edge.yaml: "), "{text}");
+    for (line, path) in text.lines().zip(&got) {
+        assert!(
+            line.starts_with(&format!("edge.yaml: {path}: ")),
+            "each line reads `file: path: reason`: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn the_valid_config_parses() {
+    let c = config::parse(VALID, "edge.yaml").expect("valid");
+    assert_eq!(c.listeners[0].name, "edge_listener");
+    assert_eq!(c.clusters.len(), 2);
+}
+
+#[test]
+fn check_command_rejects_an_invalid_file_naming_file_and_fields() {
+    let (yaml, paths) = invalid();
+    let file = TempFile::new("invalid.yaml", &yaml);
+    let out = check(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit status {:?}", out.status);
+    let name = file.path().display().to_string();
+    assert!(stderr.contains(&name), "stderr names {name}: {stderr}");
+    for path in paths {
+        assert!(
+            stderr.contains(&format!("{name}: {path}: ")),
+            "stderr names {path}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_command_accepts_a_valid_file_and_summarises_it() {
+    let file = TempFile::new("valid.yaml", VALID);
+    let out = check(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit status {:?}; stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["edge_listener", "billing_cluster", "ledger_cluster"] {
+        assert!(stdout.contains(name), "stdout mentions {name}: {stdout}");
+    }
+}
