@@ -157,3 +157,25 @@ fn http_1_0_client_gets_a_chunked_upstream_response_close_delimited() {
         "body bytes differ"
     );
 }
+
+#[test]
+fn early_upstream_answer_is_relayed_and_the_unread_upload_closes_the_connection() {
+    // The upstream refuses the upload from its head alone, without reading the body.
+    let up = support::upstream::RawUpstream::start(|conn| {
+        if conn.read_head().is_some() {
+            conn.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!");
+            conn.close();
+        }
+    });
+    let gw = TestGateway::start(&simple_config(&[(up.addr(), 1)], 1, "", "{}"));
+    let mut client = support::client::RawClient::connect(gw.addr);
+    client.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n0123456789");
+    let resp = client.read_response(T);
+    assert_eq!(resp.status, 413);
+    assert_eq!(resp.body, b"big!");
+    // The rest of the body was never read: the connection cannot carry another request.
+    assert!(
+        client.is_closed(T),
+        "the connection closes after the early answer"
+    );
+}

@@ -184,3 +184,23 @@ fn http_1_0_request_with_keep_alive_stays_open() {
     assert_eq!((r.status, r.text().as_str()), (201, "bravo"));
     assert_eq!(r.header("connection"), Some("keep-alive"));
 }
+
+#[test]
+fn head_response_repeats_the_length_without_a_body_and_keeps_the_connection() {
+    let (_up, gw) = gateway("{}");
+    let mut c = RawClient::connect(gw.addr);
+    c.send(b"HEAD /a HTTP/1.1\r\nHost: a\r\n\r\n");
+    let head = c.read_head_response(T);
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some("5"),
+        "{:?}",
+        head.headers
+    );
+    // No body followed: the next response on the connection parses cleanly.
+    c.send(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+    let next = c.read_response(T);
+    assert_eq!(next.status, 201);
+    assert_eq!(next.body, b"bravo");
+}

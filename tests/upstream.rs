@@ -233,3 +233,54 @@ fn upstream_reset_mid_response_closes_the_client_without_a_complete_body() {
         assert!(rs.iter().all(|r| r.body.len() < 1000), "{:?}", got.text());
     }
 }
+
+/// A keep-alive upstream that closes each connection right after its first response, as an
+/// upstream with a short idle timeout does; `closed` opens once it has.
+fn closes_after_one_response(closed: support::harness::Gate) -> RawUpstream {
+    RawUpstream::start(move |conn| {
+        if conn.read_request().is_some() {
+            conn.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            conn.close();
+            closed.open();
+        }
+    })
+}
+
+#[test]
+fn idempotent_request_on_a_pooled_connection_closed_by_the_upstream_is_retried_once() {
+    let closed = support::harness::Gate::new();
+    let up = closes_after_one_response(closed.clone());
+    let gw = TestGateway::start(&simple_config(&[(up.addr(), 1)], 1, "", "{}"));
+    let (first, _c1, _) = exchange(gw.addr, GET);
+    assert_eq!(first.status, 200);
+    assert!(closed.wait(T), "the upstream closed its connection");
+    // The pooled connection is dead; the GET goes out on it, fails before any response byte,
+    // and is sent once more on a fresh connection.
+    let (second, _c2, _) = exchange(gw.addr, GET);
+    assert_eq!(second.status, 200);
+    assert_eq!(second.body, b"ok");
+    let stats = gw.endpoint("backend", up.addr());
+    assert_eq!(stats.retries, 1, "{stats:?}");
+    assert_eq!(stats.connections_reused, 1, "{stats:?}");
+    assert_eq!(stats.connections_new, 2, "{stats:?}");
+    assert_eq!(up.accepts(), 2);
+}
+
+#[test]
+fn non_idempotent_request_never_goes_out_on_a_pooled_connection_the_upstream_closed() {
+    let closed = support::harness::Gate::new();
+    let up = closes_after_one_response(closed.clone());
+    let gw = TestGateway::start(&simple_config(&[(up.addr(), 1)], 1, "", "{}"));
+    let (first, _c1, _) = exchange(gw.addr, GET);
+    assert_eq!(first.status, 200);
+    assert!(closed.wait(T), "the upstream closed its connection");
+    // A POST cannot be repeated: the gateway checks the pooled connection first, sees it
+    // closed, and opens a new one instead of retrying.
+    let post = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+    let (second, _c2, _) = exchange(gw.addr, post);
+    assert_eq!(second.status, 200);
+    let stats = gw.endpoint("backend", up.addr());
+    assert_eq!(stats.retries, 0, "{stats:?}");
+    assert_eq!(stats.connections_reused, 0, "{stats:?}");
+    assert_eq!(stats.connections_new, 2, "{stats:?}");
+}
