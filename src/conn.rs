@@ -43,6 +43,7 @@ pub async fn serve<S: Stream>(worker: Rc<Worker>, slot: Rc<ListenerSlot>, io: S,
             body: BodyDecoder::new(Framing::None, 0),
             expect_continue: false,
             timeout: Duration::from_secs(60),
+            started: Instant::now(),
         },
         output: Output {
             wbuf: Vec::new(),
@@ -96,6 +97,8 @@ struct Input {
     body: BodyDecoder,
     expect_continue: bool,
     timeout: Duration,
+    /// When the current request's first byte was at hand.
+    started: Instant,
 }
 
 /// The writing direction: responses.
@@ -186,6 +189,7 @@ impl<S: Stream> H1<S> {
     fn record(&self, status: Option<u16>) {
         let stats = &self.worker.stats;
         stats.requests.inc();
+        self.worker.record_latency(self.input.started.elapsed());
         match status {
             Some(status) => stats.record_status(status),
             None => stats.requests_aborted.inc(),
@@ -242,7 +246,9 @@ impl<S: Stream> H1<S> {
                 _ => return Ok(None),
             }
         }
-        let deadline = Instant::now() + limits.header_timeout;
+        // The request starts with its first byte at hand: its latency is measured from here.
+        input.started = Instant::now();
+        let deadline = input.started + limits.header_timeout;
         loop {
             let unparsed = &input.rbuf[input.pos..];
             if let Some(meta) = parse_request(unparsed, limits.max_headers, head)? {

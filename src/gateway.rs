@@ -291,4 +291,5 @@ async fn serve(
     while worker.stats.connections_active.get() > 0 && Instant::now() < deadline {
         rt::sleep(DRAIN_POLL).await;
     }
+    worker.fold_latency();
 }

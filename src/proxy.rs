@@ -164,10 +164,13 @@ pub async fn forward<D: Downstream>(
     };
     rt::recycle_buffer(std::mem::take(&mut request.bytes));
     let (conn, meta) = outcome?;
+    // The upstream is done with: it goes back to the pool before the client gets the last
+    // bytes, so that the next request (maybe this client's) finds it there.
     if reader.reusable() && meta.keep_alive && request.body_done {
         ep.pool.checkin(conn, Instant::now());
     }
     reader.recycle();
+    sink.flush().await?;
     Ok(response.status)
 }
 
@@ -386,7 +389,8 @@ async fn stream_body<B: RequestBody>(
     Ok(())
 }
 
-/// Streams the response body from the upstream to the client, one buffer at a time.
+/// Streams the response body from the upstream to the client, one buffer at a time. The last
+/// bytes are left encoded for the caller to flush once the upstream connection is put away.
 async fn relay_response<S: ResponseSink>(
     reader: &mut ResponseReader,
     conn: &UpstreamConn,
@@ -395,8 +399,7 @@ async fn relay_response<S: ResponseSink>(
 ) -> Result<(), ProxyError> {
     loop {
         if reader.take_body(|data| sink.push_body(data))? {
-            sink.end_body()?;
-            return sink.flush().await;
+            return sink.end_body();
         }
         if sink.pending() > 0 {
             sink.flush().await?;

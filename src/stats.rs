@@ -1,13 +1,23 @@
-//! Core-local counters, written only by their own core and summed across cores on read.
+//! Core-local counters and latency histograms, written only by their own core and merged
+//! across cores on read.
 //!
 //! Each counter is an atomic with a single writer: the owning core does `store(load + 1)`, which
 //! compiles to a plain load and store (no locked instruction, no cache-line ping-pong), while
-//! the admin thread and tests read it with a relaxed load.
+//! the admin thread and tests read it with a relaxed load. Latencies go into a core-local
+//! [`Latency`] histogram, folded into the shared one once a second off the request path.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// A lock that a panicked holder does not poison: counters stay readable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Reads one counter of a worker.
 type Field = fn(&WorkerStats) -> &Counter;
@@ -89,6 +99,51 @@ pub struct EndpointStats {
     pub retries: Counter,
 }
 
+/// Request durations in microseconds, 1 µs to 1 hour at 3 significant digits (~40 KiB).
+#[derive(Debug, Clone)]
+pub struct Latency(Histogram<u64>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        // The bounds are constants that hdrhistogram accepts; the fallback is unreachable.
+        Latency(
+            Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
+        )
+    }
+}
+
+impl Latency {
+    /// Records one request duration; longer than the range counts as the maximum.
+    #[inline]
+    pub fn record(&mut self, d: Duration) {
+        self.0
+            .saturating_record(d.as_micros().clamp(1, u128::from(u64::MAX)) as u64);
+    }
+
+    /// Adds every sample of `other` (same bounds, so it cannot fail).
+    pub fn merge(&mut self, other: &Latency) {
+        let _ = self.0.add(&other.0);
+    }
+
+    pub fn reset(&mut self) {
+        self.0.reset();
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The duration at `quantile` (0.0 ..= 1.0), in microseconds.
+    pub fn quantile_us(&self, quantile: f64) -> u64 {
+        self.0.value_at_quantile(quantile)
+    }
+
+    pub fn max_us(&self) -> u64 {
+        self.0.max()
+    }
+}
+
 /// Identifies an endpoint's counters: worker, cluster name, address.
 pub type EndpointKey = (usize, String, SocketAddr);
 
@@ -98,6 +153,8 @@ pub struct Registry {
     workers: Vec<Arc<WorkerStats>>,
     /// Written when a worker builds a config generation, never on the request path.
     endpoints: Mutex<BTreeMap<EndpointKey, Arc<EndpointStats>>>,
+    /// Each worker's latencies up to its last fold (about a second ago at most).
+    latencies: Vec<Mutex<Latency>>,
     pub reloads_ok: Counter,
     pub reloads_failed: Counter,
 }
@@ -124,6 +181,7 @@ impl Registry {
                 })
                 .collect(),
             endpoints: Mutex::new(BTreeMap::new()),
+            latencies: (0..workers).map(|_| Mutex::default()).collect(),
             reloads_ok: Counter::default(),
             reloads_failed: Counter::default(),
         }
@@ -163,6 +221,22 @@ impl Registry {
         t
     }
 
+    /// Adds a worker's recent latencies to its shared histogram.
+    pub fn fold_latency(&self, worker: usize, recent: &Latency) {
+        if let Some(shared) = self.latencies.get(worker) {
+            lock(shared).merge(recent);
+        }
+    }
+
+    /// Every worker's latencies merged.
+    pub fn latency(&self) -> Latency {
+        let mut all = Latency::default();
+        for l in &self.latencies {
+            all.merge(&lock(l));
+        }
+        all
+    }
+
     /// Requests served, summed over workers.
     pub fn total_requests(&self) -> u64 {
         self.workers.iter().map(|w| w.requests.get()).sum()
@@ -191,6 +265,15 @@ impl Registry {
                 let _ = writeln!(out, "downstream.{name} {}", sum(f));
             }
         }
+        let latency = self.latency();
+        for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)] {
+            let _ = writeln!(
+                out,
+                "downstream.latency_{name}_us {}",
+                latency.quantile_us(q)
+            );
+        }
+        let _ = writeln!(out, "downstream.latency_max_us {}", latency.max_us());
         let _ = writeln!(out, "control.reloads_ok {}", self.reloads_ok.get());
         let _ = writeln!(out, "control.reloads_failed {}", self.reloads_failed.get());
         for w in &self.workers {
@@ -239,6 +322,12 @@ mod tests {
         r.endpoint(1, "c", a).connections_reused.inc();
         let t = r.endpoint_totals("c", a);
         assert_eq!((t.connections_new, t.connections_reused), (2, 1));
+        let mut recent = Latency::default();
+        recent.record(Duration::from_micros(250));
+        recent.record(Duration::from_millis(3));
+        r.fold_latency(1, &recent);
+        assert_eq!(r.latency().count(), 2);
+        assert!(r.latency().quantile_us(1.0) >= 2_990);
         let text = r.render();
         assert!(text.contains("downstream.requests 3"));
         assert!(text.contains("cluster.c.endpoint.127.0.0.1:1.connections_new 2"));

@@ -15,7 +15,7 @@ use crate::balance::Wrr;
 use crate::io::{self as rt};
 use crate::pool::Pool;
 use crate::snapshot::Snapshot;
-use crate::stats::{EndpointStats, Registry, WorkerStats};
+use crate::stats::{EndpointStats, Latency, Registry, WorkerStats};
 use crate::upstream::UpstreamConn;
 
 /// How often idle upstream connections past their idle timeout are closed.
@@ -63,6 +63,8 @@ pub struct Worker {
     pub id: usize,
     workers: usize,
     pub stats: Arc<WorkerStats>,
+    /// Request latencies since the last fold into the registry.
+    latency: RefCell<Latency>,
     registry: Arc<Registry>,
     current: RefCell<Rc<Generation>>,
     /// Pools by (cluster, endpoint): they outlive generations so that a reload keeps warm
@@ -89,6 +91,7 @@ impl Worker {
             id,
             workers,
             stats,
+            latency: RefCell::new(Latency::default()),
             registry,
             current: RefCell::new(Rc::new(Generation {
                 snapshot: snapshot.clone(),
@@ -202,7 +205,15 @@ impl Worker {
         }
     }
 
-    /// Closes pooled upstream connections that outlived their idle timeout, forever.
+    /// Records a finished request's duration on this core.
+    #[inline]
+    pub fn record_latency(&self, d: Duration) {
+        self.latency.borrow_mut().record(d);
+    }
+
+    /// Once a second, forever: closes pooled upstream connections that outlived their idle
+    /// timeout, and folds this core's latencies into the registry (the one lock, off the
+    /// request path).
     pub async fn sweep(self: Rc<Self>) {
         loop {
             rt::sleep(SWEEP_INTERVAL).await;
@@ -210,6 +221,16 @@ impl Worker {
             for pool in self.pools.borrow().values() {
                 pool.evict_expired(now);
             }
+            self.fold_latency();
+        }
+    }
+
+    /// Moves this core's recent latencies into the registry.
+    pub fn fold_latency(&self) {
+        let mut recent = self.latency.borrow_mut();
+        if recent.count() > 0 {
+            self.registry.fold_latency(self.id, &recent);
+            recent.reset();
         }
     }
 
