@@ -149,6 +149,32 @@ fn idle_keep_alive_connection_is_closed_quietly_after_idle_timeout() {
 }
 
 #[test]
+fn idle_connection_serves_again_after_pauses_and_then_times_out() {
+    // Pauses longer than a second (the connection holds no buffer meanwhile) do not disturb
+    // it; the idle timeout, counted from the last response, still closes it.
+    let (_up, gw) = gateway("{ idle_timeout: 2500ms }");
+    let (r, mut c, _) = exchange(gw.addr, b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    c.send(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = c.read_response(T);
+    assert_eq!((r.status, r.body.as_slice()), (201, &b"bravo"[..]));
+    std::thread::sleep(Duration::from_millis(1200));
+    c.send(b"GET /c HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(c.read_response(T).status, 202);
+    let started = std::time::Instant::now();
+    assert!(
+        c.is_closed(T),
+        "the idle connection is closed at its idle timeout"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(2000),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn http_1_0_request_without_keep_alive_gets_connection_close() {
     let (up, gw) = gateway("{}");
     let got = raw_exchange(gw.addr, b"GET /a HTTP/1.0\r\n\r\n", T);
