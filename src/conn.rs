@@ -38,7 +38,7 @@ pub async fn serve<S: Stream>(worker: Rc<Worker>, slot: Rc<ListenerSlot>, io: S,
         worker: worker.clone(),
         slot: slot.clone(),
         input: Input {
-            rbuf: rt::take_buffer(),
+            rbuf: Vec::new(),
             pos: 0,
             body: BodyDecoder::new(Framing::None, 0),
             expect_continue: false,
@@ -86,6 +86,16 @@ struct H1<S> {
     slot: Rc<ListenerSlot>,
     input: Input,
     output: Output,
+}
+
+/// What waiting for the next request gave.
+enum Waited {
+    /// A whole head, parsed; what followed it is in the read buffer.
+    Head(RequestMeta),
+    /// The first bytes are in the read buffer; the head is not complete yet.
+    Partial,
+    /// The client closed or stayed silent, or the worker stops.
+    Closed,
 }
 
 /// The reading direction: request heads and bodies.
@@ -146,9 +156,9 @@ impl<S: Stream> H1<S> {
                     End::Clean
                 };
             }
-            if self.output.wbuf.capacity() > 4 * rt::BUF_SIZE {
-                self.output.wbuf = Vec::new();
-            }
+            // Between requests the connection holds no buffer of its own.
+            self.input.release_if_empty();
+            rt::recycle_buffer(std::mem::take(&mut self.output.wbuf));
         }
     }
 
@@ -212,6 +222,7 @@ impl<S: Stream> H1<S> {
             && body.input.body.is_done()
             && !output.closing;
         output.wbuf.clear();
+        output.reserve();
         encode_local_response(status, e.body(), output.persistence(), &mut output.wbuf);
         sink.flush().await.ok()?;
         Some(status)
@@ -225,10 +236,7 @@ impl<S: Stream> H1<S> {
         limits: &Limits,
         first: bool,
     ) -> Result<Option<RequestMeta>, ProxyError> {
-        let input = &mut self.input;
-        if input.pos == input.rbuf.len() {
-            input.rbuf.clear();
-            input.pos = 0;
+        if self.input.pos == self.input.rbuf.len() {
             // A new connection gets the header timeout to send anything; an idle keep-alive
             // connection gets the idle timeout. Either way silence ends it quietly, and so
             // does shutdown.
@@ -237,15 +245,13 @@ impl<S: Stream> H1<S> {
             } else {
                 limits.idle_timeout
             };
-            let read = pin!(rt::within(
-                wait,
-                rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ)
-            ));
-            match select(read, pin!(self.worker.stopped())).await {
-                Either::Left((Some(Ok(n)), _)) if n > 0 => {}
-                _ => return Ok(None),
+            match self.wait_for_request(wait, head, limits).await? {
+                Waited::Head(meta) => return Ok(Some(meta)),
+                Waited::Partial => {}
+                Waited::Closed => return Ok(None),
             }
         }
+        let input = &mut self.input;
         // The request starts with its first byte at hand: its latency is measured from here.
         input.started = Instant::now();
         let deadline = input.started + limits.header_timeout;
@@ -271,6 +277,66 @@ impl<S: Stream> H1<S> {
         }
     }
 
+    /// Waits for the first bytes of the next request, holding no buffer: they land in a
+    /// buffer of the core's ring, the head is parsed right there, and only what follows it
+    /// (a body, a pipelined request, or a head still incomplete) is copied to the connection's
+    /// own buffer.
+    async fn wait_for_request(
+        &mut self,
+        wait: Duration,
+        head: &mut RequestHead,
+        limits: &Limits,
+    ) -> Result<Waited, ProxyError> {
+        let input = &mut self.input;
+        input.rbuf.clear();
+        input.pos = 0;
+        let pooled = {
+            let read = pin!(rt::within(wait, self.io.read_pooled()));
+            match select(read, pin!(self.worker.stopped())).await {
+                Either::Left((Some(read), _)) => read,
+                _ => return Ok(Waited::Closed),
+            }
+        };
+        input.started = Instant::now();
+        let bytes = match pooled {
+            Ok(Some(bytes)) if !bytes.is_empty() => bytes,
+            Ok(_) => return Ok(Waited::Closed),
+            Err(e) if rt::out_of_buffers(&e) => {
+                // The ring ran dry in a burst: wait again with a buffer of our own.
+                if input.rbuf.capacity() == 0 {
+                    input.rbuf = rt::take_buffer();
+                }
+                let read = pin!(rt::within(
+                    wait,
+                    rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ)
+                ));
+                return match select(read, pin!(self.worker.stopped())).await {
+                    Either::Left((Some(Ok(n)), _)) if n > 0 => {
+                        input.started = Instant::now();
+                        Ok(Waited::Partial)
+                    }
+                    _ => Ok(Waited::Closed),
+                };
+            }
+            Err(_) => return Ok(Waited::Closed),
+        };
+        if let Some(meta) = parse_request(&bytes, limits.max_headers, head)? {
+            if meta.head_len > limits.max_request_head_bytes {
+                return Err(ProxyError::downstream(ErrorKind::HeadTooLarge));
+            }
+            let rest = &bytes[meta.head_len..];
+            if !rest.is_empty() {
+                input.keep(rest);
+            }
+            return Ok(Waited::Head(RequestMeta {
+                head_len: 0,
+                ..meta
+            }));
+        }
+        input.keep(&bytes);
+        Ok(Waited::Partial)
+    }
+
     /// Closes the sending side, then drains what the client still sends for a short while.
     async fn linger(&mut self) {
         if rt::within(LINGER, self.io.io().shutdown()).await.is_none() {
@@ -290,6 +356,22 @@ impl<S: Stream> H1<S> {
 }
 
 impl Input {
+    /// Copies bytes that arrived in a ring buffer into the connection's own buffer.
+    fn keep(&mut self, bytes: &[u8]) {
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = rt::take_buffer();
+        }
+        self.rbuf.extend_from_slice(bytes);
+    }
+
+    /// Gives the read buffer back to the core when it holds nothing unconsumed.
+    fn release_if_empty(&mut self) {
+        if self.pos == self.rbuf.len() {
+            rt::recycle_buffer(std::mem::take(&mut self.rbuf));
+            self.pos = 0;
+        }
+    }
+
     /// Moves unconsumed bytes to the front of the read buffer.
     fn compact(&mut self) {
         if self.pos == self.rbuf.len() {
@@ -302,6 +384,13 @@ impl Input {
 }
 
 impl Output {
+    /// Takes a write buffer from the core when the connection has none.
+    fn reserve(&mut self) {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = rt::take_buffer();
+        }
+    }
+
     fn persistence(&self) -> Persistence {
         match (self.keep_alive, self.version) {
             (false, _) => Persistence::Close,
@@ -374,6 +463,9 @@ impl<S: Stream> RequestBody for BodyHalf<'_, S> {
         let input = &mut *self.input;
         input.expect_continue = false;
         input.compact();
+        if input.rbuf.capacity() == 0 {
+            input.rbuf = rt::take_buffer();
+        }
         let read = rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ);
         match rt::within(input.timeout, read).await {
             None => Err(ProxyError::downstream(ErrorKind::RequestTimeout)),
@@ -389,6 +481,7 @@ impl<S: Stream> RequestBody for BodyHalf<'_, S> {
 
 impl<S: Stream> ResponseSink for SinkHalf<'_, S> {
     async fn send_continue(&mut self) -> Result<(), ProxyError> {
+        self.output.reserve();
         self.output.wbuf.extend_from_slice(CONTINUE);
         self.flush().await
     }
@@ -403,6 +496,7 @@ impl<S: Stream> ResponseSink for SinkHalf<'_, S> {
             BodyLength::Unknown => Framing::Chunked,
         };
         output.keep_alive = output.keep_alive && framing != Framing::Close && !output.closing;
+        output.reserve();
         encode_response(head, framing, output.persistence(), &mut output.wbuf);
         output.encoder = BodyEncoder::new(framing);
         output.started = true;

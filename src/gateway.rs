@@ -229,7 +229,9 @@ fn run_worker(
     proactor
         .capacity(RING_ENTRIES)
         .coop_taskrun(true)
-        .taskrun_flag(true);
+        .taskrun_flag(true)
+        .buffer_pool_size(std::num::NonZeroU16::MIN.saturating_add(rt::RING_BUFFERS - 1))
+        .buffer_pool_buffer_len(rt::RING_BUFFER_SIZE);
     let runtime = match compio::runtime::RuntimeBuilder::new()
         .with_proactor(proactor)
         .build()

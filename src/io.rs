@@ -9,13 +9,16 @@ use std::mem;
 use std::time::{Duration, Instant};
 
 use compio::buf::BufResult;
+/// A buffer lent by this core's io_uring buffer ring; dropping it gives it back.
+pub use compio::driver::BufferRef as PooledBuf;
 pub use compio::io::{AsyncRead, AsyncWrite};
-use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::io::{AsyncReadExt, AsyncReadManaged, AsyncWriteExt};
 pub use compio::net::{TcpListener, TcpStream};
 
 /// A byte stream the proxy can serve: plain TCP today, TLS over TCP tomorrow. Reading and
 /// writing go through shared handles, so that a response can be written while the request body
-/// is still being read.
+/// is still being read. Its futures never leave their core.
+#[allow(async_fn_in_trait)]
 pub trait Stream: 'static {
     type Io<'a>: AsyncRead + AsyncWrite
     where
@@ -23,6 +26,12 @@ pub trait Stream: 'static {
 
     /// A handle for one read or one write; one of each may be in flight at once.
     fn io(&self) -> Self::Io<'_>;
+
+    /// Waits for bytes and reads them into a buffer of this core's io_uring buffer ring,
+    /// chosen by the kernel only when data arrives: a connection waiting for its next request
+    /// holds no buffer. Ok(None): end of stream. An error for which [`out_of_buffers`] holds
+    /// means the ring was empty: read into an owned buffer instead.
+    async fn read_pooled(&self) -> io::Result<Option<PooledBuf>>;
 
     /// Makes the coming close abortive: the peer sees a reset, not a clean end of stream. Used
     /// when a response was cut short, so that a close-delimited body is never taken for
@@ -35,6 +44,11 @@ impl Stream for TcpStream {
 
     fn io(&self) -> &TcpStream {
         self
+    }
+
+    async fn read_pooled(&self) -> io::Result<Option<PooledBuf>> {
+        let mut stream = self;
+        stream.read_managed(0).await
     }
 
     fn abort(&self) {
@@ -73,6 +87,17 @@ pub fn recycle_buffer(mut buf: Vec<u8>) {
             free.push(buf);
         }
     });
+}
+
+/// Buffers in each core's io_uring buffer ring, and their size. Reads that wait for a request
+/// head use them, so a waiting connection holds no memory of its own; 256 x 4 KiB = 1 MiB per
+/// core. A burst that empties the ring falls back to owned buffers.
+pub const RING_BUFFERS: u16 = 256;
+pub const RING_BUFFER_SIZE: usize = 4096;
+
+/// Whether a pooled read failed only because the buffer ring was empty.
+pub fn out_of_buffers(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOBUFS)
 }
 
 /// Reads once, appending to `buf` (growing it to at least `min_spare` free bytes first).
