@@ -62,7 +62,8 @@ pub async fn serve<S: Stream>(worker: Rc<Worker>, slot: Rc<ListenerSlot>, io: S,
     };
     match conn.run(&cx).await {
         End::Clean => {}
-        End::Linger => conn.linger().await,
+        // Boxed, like the other rare paths, to keep the waiting connection small.
+        End::Linger => Box::pin(conn.linger()).await,
         End::Abort => conn.io.abort(),
     }
     rt::recycle_buffer(std::mem::take(&mut conn.input.rbuf));
@@ -132,7 +133,10 @@ impl<S: Stream> H1<S> {
         loop {
             let result = match self.next_request(&mut head, first).await {
                 Ok(false) => return End::Clean,
-                Ok(true) => proxy::forward(cx, &mut head, self).await,
+                // Boxed: the exchange's state (~6 KiB of nested I/O futures) exists only while
+                // a request is under way, so a connection waiting for its next request is a
+                // few hundred bytes. One allocation per request.
+                Ok(true) => Box::pin(proxy::forward(cx, &mut head, self)).await,
                 Err(e) => Err(e),
             };
             first = false;
@@ -140,7 +144,7 @@ impl<S: Stream> H1<S> {
                 Ok(status) => Some(status),
                 Err(e) => {
                     debug!(error = %e, "request failed");
-                    self.answer(e).await
+                    Box::pin(self.answer(e)).await
                 }
             };
             self.record(status);
@@ -303,20 +307,7 @@ impl<S: Stream> H1<S> {
             Ok(_) => return Ok(Waited::Closed),
             Err(e) if rt::out_of_buffers(&e) => {
                 // The ring ran dry in a burst: wait again with a buffer of our own.
-                if input.rbuf.capacity() == 0 {
-                    input.rbuf = rt::take_buffer();
-                }
-                let read = pin!(rt::within(
-                    wait,
-                    rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ)
-                ));
-                return match select(read, pin!(self.worker.stopped())).await {
-                    Either::Left((Some(Ok(n)), _)) if n > 0 => {
-                        input.started = Instant::now();
-                        Ok(Waited::Partial)
-                    }
-                    _ => Ok(Waited::Closed),
-                };
+                return Box::pin(self.wait_owned(wait)).await;
             }
             Err(_) => return Ok(Waited::Closed),
         };
@@ -335,6 +326,25 @@ impl<S: Stream> H1<S> {
         }
         input.keep(&bytes);
         Ok(Waited::Partial)
+    }
+
+    /// Waits for the first bytes of the next request in the connection's own buffer.
+    async fn wait_owned(&mut self, wait: Duration) -> Result<Waited, ProxyError> {
+        let input = &mut self.input;
+        if input.rbuf.capacity() == 0 {
+            input.rbuf = rt::take_buffer();
+        }
+        let read = pin!(rt::within(
+            wait,
+            rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ)
+        ));
+        match select(read, pin!(self.worker.stopped())).await {
+            Either::Left((Some(Ok(n)), _)) if n > 0 => {
+                input.started = Instant::now();
+                Ok(Waited::Partial)
+            }
+            _ => Ok(Waited::Closed),
+        }
     }
 
     /// Closes the sending side, then drains what the client still sends for a short while.

@@ -274,6 +274,7 @@ async fn serve(
         )));
     }
     let _sweeper = rt::spawn_handle(worker.clone().sweep());
+    let _timers = rt::spawn_handle(crate::timer::drive());
     let _ = ready.send(Ok(()));
     drop(ready);
     info!(worker = id, cpu = worker.stats.cpu.get(), "worker serving");

@@ -8,6 +8,8 @@ use std::io;
 use std::mem;
 use std::time::{Duration, Instant};
 
+use crate::timer;
+
 use compio::buf::BufResult;
 /// A buffer lent by this core's io_uring buffer ring; dropping it gives it back.
 pub use compio::driver::BufferRef as PooledBuf;
@@ -141,14 +143,19 @@ pub async fn write_kept<S: AsyncWrite>(mut io: S, buf: &mut Vec<u8>) -> io::Resu
 }
 
 /// Runs `fut` until `deadline`; None when the deadline passed first (the future is dropped,
-/// which cancels its I/O).
-pub async fn until<F: Future>(deadline: Instant, fut: F) -> Option<F::Output> {
-    compio::time::timeout_at(deadline, fut).await.ok()
+/// which cancels its I/O). On the core's coarse timer wheel: up to 10 ms late, never early.
+pub fn until<F: Future>(deadline: Instant, fut: F) -> timer::Deadline<F> {
+    timer::until(deadline, fut)
 }
 
-/// Runs `fut` for at most `limit`.
-pub async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
-    compio::time::timeout(limit, fut).await.ok()
+/// Runs `fut` for at most `limit` (see [`until`]).
+pub fn within<F: Future>(limit: Duration, fut: F) -> timer::Deadline<F> {
+    timer::after(limit, fut)
+}
+
+/// This core's coarse clock (at most 10 ms old): for idle times and deadlines, not latencies.
+pub fn now() -> Instant {
+    timer::now()
 }
 
 pub async fn sleep(d: Duration) {

@@ -30,6 +30,7 @@ pub mod proxy;
 pub mod route;
 pub mod snapshot;
 pub mod stats;
+pub mod timer;
 pub mod upstream;
 pub mod worker;
 

@@ -2,7 +2,7 @@
 //! Protocol-neutral: the downstream codec is behind [`Downstream`], the upstream speaks HTTP/1.1.
 
 use std::pin::pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::{Either, select};
 use tracing::debug;
@@ -167,7 +167,7 @@ pub async fn forward<D: Downstream>(
     // The upstream is done with: it goes back to the pool before the client gets the last
     // bytes, so that the next request (maybe this client's) finds it there.
     if reader.reusable() && meta.keep_alive && request.body_done {
-        ep.pool.checkin(conn, Instant::now());
+        ep.pool.checkin(conn, rt::now());
     }
     reader.recycle();
     sink.flush().await?;
@@ -223,7 +223,7 @@ impl Exchange<'_> {
         let meta = loop {
             let sent = async {
                 upstream::send(&conn, &mut request.bytes, self.replayable).await?;
-                let deadline = Instant::now() + self.spec.response_timeout;
+                let deadline = rt::now() + self.spec.response_timeout;
                 reader
                     .read_head(&conn, self.head_request, Some(deadline), response)
                     .await
@@ -349,7 +349,7 @@ async fn connect_any(
         let Some(ep) = cluster.endpoints.get(endpoint) else {
             break;
         };
-        while let Some(conn) = ep.pool.checkout(Instant::now()) {
+        while let Some(conn) = ep.pool.checkout(rt::now()) {
             if replayable || !conn.closed_by_peer() {
                 ep.stats.connections_reused.inc();
                 return Ok((endpoint, conn, true));

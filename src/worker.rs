@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::balance::Wrr;
 use crate::io::{self as rt};
@@ -217,7 +217,7 @@ impl Worker {
     pub async fn sweep(self: Rc<Self>) {
         loop {
             rt::sleep(SWEEP_INTERVAL).await;
-            let now = Instant::now();
+            let now = rt::now();
             for pool in self.pools.borrow().values() {
                 pool.evict_expired(now);
             }
