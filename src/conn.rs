@@ -89,6 +89,25 @@ struct H1<S> {
     output: Output,
 }
 
+/// Parses a request head under the head size limit. Ok(None): incomplete (and still within
+/// the limit).
+fn parse_head(
+    bytes: &[u8],
+    head: &mut RequestHead,
+    limits: &Limits,
+) -> Result<Option<RequestMeta>, ProxyError> {
+    match parse_request(bytes, limits.max_headers, head)? {
+        Some(meta) if meta.head_len > limits.max_request_head_bytes => {
+            Err(ProxyError::downstream(ErrorKind::HeadTooLarge))
+        }
+        Some(meta) => Ok(Some(meta)),
+        None if bytes.len() >= limits.max_request_head_bytes => {
+            Err(ProxyError::downstream(ErrorKind::HeadTooLarge))
+        }
+        None => Ok(None),
+    }
+}
+
 /// What waiting for the next request gave.
 enum Waited {
     /// A whole head, parsed; what followed it is in the read buffer.
@@ -255,21 +274,27 @@ impl<S: Stream> H1<S> {
                 Waited::Closed => return Ok(None),
             }
         }
-        let input = &mut self.input;
         // The request starts with its first byte at hand: its latency is measured from here.
-        input.started = Instant::now();
-        let deadline = input.started + limits.header_timeout;
+        self.input.started = Instant::now();
+        match self.input.parse(head, limits)? {
+            Some(meta) => Ok(Some(meta)),
+            // Boxed: a head split over several reads is rare, and its state would otherwise
+            // weigh on every waiting connection.
+            None => Box::pin(self.read_rest_of_head(head, limits))
+                .await
+                .map(Some),
+        }
+    }
+
+    /// Reads until the head that has begun is complete, within the header timeout.
+    async fn read_rest_of_head(
+        &mut self,
+        head: &mut RequestHead,
+        limits: &Limits,
+    ) -> Result<RequestMeta, ProxyError> {
+        let deadline = self.input.started + limits.header_timeout;
         loop {
-            let unparsed = &input.rbuf[input.pos..];
-            if let Some(meta) = parse_request(unparsed, limits.max_headers, head)? {
-                if meta.head_len > limits.max_request_head_bytes {
-                    return Err(ProxyError::downstream(ErrorKind::HeadTooLarge));
-                }
-                return Ok(Some(meta));
-            }
-            if unparsed.len() >= limits.max_request_head_bytes {
-                return Err(ProxyError::downstream(ErrorKind::HeadTooLarge));
-            }
+            let input = &mut self.input;
             input.compact();
             let read = rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ);
             match rt::until(deadline, read).await {
@@ -277,6 +302,9 @@ impl<S: Stream> H1<S> {
                 Some(Ok(n)) if n > 0 => {}
                 // The client closed mid-head: nobody to answer.
                 _ => return Err(ProxyError::client_gone()),
+            }
+            if let Some(meta) = self.input.parse(head, limits)? {
+                return Ok(meta);
             }
         }
     }
@@ -311,10 +339,7 @@ impl<S: Stream> H1<S> {
             }
             Err(_) => return Ok(Waited::Closed),
         };
-        if let Some(meta) = parse_request(&bytes, limits.max_headers, head)? {
-            if meta.head_len > limits.max_request_head_bytes {
-                return Err(ProxyError::downstream(ErrorKind::HeadTooLarge));
-            }
+        if let Some(meta) = parse_head(&bytes, head, limits)? {
             let rest = &bytes[meta.head_len..];
             if !rest.is_empty() {
                 input.keep(rest);
@@ -366,6 +391,15 @@ impl<S: Stream> H1<S> {
 }
 
 impl Input {
+    /// Parses the head at the front of the unconsumed bytes. Ok(None): incomplete.
+    fn parse(
+        &self,
+        head: &mut RequestHead,
+        limits: &Limits,
+    ) -> Result<Option<RequestMeta>, ProxyError> {
+        parse_head(&self.rbuf[self.pos..], head, limits)
+    }
+
     /// Copies bytes that arrived in a ring buffer into the connection's own buffer.
     fn keep(&mut self, bytes: &[u8]) {
         if self.rbuf.capacity() == 0 {
