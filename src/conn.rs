@@ -335,6 +335,7 @@ impl<S: Stream> H1<S> {
             Ok(_) => return Ok(Waited::Closed),
             Err(e) if rt::out_of_buffers(&e) => {
                 // The ring ran dry in a burst: wait again with a buffer of our own.
+                self.worker.stats.ring_exhausted.inc();
                 return Box::pin(self.wait_owned(wait)).await;
             }
             Err(_) => return Ok(Waited::Closed),

@@ -97,9 +97,10 @@ pub fn recycle_buffer(mut buf: Vec<u8>) {
 pub const RING_BUFFERS: u16 = 256;
 pub const RING_BUFFER_SIZE: usize = 4096;
 
-/// Whether a pooled read failed only because the buffer ring was empty.
+/// Whether a pooled read failed only because the buffer ring was empty (compio reports the
+/// kernel's ENOBUFS as ResourceBusy, which a recv cannot otherwise return).
 pub fn out_of_buffers(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ENOBUFS)
+    e.kind() == io::ErrorKind::ResourceBusy || e.raw_os_error() == Some(libc::ENOBUFS)
 }
 
 /// Reads once, appending to `buf` (growing it to at least `min_spare` free bytes first).

@@ -70,6 +70,9 @@ pub struct WorkerStats {
     pub responses_5xx: Counter,
     /// Requests that ended without a response (client gone, aborted mid-response).
     pub requests_aborted: Counter,
+    /// Request heads read into a connection's own buffer because the core's buffer ring was
+    /// empty (a burst of arrivals larger than the ring).
+    pub ring_exhausted: Counter,
     pub config_generation: Counter,
 }
 
@@ -247,7 +250,7 @@ impl Registry {
         use std::fmt::Write;
         let mut out = String::new();
         let sum = |f: Field| -> u64 { self.workers.iter().map(|w| f(w).get()).sum() };
-        let fields: [(&str, Field); 11] = [
+        let fields: [(&str, Field); 12] = [
             ("connections_accepted", |w| &w.connections_accepted),
             ("connections_active", |w| &w.connections_active),
             ("requests", |w| &w.requests),
@@ -257,6 +260,7 @@ impl Registry {
             ("responses_4xx", |w| &w.responses_4xx),
             ("responses_5xx", |w| &w.responses_5xx),
             ("requests_aborted", |w| &w.requests_aborted),
+            ("ring_exhausted", |w| &w.ring_exhausted),
             ("config_generation", |w| &w.config_generation),
             ("cpu", |w| &w.cpu),
         ];

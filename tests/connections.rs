@@ -230,3 +230,48 @@ fn head_response_repeats_the_length_without_a_body_and_keeps_the_connection() {
     assert_eq!(next.status, 201);
     assert_eq!(next.body, b"bravo");
 }
+
+#[test]
+fn burst_larger_than_the_buffer_ring_is_served_in_full() {
+    // More requests arrive at once than the core's ring has buffers (256): the heads that find
+    // the ring empty are read into the connections' own buffers, and every request is answered.
+    // The gateway answers them itself (no route for this host), so that the burst tests the
+    // gateway's reads, not how fast a test upstream accepts.
+    let (up, _) = gateway("{}");
+    let gw = TestGateway::start(&format!(
+        "workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: only
+        domains: [\"only.example\"]
+        routes:
+          - match: {{ prefix: \"/\" }}
+            route: {{ cluster: backend }}
+clusters:
+  - name: backend
+    endpoints:
+      - {{ address: \"{}\" }}
+",
+        up.addr()
+    ));
+    const BURST: usize = 600;
+    let exhausted = || gw.gateway.registry().workers()[0].ring_exhausted.get();
+    for round in 0..3 {
+        let mut clients: Vec<RawClient> = (0..BURST).map(|_| RawClient::connect(gw.addr)).collect();
+        for c in &mut clients {
+            c.send(b"GET /a HTTP/1.1\r\nHost: elsewhere\r\n\r\n");
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let r = c
+                .try_read_response(T)
+                .unwrap_or_else(|e| panic!("round {round}, client {i}: {e}"));
+            assert_eq!(r.status, 404, "round {round}, client {i}");
+        }
+        if exhausted() > 0 {
+            return;
+        }
+    }
+    panic!("three bursts of {BURST} never emptied the ring: the fallback went untested");
+}
