@@ -1,0 +1,831 @@
+#!/usr/bin/env python3
+"""Statistics, table, JSON and SVG chart for the Coregate load-test harness (stdlib only).
+
+The harness (loadtest/run) calls it in three ways:
+
+  report.py record-load --raw RAW.jsonl --wrk-output FILE ...   one wrk measurement -> RAW
+  report.py record-idle --raw RAW.jsonl --client-output FILE ... one idle-memory run -> RAW
+  report.py final --raw RAW.jsonl --out-dir DIR --stamp STAMP ...
+
+`final` groups the raw runs by (layout, case, connections, proxy), takes the median and the
+min-max spread of every figure over the runs, computes ratios against nginx run by run (both
+figures of a ratio always come from the same run), prints the table, and writes
+DIR/STAMP.json, DIR/STAMP.svg and the copies DIR/latest.json, DIR/latest.svg.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from xml.sax.saxutils import escape
+
+PROXY_ORDER = ["coregate", "nginx", "haproxy", "direct"]
+PROXY_COLORS = {
+    "coregate": "#d95f02",
+    "nginx": "#1b9e77",
+    "haproxy": "#7570b3",
+    "direct": "#8c8c8c",
+}
+LAYOUT_TEXT = {
+    "cpu": "cpu layout: wrk + upstream on CPU 0, proxy alone on CPU 1 "
+    "(load-generator bound: rank by CPU us/request)",
+    "rps": "rps layout: wrk alone on CPU 0, proxy + upstream on CPU 1 "
+    "(generator has headroom: requests/s compare)",
+}
+LAT_KEYS = ["p50", "p75", "p90", "p99", "p99.9"]
+
+
+# ----------------------------------------------------------------------------- recording
+
+
+def parse_wrk(text):
+    """Figures from wrk's output: the LT_RESULT line of loadtest/wrk.lua's done() hook, checked
+    against wrk's own summary lines."""
+    out = {"parsed": False}
+    m = re.search(r"^LT_RESULT (.*)$", text, re.M)
+    if m:
+        kv = dict(item.split("=", 1) for item in m.group(1).split())
+        num = {k: float(v) for k, v in kv.items()}
+        out.update(
+            parsed=True,
+            requests=int(num["requests"]),
+            duration_s=num["duration_us"] / 1e6,
+            bytes=int(num["bytes"]),
+            errors={
+                "connect": int(num["connect"]),
+                "read": int(num["read"]),
+                "write": int(num["write"]),
+                "timeout": int(num["timeout"]),
+                "status": int(num["status"]),
+            },
+            latency_us={
+                "p50": num["p50"],
+                "p75": num["p75"],
+                "p90": num["p90"],
+                "p99": num["p99"],
+                "p99.9": num["p999"],
+                "mean": num["mean"],
+                "max": num["max"],
+            },
+        )
+    # wrk's own lines (a cross-check, and the only source if the hook did not run).
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    sock = dict(zip(["connect", "read", "write", "timeout"], map(int, m.groups()))) if m else {}
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    non2xx = int(m.group(1)) if m else 0
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    rps_line = float(m.group(1)) if m else None
+    errs = out.setdefault("errors", {"connect": 0, "read": 0, "write": 0, "timeout": 0, "status": 0})
+    for k, v in sock.items():
+        errs[k] = max(errs.get(k, 0), v)
+    errs["status"] = max(errs.get("status", 0), non2xx)
+    if out["parsed"] and out["duration_s"] > 0:
+        out["rps"] = out["requests"] / out["duration_s"]
+    else:
+        out["rps"] = rps_line or 0.0
+        out.setdefault("requests", 0)
+    out["errors_total"] = sum(errs.values())
+    return out
+
+
+STAT_FIELDS = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
+
+
+def sys_delta(before, after, clk_tck, wall):
+    """Per-CPU /proc/stat deltas over the measurement: busy and steal, in % of one CPU."""
+    def parse(snap):
+        out = {}
+        for line in (snap or "").split(";"):
+            f = line.split()
+            if f and f[0].startswith("cpu"):
+                out[f[0]] = [int(x) for x in f[1:1 + len(STAT_FIELDS)]]
+        return out
+
+    b, a = parse(before), parse(after)
+    res = {}
+    for cpu in a:
+        if cpu not in b:
+            continue
+        d = dict(zip(STAT_FIELDS, (y - x for x, y in zip(b[cpu], a[cpu]))))
+        total = sum(d.values()) or 1
+        res[cpu] = {
+            "ticks": d,
+            "busy_pct": round(100.0 * (total - d["idle"] - d["iowait"]) / total, 1),
+            "steal_pct": round(100.0 * d["steal"] / total, 1),
+        }
+    return res
+
+
+def log_lines(path, limit=20):
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, errors="replace") as f:
+        # HAProxy's start-up banner ([NOTICE] version/path lines) is not worth keeping.
+        lines = [ln.rstrip("\n") for ln in f if ln.strip() and "[NOTICE]" not in ln]
+    return lines[-limit:]
+
+
+def human_rate(x):
+    return f"{x / 1000:.1f}k" if x >= 1000 else f"{x:.0f}"
+
+
+def cmd_record_load(a):
+    with open(a.wrk_output, errors="replace") as f:
+        text = f.read()
+    w = parse_wrk(text)
+    cpu_s = a.proxy_ticks / a.clk_tck if a.proxy_ticks is not None else None
+    up_s = a.upstream_ticks / a.clk_tck if a.upstream_ticks is not None else None
+    req = w.get("requests", 0)
+    rec = {
+        "kind": "load",
+        "layout": a.layout,
+        "run": a.run,
+        "case": a.case,
+        "connections": a.connections,
+        "proxy": a.proxy,
+        "duration_requested_s": a.duration,
+        "wall_s": a.wall,
+        "requests": req,
+        "rps": w["rps"],
+        "latency_us": w.get("latency_us"),
+        "errors": w["errors"],
+        "errors_total": w["errors_total"],
+        "wrk_result_parsed": w["parsed"],
+        "wrk_exit_code": a.wrk_rc,
+        "proxy_cpu_s": cpu_s,
+        "proxy_cpu_us_per_req": (cpu_s * 1e6 / req) if (cpu_s is not None and req) else None,
+        "upstream_cpu_s": up_s,
+        "upstream_cpu_us_per_req": (up_s * 1e6 / req) if (up_s is not None and req) else None,
+        "system_cpu": sys_delta(a.sys_before, a.sys_after, a.clk_tck, a.wall),
+        "loadavg_after": open("/proc/loadavg").read().strip(),
+        "proxy_log": log_lines(a.log),
+        "wrk_output": text,
+    }
+    if a.failure:
+        rec["failure"] = a.failure
+    if a.failure or not w["parsed"] or a.wrk_rc != 0:
+        rec["errors"]["harness"] = 1
+        rec["errors_total"] += 1
+    with open(a.raw, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    lat = rec["latency_us"] or {}
+    cpu = rec["proxy_cpu_us_per_req"]
+    flag = "" if rec["errors_total"] == 0 else f"  ERRORS {rec['errors']} {a.failure or ''}"
+    steal = (rec["system_cpu"].get("cpu") or {}).get("steal_pct", 0)
+    if steal >= 2:
+        flag += f"  (hypervisor steal {steal}%)"
+    print(
+        f"  [{a.layout} run {a.run}] {a.case:<9} c={a.connections:<4} {a.proxy:<8} "
+        f"{human_rate(rec['rps']):>7} req/s  p99 {fmt_lat(lat.get('p99')):>7}  "
+        f"cpu {'-' if cpu is None else f'{cpu:.2f}':>6} us/req  "
+        f"busy {'/'.join(str(round(v['busy_pct'])) + '%' for k, v in sorted(rec['system_cpu'].items()) if k != 'cpu')}"
+        f"{flag}",
+        flush=True,
+    )
+
+
+def cmd_record_idle(a):
+    client = {}
+    if a.client_output and os.path.exists(a.client_output):
+        with open(a.client_output) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    client = json.loads(line)
+    opened = client.get("opened", 0)
+    delta_kb = a.rss_held - a.rss_before
+    rec = {
+        "kind": "idle",
+        "layout": a.layout,
+        "run": a.run,
+        "case": "idle-memory",
+        "connections": a.requested,
+        "proxy": a.proxy,
+        "opened": opened,
+        "failed": client.get("failed", None),
+        "client_errors": client.get("errors", {}),
+        "closed_by_server_while_idle": client.get("closed_by_server_while_idle"),
+        "open_seconds": client.get("open_seconds"),
+        "rss_before_kb": a.rss_before,
+        "rss_held_kb": a.rss_held,
+        "rss_after_close_kb": a.rss_after,
+        "bytes_per_conn": (delta_kb * 1024 / opened) if opened else None,
+        "proxy_log": log_lines(a.log),
+    }
+    problems = 0
+    if not client:
+        problems += 1
+    problems += client.get("failed") or 0
+    problems += client.get("closed_by_server_while_idle") or 0
+    problems += max(0, a.requested - opened)
+    rec["errors_total"] = problems
+    with open(a.raw, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    bpc = rec["bytes_per_conn"]
+    flag = "" if problems == 0 else f"  PROBLEMS: failed={rec['failed']} closed={rec['closed_by_server_while_idle']}"
+    print(
+        f"  [{a.layout} run {a.run}] idle-memory {a.proxy:<8} held {opened}/{a.requested}  "
+        f"RSS {a.rss_before / 1024:.1f} -> {a.rss_held / 1024:.1f} MiB  "
+        f"{'-' if bpc is None else f'{bpc:,.0f}'} bytes/conn{flag}",
+        flush=True,
+    )
+
+
+# ----------------------------------------------------------------------------- summarising
+
+
+def spread(values):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def proxy_rank(p):
+    return PROXY_ORDER.index(p) if p in PROXY_ORDER else len(PROXY_ORDER)
+
+
+def summarise(records):
+    groups = {}
+    for r in records:
+        key = (r["layout"], r["case"], r["connections"])
+        groups.setdefault(key, {}).setdefault(r["proxy"], []).append(r)
+    out = []
+    for (layout, case, conns), by_proxy in groups.items():
+        nginx_by_run = {r["run"]: r for r in by_proxy.get("nginx", [])}
+        for proxy in sorted(by_proxy, key=proxy_rank):
+            runs = sorted(by_proxy[proxy], key=lambda r: r["run"])
+            s = {"layout": layout, "case": case, "connections": conns, "proxy": proxy, "runs": len(runs)}
+            s["errors_total"] = sum(r["errors_total"] for r in runs)
+            if runs[0]["kind"] == "load":
+                s["rps"] = spread([r["rps"] for r in runs])
+                s["proxy_cpu_us_per_req"] = spread([r["proxy_cpu_us_per_req"] for r in runs])
+                s["upstream_cpu_us_per_req"] = spread([r["upstream_cpu_us_per_req"] for r in runs])
+                s["latency_us"] = {
+                    k: spread([(r["latency_us"] or {}).get(k) for r in runs]) for k in LAT_KEYS + ["mean", "max"]
+                }
+                cpu_ratio, rps_ratio = [], []
+                for r in runs:
+                    n = nginx_by_run.get(r["run"])
+                    if n and r["proxy_cpu_us_per_req"] and n["proxy_cpu_us_per_req"]:
+                        cpu_ratio.append(r["proxy_cpu_us_per_req"] / n["proxy_cpu_us_per_req"])
+                    if n and n["rps"]:
+                        rps_ratio.append(r["rps"] / n["rps"])
+                s["cpu_ratio_vs_nginx"] = spread(cpu_ratio)
+                s["rps_ratio_vs_nginx"] = spread(rps_ratio)
+                errs = {}
+                for r in runs:
+                    for k, v in r["errors"].items():
+                        errs[k] = errs.get(k, 0) + v
+                s["errors"] = errs
+            else:
+                s["opened"] = spread([r["opened"] for r in runs])
+                s["bytes_per_conn"] = spread([r["bytes_per_conn"] for r in runs])
+                s["rss_before_kb"] = spread([r["rss_before_kb"] for r in runs])
+                s["rss_held_kb"] = spread([r["rss_held_kb"] for r in runs])
+                s["rss_after_close_kb"] = spread([r["rss_after_close_kb"] for r in runs])
+                ratio = []
+                for r in runs:
+                    n = nginx_by_run.get(r["run"])
+                    if n and r["bytes_per_conn"] and n["bytes_per_conn"]:
+                        ratio.append(r["bytes_per_conn"] / n["bytes_per_conn"])
+                s["bytes_ratio_vs_nginx"] = spread(ratio)
+                s["closed_by_server_while_idle"] = sum(r["closed_by_server_while_idle"] or 0 for r in runs)
+                s["failed"] = sum(r["failed"] or 0 for r in runs)
+                s["client_errors"] = {}
+                for r in runs:
+                    for k, v in (r.get("client_errors") or {}).items():
+                        s["client_errors"][k] = s["client_errors"].get(k, 0) + v
+            out.append(s)
+    return out
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def fmt_lat(us):
+    if us is None:
+        return "-"
+    if us < 1000:
+        return f"{us:.0f}us"
+    if us < 1_000_000:
+        return f"{us / 1000:.2f}ms"
+    return f"{us / 1e6:.2f}s"
+
+
+def fmt_num(x, digits=0):
+    if x is None:
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def fmt_spread(s, digits=0, scale=1.0):
+    if s is None:
+        return "-"
+    med = fmt_num(s["median"] * scale, digits)
+    if s["n"] < 2:
+        return med
+    return f"{med} ({fmt_num(s['min'] * scale, digits)}-{fmt_num(s['max'] * scale, digits)})"
+
+
+class Painter:
+    def __init__(self, color):
+        self.color = color
+
+    def bad(self, text):
+        return f"\033[1;31m{text}\033[0m" if self.color else text
+
+    def bold(self, text):
+        return f"\033[1m{text}\033[0m" if self.color else text
+
+
+def render_table(summary, meta, paint):
+    lines = []
+    opts = meta.get("options", {})
+    case_order = {c: i for i, c in enumerate(opts.get("cases", []))}
+    layout_order = {c: i for i, c in enumerate(opts.get("layouts", []))}
+
+    def key(s):
+        return (layout_order.get(s["layout"], 9), case_order.get(s["case"], 9), s["connections"], proxy_rank(s["proxy"]))
+
+    summary = sorted(summary, key=key)
+    blocks = {}
+    for s in summary:
+        blocks.setdefault((s["layout"], s["case"], s["connections"]), []).append(s)
+    hdr_load = ["proxy", "req/s median (min-max)", "p50", "p99", "p99.9", "CPU us/req median (min-max)", "CPU vs nginx", "errors"]
+    hdr_idle = ["proxy", "bytes/conn median (min-max)", "vs nginx", "held", "RSS before", "RSS held", "RSS after close", "problems"]
+    current_layout = None
+    for (layout, case, conns), rows in blocks.items():
+        n_runs = max(r["runs"] for r in rows)
+        lines.append("")
+        if case != "idle-memory" and layout != current_layout:
+            current_layout = layout
+            banner = f"=== {LAYOUT_TEXT.get(layout, layout)}"
+            lines.append(paint.bold(banner))
+            lines.append("")
+        if case == "idle-memory":
+            title = (f"=== idle-memory: {conns:,} idle keep-alive connections held, ran in the {layout} layout, "
+                     f"{n_runs} run(s); RSS = sum of VmRSS over the proxy's processes")
+            table = [hdr_idle]
+            for s in rows:
+                problems = s["errors_total"]
+                kinds = ", ".join(sorted(s.get("client_errors", {})))[:80]
+                ptxt = "0" if problems == 0 else paint.bad(
+                    f"!! {s['failed']} failed{f' ({kinds})' if kinds else ''}, "
+                    f"{s['closed_by_server_while_idle']} closed while idle, "
+                    f"held {fmt_num(s['opened']['min'] if s['opened'] else 0)} of {conns:,}")
+                table.append([
+                    s["proxy"],
+                    fmt_spread(s["bytes_per_conn"]),
+                    fmt_spread(s["bytes_ratio_vs_nginx"], 2) if s["proxy"] != "nginx" else "1.00",
+                    fmt_num(s["opened"]["median"]) if s["opened"] else "-",
+                    f"{s['rss_before_kb']['median'] / 1024:.1f} MiB" if s["rss_before_kb"] else "-",
+                    f"{s['rss_held_kb']['median'] / 1024:.1f} MiB" if s["rss_held_kb"] else "-",
+                    f"{s['rss_after_close_kb']['median'] / 1024:.1f} MiB" if s["rss_after_close_kb"] else "-",
+                    ptxt,
+                ])
+        else:
+            title = (f"-- [{layout} layout] case {case}, {conns} connections: {n_runs} run(s) x "
+                     f"{opts.get('duration', '?')} s, median of runs (min-max); CPU = proxy's own CPU time")
+            table = [hdr_load]
+            for s in rows:
+                lat = s["latency_us"]
+                e = s["errors_total"]
+                etxt = "0" if e == 0 else paint.bad(
+                    f"{e} !! " + ",".join(f"{k}={v}" for k, v in s["errors"].items() if v))
+                is_nginx = s["proxy"] == "nginx"
+                table.append([
+                    s["proxy"],
+                    fmt_spread(s["rps"]),
+                    fmt_lat(lat["p50"]["median"] if lat["p50"] else None),
+                    fmt_lat(lat["p99"]["median"] if lat["p99"] else None),
+                    fmt_lat(lat["p99.9"]["median"] if lat["p99.9"] else None),
+                    fmt_spread(s["proxy_cpu_us_per_req"], 2),
+                    "1.00" if is_nginx and s["proxy_cpu_us_per_req"] else fmt_spread(s["cpu_ratio_vs_nginx"], 2),
+                    etxt,
+                ])
+        lines.append(paint.bold(title))
+        widths = [max(len(strip_ansi(row[i])) for row in table) for i in range(len(table[0]))]
+        for j, row in enumerate(table):
+            cells = []
+            for i, c in enumerate(row):
+                pad = widths[i] - len(strip_ansi(c))
+                cells.append(c + " " * pad if i in (0, len(row) - 1) else " " * pad + c)
+            lines.append("  " + "  ".join(cells).rstrip())
+            if j == 0:
+                lines.append("  " + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def strip_ansi(s):
+    return re.sub(r"\033\[[0-9;]*m", "", s)
+
+
+# ----------------------------------------------------------------------------- machine info
+
+
+def run_cmd(args, timeout=10):
+    try:
+        p = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        return (p.stdout + p.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def first_line(s):
+    return s.splitlines()[0].strip() if s else None
+
+
+def machine_info(repo, coregate_bin, git_commit=None, git_dirty=None):
+    cpu_model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_total = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_total = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    commit = git_commit or first_line(run_cmd(["git", "-C", repo, "rev-parse", "HEAD"]))
+    if git_dirty is None:
+        git_dirty = bool(run_cmd(["git", "-C", repo, "--no-optional-locks", "status", "--porcelain",
+                                  "--untracked-files=no"]))
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "hostname": platform.node(),
+        "nproc": os.cpu_count(),
+        "kernel": platform.release(),
+        "os": first_line(run_cmd(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"])),
+        "cpu_model": cpu_model,
+        "mem_total_bytes": mem_total,
+        "clk_tck": os.sysconf("SC_CLK_TCK"),
+        "loadavg": open("/proc/loadavg").read().strip() if os.path.exists("/proc/loadavg") else None,
+        "git_commit": commit,
+        "git_dirty": git_dirty,
+        "tools": {
+            "wrk": first_line(run_cmd(["wrk", "-v"])),
+            "nginx": first_line(run_cmd(["nginx", "-v"])),
+            "haproxy": first_line(run_cmd(["haproxy", "-v"])),
+            "h2load": first_line(run_cmd(["h2load", "--version"])),
+            "python": sys.version.split()[0],
+            "rustc": first_line(run_cmd(["rustc", "--version"])),
+            "coregate": first_line(run_cmd([coregate_bin, "--version"])) if coregate_bin else None,
+        },
+    }
+
+
+# ----------------------------------------------------------------------------- SVG
+
+
+class Svg:
+    def __init__(self, width):
+        self.width = width
+        self.parts = []
+        self.y = 0
+
+    def text(self, x, y, s, size=12, anchor="start", weight="normal", fill="#222", rotate=None, extra=""):
+        tr = f' transform="rotate({rotate} {x:.1f} {y:.1f})"' if rotate is not None else ""
+        self.parts.append(
+            f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" '
+            f'font-weight="{weight}" fill="{fill}"{tr}{extra}>{escape(str(s))}</text>'
+        )
+
+    def rect(self, x, y, w, h, fill, stroke="none", sw=0, title=None, opacity=1.0):
+        t = f"<title>{escape(title)}</title>" if title else ""
+        self.parts.append(
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(w, 0):.1f}" height="{max(h, 0):.1f}" fill="{fill}" '
+            f'stroke="{stroke}" stroke-width="{sw}" fill-opacity="{opacity}">{t}</rect>'
+        )
+
+    def line(self, x1, y1, x2, y2, stroke="#444", sw=1, dash=None):
+        d = f' stroke-dasharray="{dash}"' if dash else ""
+        self.parts.append(
+            f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{stroke}" stroke-width="{sw}"{d}/>'
+        )
+
+    def render(self, height):
+        return (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.width}" height="{height:.0f}" '
+            f'viewBox="0 0 {self.width} {height:.0f}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">\n'
+            f'<rect x="0" y="0" width="{self.width}" height="{height:.0f}" fill="white"/>\n'
+            + "\n".join(self.parts)
+            + "\n</svg>\n"
+        )
+
+
+def nice_max(v):
+    if v <= 0:
+        return 1.0
+    import math
+
+    e = 10 ** math.floor(math.log10(v))
+    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if m * e >= v:
+            return m * e
+    return 10 * e
+
+
+def fmt_axis(v, unit):
+    if unit == "req/s":
+        return f"{v / 1000:.0f}k" if v >= 1000 else f"{v:.0f}"
+    if unit == "bytes":
+        return f"{v / 1024:.0f} KiB" if v >= 1024 else f"{v:.0f} B"
+    return f"{v:g}"
+
+
+def bar_panel(svg, x0, y0, w, h, title, groups, proxies, value_fn, unit, label_fn):
+    """Grouped bars: one group per (case, connections), one bar per proxy, min-max whiskers."""
+    svg.text(x0, y0 + 14, title, size=13, weight="bold")
+    top, bottom, left = y0 + 30, y0 + h - 38, x0 + 52
+    right = x0 + w - 8
+    vmax = 0.0
+    for g in groups:
+        for p in proxies:
+            s = value_fn(g, p)
+            if s:
+                vmax = max(vmax, s["max"], s["median"])
+    vmax = nice_max(vmax * 1.12)
+    ph = bottom - top
+    for i in range(6):
+        v = vmax * i / 5
+        yy = bottom - ph * i / 5
+        svg.line(left, yy, right, yy, stroke="#e3e3e3")
+        svg.text(left - 5, yy + 4, fmt_axis(v, unit), size=10, anchor="end", fill="#555")
+    svg.line(left, bottom, right, bottom, stroke="#444")
+    if not groups:
+        return
+    gw = (right - left) / len(groups)
+    bw = min(46.0, (gw - 16) / max(1, len(proxies)))
+    for gi, g in enumerate(groups):
+        gx = left + gi * gw + (gw - bw * len(proxies)) / 2
+        for pi, p in enumerate(proxies):
+            s = value_fn(g, p)
+            bx = gx + pi * bw
+            if not s:
+                svg.text(bx + bw / 2, bottom - 4, "n/a", size=9, anchor="middle", fill="#999")
+                continue
+            bh = ph * s["median"] / vmax
+            err = s.get("errors", 0)
+            svg.rect(bx + 2, bottom - bh, bw - 4, bh, PROXY_COLORS.get(p, "#444"),
+                     stroke="#e00000" if err else "none", sw=3 if err else 0,
+                     title=f"{p} {g[0]} c={g[1]}: median {label_fn(s['median'])} (min {label_fn(s['min'])}, max {label_fn(s['max'])}, {s['n']} runs)")
+            if s["n"] > 1 and s["max"] > s["min"]:
+                cx = bx + bw / 2
+                y1, y2 = bottom - ph * s["min"] / vmax, bottom - ph * s["max"] / vmax
+                svg.line(cx, y1, cx, y2, stroke="#111", sw=1.2)
+                svg.line(cx - 4, y1, cx + 4, y1, stroke="#111", sw=1.2)
+                svg.line(cx - 4, y2, cx + 4, y2, stroke="#111", sw=1.2)
+            ty = bottom - max(bh, ph * s["max"] / vmax) - 4
+            svg.text(bx + bw / 2, ty, label_fn(s["median"]), size=10 if bw > 34 else 9, anchor="middle")
+            if err:
+                svg.text(bx + bw / 2, ty - 12, "errors!", size=10, anchor="middle", fill="#e00000", weight="bold")
+        label = f"{g[0]}" if g[0] == "idle-memory" else f"{g[0]}, {g[1]} conns"
+        svg.text(left + gi * gw + gw / 2, bottom + 16, label, size=11, anchor="middle")
+
+
+def latency_panel(svg, x0, y0, w, h, title, groups, proxies, lat_fn):
+    """Log-scale bars of p50 / p99 / p99.9 per proxy, grouped by (case, connections)."""
+    import math
+
+    svg.text(x0, y0 + 14, title, size=13, weight="bold")
+    top, bottom, left = y0 + 30, y0 + h - 38, x0 + 52
+    right = x0 + w - 8
+    vals = [v for g in groups for p in proxies for v in (lat_fn(g, p) or {}).values() if v]
+    if not vals:
+        return
+    lo = 10 ** math.floor(math.log10(max(1.0, min(vals))))
+    # Room above the tallest bar for its rotated label (about 0.7 decade).
+    hi = 10 ** math.ceil(math.log10(max(vals)) + 0.7)
+    ph = bottom - top
+
+    def ypos(v):
+        v = max(v, lo)
+        return bottom - ph * (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+
+    d = lo
+    while d <= hi * 1.0001:
+        yy = ypos(d)
+        svg.line(left, yy, right, yy, stroke="#e3e3e3")
+        label = f"{d:.0f}us" if d < 1000 else (f"{d / 1000:.0f}ms" if d < 1e6 else f"{d / 1e6:.0f}s")
+        svg.text(left - 5, yy + 4, label, size=10, anchor="end", fill="#555")
+        d *= 10
+    svg.line(left, bottom, right, bottom, stroke="#444")
+    gw = (right - left) / len(groups)
+    pw = min(66.0, (gw - 16) / max(1, len(proxies)))
+    bw = pw / 3 - 1
+    shades = {"p50": 0.45, "p99": 0.75, "p99.9": 1.0}
+    for gi, g in enumerate(groups):
+        gx = left + gi * gw + (gw - pw * len(proxies)) / 2
+        for pi, p in enumerate(proxies):
+            lat = lat_fn(g, p)
+            px = gx + pi * pw
+            if not lat:
+                continue
+            for ki, k in enumerate(["p50", "p99", "p99.9"]):
+                v = lat.get(k)
+                if not v:
+                    continue
+                bx = px + ki * (bw + 1) + 1
+                yy = ypos(v)
+                svg.rect(bx, yy, bw, bottom - yy, PROXY_COLORS.get(p, "#444"), opacity=shades[k],
+                         title=f"{p} {g[0]} c={g[1]} {k}: {fmt_lat(v)}")
+                svg.text(bx + bw / 2 + 3, yy - 3, f"{k} {fmt_lat(v)}", size=8.5, rotate=-90)
+        svg.text(left + gi * gw + gw / 2, bottom + 16, f"{g[0]}, {g[1]} conns", size=11, anchor="middle")
+
+
+def render_svg(summary, meta):
+    W = 1280
+    svg = Svg(W)
+    opts = meta.get("options", {})
+    m = meta.get("machine", {})
+    svg.text(20, 28, "Coregate load test: proxies with one worker each in front of a 2-endpoint nginx upstream",
+             size=17, weight="bold")
+    svg.text(20, 48, f"{m.get('date', '')}   commit {str(m.get('git_commit', ''))[:12]}{' (dirty)' if m.get('git_dirty') else ''}"
+             f"   {m.get('cpu_model', '')}, {m.get('nproc', '?')} CPUs, kernel {m.get('kernel', '')}"
+             f"   {opts.get('runs', '?')} run(s) x {opts.get('duration', '?')} s, medians; whiskers = min-max",
+             size=11, fill="#444")
+    # Legend.
+    lx = 20
+    for p in [p for p in PROXY_ORDER if p in {s["proxy"] for s in summary}]:
+        svg.rect(lx, 58, 14, 14, PROXY_COLORS[p])
+        svg.text(lx + 19, 70, p, size=12)
+        lx += 110
+    svg.text(lx + 10, 70, "red outline = errors in that measurement; hover a bar for its exact figures",
+             size=11, fill="#444")
+    y = 86
+    layouts = [lay for lay in opts.get("layouts", []) if any(s["layout"] == lay and s["case"] != "idle-memory" for s in summary)]
+    by = {(s["layout"], s["case"], s["connections"], s["proxy"]): s for s in summary}
+    case_order = {c: i for i, c in enumerate(opts.get("cases", []))}
+    for layout in layouts:
+        rows = [s for s in summary if s["layout"] == layout and s["case"] != "idle-memory"]
+        groups = sorted({(s["case"], s["connections"]) for s in rows}, key=lambda g: (case_order.get(g[0], 9), g[1]))
+        proxies = sorted({s["proxy"] for s in rows}, key=proxy_rank)
+        svg.rect(10, y, W - 20, 24, "#f0f0f0")
+        svg.text(18, y + 17, LAYOUT_TEXT.get(layout, layout), size=13, weight="bold")
+        y += 30
+
+        def val(key, layout=layout):
+            def f(g, p):
+                s = by.get((layout, g[0], g[1], p))
+                if not s or not s.get(key):
+                    return None
+                d = dict(s[key])
+                d["errors"] = s["errors_total"]
+                return d
+            return f
+
+        half = (W - 30) / 2
+        bar_panel(svg, 10, y, half, 300, "Requests per second (higher is better)", groups, proxies,
+                  val("rps"), "req/s", lambda v: f"{v / 1000:.1f}k")
+        cpu_proxies = [p for p in proxies if p != "direct"]
+        bar_panel(svg, 20 + half, y, half, 300, "Proxy CPU time per request, microseconds (lower is better)",
+                  groups, cpu_proxies, val("proxy_cpu_us_per_req"), "us", lambda v: f"{v:.2f}")
+        y += 306
+
+        def lat(g, p, layout=layout):
+            s = by.get((layout, g[0], g[1], p))
+            if not s:
+                return None
+            return {k: (s["latency_us"][k] or {}).get("median") for k in ("p50", "p99", "p99.9")}
+
+        latency_panel(svg, 10, y, W - 20, 330,
+                      "Latency percentiles p50 / p99 / p99.9 (light to dark), log scale (lower is better)",
+                      groups, proxies, lat)
+        y += 340
+    idle = [s for s in summary if s["case"] == "idle-memory"]
+    if idle:
+        layout = idle[0]["layout"]
+        conns = idle[0]["connections"]
+        svg.rect(10, y, W - 20, 24, "#f0f0f0")
+        svg.text(18, y + 17, f"idle-memory: RSS growth per idle keep-alive connection, {conns:,} connections held "
+                 f"(ran in the {layout} layout)", size=13, weight="bold")
+        y += 30
+        proxies = sorted({s["proxy"] for s in idle}, key=proxy_rank)
+
+        def ival(g, p):
+            s = next((s for s in idle if s["proxy"] == p), None)
+            if not s or not s.get("bytes_per_conn"):
+                return None
+            d = dict(s["bytes_per_conn"])
+            d["errors"] = s["errors_total"]
+            return d
+
+        bar_panel(svg, 10, y, (W - 30) / 2, 300, "Bytes of proxy RSS per idle connection (lower is better)",
+                  [("idle-memory", conns)], proxies, ival, "bytes", lambda v: f"{v:,.0f} B")
+        y += 306
+    return svg.render(y + 10)
+
+
+# ----------------------------------------------------------------------------- final
+
+
+def cmd_final(a):
+    records = []
+    if os.path.exists(a.raw):
+        with open(a.raw) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+    options = json.loads(a.options) if a.options else {}
+    meta = {"options": options, "machine": machine_info(
+        a.repo, a.coregate_bin, a.git_commit, None if a.git_dirty is None else a.git_dirty == "true"), "notes": a.note or []}
+    summary = summarise(records)
+    color = a.color == "always" or (a.color == "auto" and sys.stdout.isatty())
+    paint = Painter(color)
+    print(render_table(summary, meta, paint))
+    bad = [s for s in summary if s["errors_total"]]
+    print()
+    if bad:
+        print(paint.bad("!! NON-ZERO ERRORS in: " + "; ".join(
+            f"{s['layout']}/{s['case']}/c={s['connections']}/{s['proxy']} ({s['errors_total']})" for s in bad)))
+    else:
+        print("errors: none (every run of every proxy: 0 non-2xx, 0 socket errors)")
+    logs = {}
+    for r in records:
+        for ln in r.get("proxy_log") or []:
+            norm = re.sub(r"\d", "#", ln)[:200]
+            logs.setdefault(r["proxy"], {}).setdefault(norm, ln)
+    if logs:
+        print("proxy log messages (one example of each kind, digits folded):")
+        for p, msgs in logs.items():
+            for ln in list(msgs.values())[:10]:
+                print(f"  {p}: {ln[:220]}")
+    os.makedirs(a.out_dir, exist_ok=True)
+    doc = {"meta": meta, "summary": summary, "runs": records}
+    jpath = os.path.join(a.out_dir, f"{a.stamp}.json")
+    spath = os.path.join(a.out_dir, f"{a.stamp}.svg")
+    with open(jpath, "w") as f:
+        json.dump(doc, f, indent=1)
+    with open(spath, "w") as f:
+        f.write(render_svg(summary, meta))
+    shutil.copyfile(jpath, os.path.join(a.out_dir, "latest.json"))
+    shutil.copyfile(spath, os.path.join(a.out_dir, "latest.svg"))
+    print(f"results: {jpath}\nchart:   {spath}\n(copies: latest.json, latest.svg)")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    rl = sub.add_parser("record-load")
+    rl.add_argument("--raw", required=True)
+    rl.add_argument("--wrk-output", required=True)
+    rl.add_argument("--wrk-rc", type=int, default=0)
+    rl.add_argument("--layout", required=True)
+    rl.add_argument("--run", type=int, required=True)
+    rl.add_argument("--case", required=True)
+    rl.add_argument("--connections", type=int, required=True)
+    rl.add_argument("--proxy", required=True)
+    rl.add_argument("--duration", type=float, required=True)
+    rl.add_argument("--wall", type=float)
+    rl.add_argument("--proxy-ticks", type=int)
+    rl.add_argument("--upstream-ticks", type=int)
+    rl.add_argument("--clk-tck", type=int, required=True)
+    rl.add_argument("--log")
+    rl.add_argument("--sys-before", help="/proc/stat cpu lines before, ';'-separated")
+    rl.add_argument("--sys-after", help="/proc/stat cpu lines after")
+    rl.add_argument("--failure", help="the measurement failed: why (counted as an error)")
+
+    ri = sub.add_parser("record-idle")
+    ri.add_argument("--raw", required=True)
+    ri.add_argument("--client-output", required=True)
+    ri.add_argument("--layout", required=True)
+    ri.add_argument("--run", type=int, required=True)
+    ri.add_argument("--proxy", required=True)
+    ri.add_argument("--requested", type=int, required=True)
+    ri.add_argument("--rss-before", type=int, required=True)
+    ri.add_argument("--rss-held", type=int, required=True)
+    ri.add_argument("--rss-after", type=int, required=True)
+    ri.add_argument("--log")
+
+    fi = sub.add_parser("final")
+    fi.add_argument("--raw", required=True)
+    fi.add_argument("--out-dir", required=True)
+    fi.add_argument("--stamp", required=True)
+    fi.add_argument("--repo", required=True)
+    fi.add_argument("--coregate-bin")
+    fi.add_argument("--git-commit", help="the commit built (default: HEAD now)")
+    fi.add_argument("--git-dirty", choices=["true", "false"], help="uncommitted changes when built")
+    fi.add_argument("--options", help="JSON object of the harness options")
+    fi.add_argument("--note", action="append", help="a note to keep in the JSON (repeatable)")
+    fi.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+
+    a = p.parse_args()
+    {"record-load": cmd_record_load, "record-idle": cmd_record_idle, "final": cmd_final}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
