@@ -148,6 +148,7 @@ struct Output {
 impl<S: Stream> H1<S> {
     async fn run(&mut self, cx: &Context<'_>) -> End {
         let mut head = RequestHead::default();
+        let mut response = ResponseHead::default();
         let mut first = true;
         loop {
             let result = match self.next_request(&mut head, first).await {
@@ -155,7 +156,7 @@ impl<S: Stream> H1<S> {
                 // Boxed: the exchange's state (~6 KiB of nested I/O futures) exists only while
                 // a request is under way, so a connection waiting for its next request is a
                 // few hundred bytes. One allocation per request.
-                Ok(true) => Box::pin(proxy::forward(cx, &mut head, self)).await,
+                Ok(true) => Box::pin(proxy::forward(cx, &mut head, &mut response, self)).await,
                 Err(e) => Err(e),
             };
             first = false;

@@ -84,10 +84,13 @@ fn encode_error(_: BodyError) -> ProxyError {
     }
 }
 
-/// Proxies one request. Returns the status sent, or the error for the connection to answer.
+/// Proxies one request. `response` is the connection's head to refill (its storage is reused
+/// from request to request). Returns the status sent, or the error for the connection to
+/// answer.
 pub async fn forward<D: Downstream>(
     cx: &Context<'_>,
     head: &mut RequestHead,
+    response: &mut ResponseHead,
     down: &mut D,
 ) -> Result<u16, ProxyError> {
     let generation = cx.worker.generation();
@@ -137,7 +140,6 @@ pub async fn forward<D: Downstream>(
     let ep = &cluster.endpoints[endpoint];
     ep.stats.requests.inc();
     let mut reader = ResponseReader::new();
-    let mut response = ResponseHead::default();
     let outcome = if request.body_done {
         exchange
             .whole(
@@ -146,7 +148,7 @@ pub async fn forward<D: Downstream>(
                 reused,
                 &mut request,
                 &mut reader,
-                &mut response,
+                response,
                 &mut sink,
             )
             .await
@@ -157,7 +159,7 @@ pub async fn forward<D: Downstream>(
                 &mut request,
                 &mut body,
                 &mut reader,
-                &mut response,
+                response,
                 &mut sink,
             )
             .await

@@ -57,17 +57,17 @@ enum FramingError {
 /// Whether a field is hop-by-hop or framing: the codec regenerates or drops it (RFC 9110 §7.6.1,
 /// RFC 9112 §6).
 fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 8] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"transfer-encoding",
-        b"content-length",
-    ];
-    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+    // Dispatch on length first: one compare per field instead of eight.
+    let candidates: &[&[u8]] = match name.len() {
+        2 => &[b"te"],
+        7 => &[b"trailer", b"upgrade"],
+        10 => &[b"connection", b"keep-alive"],
+        14 => &[b"content-length"],
+        16 => &[b"proxy-connection"],
+        17 => &[b"transfer-encoding"],
+        _ => return false,
+    };
+    candidates.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -92,6 +92,10 @@ impl<'b> FramingFields<'b> {
         let mut f = FramingFields::default();
         for h in headers {
             let name = h.name.as_bytes();
+            // Most fields are none of the three: skip them on their length alone.
+            if !matches!(name.len(), 10 | 14 | 17) {
+                continue;
+            }
             let value = trim(h.value);
             if name.eq_ignore_ascii_case(b"content-length") {
                 for element in value.split(|&b| b == b',').map(trim) {
