@@ -16,9 +16,10 @@ use crate::h1::head::{
     CONTINUE, Persistence, RequestMeta, encode_local_response, encode_response, parse_request,
 };
 use crate::io::{self as rt, AsyncWrite, Stream};
+use crate::listener::ListenerSlot;
 use crate::message::{BodyLength, RequestHead, ResponseHead, Version};
 use crate::proxy::{self, Context, Downstream, RequestBody, ResponseSink};
-use crate::worker::{ListenerSlot, Worker};
+use crate::worker::Worker;
 
 /// Least free space offered to a read.
 const MIN_READ: usize = 4096;
@@ -29,7 +30,13 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 
 /// Serves one accepted connection to its end.
-pub async fn serve<S: Stream>(worker: Rc<Worker>, slot: Rc<ListenerSlot>, io: S, peer: SocketAddr) {
+pub async fn serve<S: Stream>(
+    worker: Rc<Worker>,
+    slot: Rc<ListenerSlot>,
+    io: S,
+    peer: SocketAddr,
+    key: usize,
+) {
     worker.stats.connections_accepted.inc();
     worker.stats.connections_active.inc();
     let client_ip = peer.ip().to_string();
@@ -50,7 +57,6 @@ pub async fn serve<S: Stream>(worker: Rc<Worker>, slot: Rc<ListenerSlot>, io: S,
             encoder: BodyEncoder::new(Framing::None),
             started: false,
             keep_alive: false,
-            closing: false,
             version: Version::HTTP_11,
             timeout: Duration::from_secs(60),
         },
@@ -68,6 +74,7 @@ pub async fn serve<S: Stream>(worker: Rc<Worker>, slot: Rc<ListenerSlot>, io: S,
     }
     rt::recycle_buffer(std::mem::take(&mut conn.input.rbuf));
     worker.stats.connections_active.dec();
+    slot.untrack(key);
 }
 
 /// How a connection ends.
@@ -139,8 +146,6 @@ struct Output {
     started: bool,
     /// The client allows the connection to stay open after this exchange.
     keep_alive: bool,
-    /// The proxy is shutting down or the listener was removed: close after this exchange.
-    closing: bool,
     version: Version,
     timeout: Duration,
 }
@@ -214,7 +219,6 @@ impl<S: Stream> H1<S> {
         output.keep_alive = meta.keep_alive;
         output.version = head.version;
         output.timeout = limits.body_timeout;
-        output.closing = self.worker.stopping.get() || self.slot.draining.get();
         Ok(true)
     }
 
@@ -240,11 +244,10 @@ impl<S: Stream> H1<S> {
         if !e.closes_connection() && !body.input.expect_continue {
             let _ = body.take_body(|_| Ok(()));
         }
+        let closing = sink.slot.is_closing();
         let output = &mut *sink.output;
-        output.keep_alive = output.keep_alive
-            && !e.closes_connection()
-            && body.input.body.is_done()
-            && !output.closing;
+        output.keep_alive =
+            output.keep_alive && !e.closes_connection() && body.input.body.is_done() && !closing;
         output.wbuf.clear();
         output.reserve();
         encode_local_response(status, e.body(), output.persistence(), &mut output.wbuf);
@@ -325,7 +328,7 @@ impl<S: Stream> H1<S> {
         input.pos = 0;
         let pooled = {
             let read = pin!(rt::within(wait, self.io.read_pooled()));
-            match select(read, pin!(self.worker.stopped())).await {
+            match select(read, pin!(self.slot.closed())).await {
                 Either::Left((Some(read), _)) => read,
                 _ => return Ok(Waited::Closed),
             }
@@ -365,7 +368,7 @@ impl<S: Stream> H1<S> {
             wait,
             rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ)
         ));
-        match select(read, pin!(self.worker.stopped())).await {
+        match select(read, pin!(self.slot.closed())).await {
             Either::Left((Some(Ok(n)), _)) if n > 0 => {
                 input.started = Instant::now();
                 Ok(Waited::Partial)
@@ -458,6 +461,7 @@ impl<S: Stream> Downstream for H1<S> {
             },
             SinkHalf {
                 io: &self.io,
+                slot: &self.slot,
                 output: &mut self.output,
             },
         )
@@ -473,6 +477,8 @@ struct BodyHalf<'a, S> {
 /// The response half of a connection.
 struct SinkHalf<'a, S> {
     io: &'a S,
+    /// Whether the listener closes (removed, or shutdown): then the response says so.
+    slot: &'a ListenerSlot,
     output: &'a mut Output,
 }
 
@@ -541,7 +547,10 @@ impl<S: Stream> ResponseSink for SinkHalf<'_, S> {
             BodyLength::Unknown if output.version == Version::HTTP_10 => Framing::Close,
             BodyLength::Unknown => Framing::Chunked,
         };
-        output.keep_alive = output.keep_alive && framing != Framing::Close && !output.closing;
+        // Decided when the response starts, so that a shutdown that began while the request
+        // was in flight still tells this client to go away.
+        output.keep_alive =
+            output.keep_alive && framing != Framing::Close && !self.slot.is_closing();
         output.reserve();
         encode_response(head, framing, output.persistence(), &mut output.wbuf);
         output.encoder = BodyEncoder::new(framing);

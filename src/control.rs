@@ -1,24 +1,34 @@
-//! The control thread: signals. SIGTERM/SIGINT drain and exit (a second one exits at once).
+//! The control thread: signals. SIGHUP reloads the config file (read -> validate -> compile ->
+//! bind new sockets -> publish to every core, or change nothing); SIGTERM/SIGINT drain and exit
+//! (a second one exits at once); SIGUSR1 is for reopening log files.
 
+use std::path::{Path, PathBuf};
 use std::process;
 use std::thread;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use crate::config;
 use crate::gateway::Gateway;
 
-/// Serves signals until the gateway has shut down; returns the process exit code.
-pub fn run(gateway: Gateway) -> std::io::Result<i32> {
+/// Serves signals until the gateway has shut down; returns the process exit code. `config`
+/// is the file SIGHUP re-reads (none for the built-in demo config).
+pub fn run(gateway: Gateway, config: Option<PathBuf>) -> std::io::Result<i32> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
-    let drain = gateway.snapshot().limits.drain_timeout;
-    let mut gateway = Some(gateway);
     let handle = signals.handle();
+    let mut gateway = Some(gateway);
     for signal in signals.forever() {
         match signal {
+            SIGHUP => match (&mut gateway, &config) {
+                (Some(g), Some(path)) => reload(g, path),
+                (Some(_), None) => warn!("SIGHUP: serving the built-in config; nothing to reload"),
+                (None, _) => warn!("SIGHUP ignored: shutting down"),
+            },
             SIGTERM | SIGINT => match gateway.take() {
                 Some(g) => {
+                    let drain = g.snapshot().limits.drain_timeout;
                     info!(?drain, "shutting down: draining connections");
                     let handle = handle.clone();
                     thread::spawn(move || {
@@ -33,9 +43,35 @@ pub fn run(gateway: Gateway) -> std::io::Result<i32> {
                     process::exit(1);
                 }
             },
-            SIGHUP => warn!("SIGHUP: configuration reload is not available in this build"),
+            SIGUSR1 => info!("SIGUSR1: no log files to reopen (logs go to stderr)"),
             _ => {}
         }
     }
     Ok(0)
+}
+
+/// Re-reads `path` and switches every core to it, or logs why nothing changed.
+fn reload(gateway: &mut Gateway, path: &Path) {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            gateway.registry().reloads_failed.inc();
+            error!("reload refused, the running config stays:\n{errors}");
+            return;
+        }
+    };
+    match gateway.reload(config) {
+        Ok(done) => {
+            for kept in &done.kept {
+                warn!("reload: {kept}");
+            }
+            info!(
+                generation = done.generation,
+                took_us = done.took.as_micros() as u64,
+                "reloaded: {}",
+                done.changes
+            );
+        }
+        Err(e) => error!("reload refused, the running config stays: {e}"),
+    }
 }

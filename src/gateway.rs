@@ -1,5 +1,6 @@
 //! The running gateway: binds every listener's sockets, starts one pinned single-threaded
-//! io_uring runtime per worker, hands each its sockets and the first snapshot, and stops them.
+//! io_uring runtime per worker, hands each its sockets and the first snapshot; reloads a new
+//! config on every core at once (or changes nothing), and stops.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -14,14 +15,16 @@ use tracing::{error, info};
 
 use crate::admin::Published;
 use crate::config::{Config, Workers};
-use crate::io::{self as rt, TcpListener};
+use crate::io as rt;
 use crate::listener::{self, BindError};
 use crate::snapshot::Snapshot;
 use crate::stats::Registry;
 use crate::worker::Worker;
 
-/// How often a draining worker checks whether its connections are gone.
+/// How often a stopping worker checks whether its connections are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// How long a reload waits for every worker to confirm it serves the new config.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -31,10 +34,38 @@ pub enum StartError {
     Worker { worker: usize, reason: String },
 }
 
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("worker {0} did not confirm the new config in time")]
+    Unconfirmed(usize),
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub generation: u64,
+    /// One line: what changed (listeners, vhosts, routes, clusters, endpoints).
+    pub changes: String,
+    /// Settings that cannot change at runtime and kept their running value.
+    pub kept: Vec<String>,
+    /// From the reload's start until every worker serves the new config.
+    pub took: Duration,
+}
+
 /// A message from the control side to one worker.
 enum Command {
-    /// Serve this snapshot from now on.
-    Apply(Arc<Snapshot>),
+    /// Serve this snapshot from now on: open these listeners, close those (draining their
+    /// connections for at most `drain`), then confirm.
+    Apply {
+        snapshot: Arc<Snapshot>,
+        open: Vec<(String, StdListener)>,
+        close: Vec<String>,
+        drain: Duration,
+        done: std_mpsc::Sender<usize>,
+    },
     /// Stop accepting, let connections finish (at most `drain`), then exit.
     Stop { drain: Duration },
 }
@@ -48,6 +79,7 @@ struct WorkerHandle {
 pub struct Gateway {
     workers: Vec<WorkerHandle>,
     registry: Arc<Registry>,
+    /// Bound address of each listener (port 0 resolved).
     addresses: HashMap<String, SocketAddr>,
     published: Published,
 }
@@ -55,6 +87,27 @@ pub struct Gateway {
 /// The worker count `workers: auto` resolves to: the CPUs this process may run on.
 pub fn available_cpus() -> Vec<core_affinity::CoreId> {
     core_affinity::get_core_ids().unwrap_or_default()
+}
+
+/// One socket per worker for a listener, and the address they are bound to.
+fn bind_for_workers(
+    name: &str,
+    address: SocketAddr,
+    backlog: u32,
+    workers: usize,
+) -> Result<(SocketAddr, Vec<StdListener>), BindError> {
+    let bound = listener::bind(name, address, backlog, workers)?;
+    let addr = bound
+        .first()
+        .map(StdListener::local_addr)
+        .transpose()
+        .map_err(|source| BindError::Io {
+            name: name.to_owned(),
+            address,
+            source,
+        })?
+        .unwrap_or(address);
+    Ok((addr, bound))
 }
 
 impl Gateway {
@@ -72,15 +125,8 @@ impl Gateway {
         let mut sockets: Vec<Vec<(String, StdListener)>> = (0..count).map(|_| Vec::new()).collect();
         let mut addresses = HashMap::new();
         for l in &snapshot.listeners {
-            let bound = listener::bind(&l.name, l.address, l.backlog, count)?;
-            if let Some(first) = bound.first() {
-                let addr = first.local_addr().map_err(|source| BindError::Io {
-                    name: l.name.clone(),
-                    address: l.address,
-                    source,
-                })?;
-                addresses.insert(l.name.clone(), addr);
-            }
+            let (addr, bound) = bind_for_workers(&l.name, l.address, l.backlog, count)?;
+            addresses.insert(l.name.clone(), addr);
             for (w, s) in bound.into_iter().enumerate() {
                 sockets[w].push((l.name.clone(), s));
             }
@@ -158,6 +204,105 @@ impl Gateway {
         self.workers.len()
     }
 
+    /// Switches every worker to `config`, or changes nothing. New listeners are bound first
+    /// (a listener that cannot be bound fails the reload); then every worker gets the new
+    /// snapshot with its new sockets and the listeners to drain, and this returns once all of
+    /// them serve it. Listeners that keep their name and address keep their sockets: closing a
+    /// SO_REUSEPORT socket would drop the connections waiting in its backlog.
+    pub fn reload(&mut self, config: Config) -> Result<Reloaded, ReloadError> {
+        let started = Instant::now();
+        let result = self.publish(config, started);
+        match &result {
+            Ok(_) => self.registry.reloads_ok.inc(),
+            Err(_) => self.registry.reloads_failed.inc(),
+        }
+        result
+    }
+
+    fn publish(&mut self, config: Config, started: Instant) -> Result<Reloaded, ReloadError> {
+        let old = self.snapshot();
+        let count = self.workers.len();
+        let mut kept = Vec::new();
+        let mut config = config;
+        let running_workers = old.config.workers;
+        if config.workers != running_workers {
+            kept.push(format!(
+                "workers cannot change at runtime: still {count} (restart to apply)"
+            ));
+            config.workers = running_workers;
+        }
+        if config.admin != old.config.admin {
+            kept.push("admin address cannot change at runtime (restart to apply)".to_owned());
+            config.admin = old.config.admin.clone();
+        }
+        let changes = crate::config::diff(&old.config, &config);
+        let snapshot = Arc::new(Snapshot::compile(config, old.generation + 1));
+
+        // Listeners keep their sockets when their name and address stay; a listener that
+        // moves is closed and opened again.
+        let close: Vec<String> = old
+            .listeners
+            .iter()
+            .filter(|o| {
+                snapshot
+                    .listener(&o.name)
+                    .is_none_or(|n| n.address != o.address)
+            })
+            .map(|o| o.name.clone())
+            .collect();
+        let mut open: Vec<Vec<(String, StdListener)>> = (0..count).map(|_| Vec::new()).collect();
+        let mut addresses = self.addresses.clone();
+        for l in &snapshot.listeners {
+            let unchanged = old
+                .listener(&l.name)
+                .is_some_and(|o| o.address == l.address);
+            if unchanged {
+                continue;
+            }
+            // Nothing is published until every new socket is bound; on failure the sockets
+            // bound so far close with `open`.
+            let (addr, bound) = bind_for_workers(&l.name, l.address, l.backlog, count)?;
+            addresses.insert(l.name.clone(), addr);
+            for (w, s) in bound.into_iter().enumerate() {
+                open[w].push((l.name.clone(), s));
+            }
+        }
+        addresses.retain(|name, _| snapshot.listener(name).is_some());
+
+        let drain = snapshot.limits.drain_timeout;
+        let (done_tx, done_rx) = std_mpsc::channel();
+        for (w, sockets) in self.workers.iter().zip(open) {
+            let _ = w.commands.unbounded_send(Command::Apply {
+                snapshot: snapshot.clone(),
+                open: sockets,
+                close: close.clone(),
+                drain,
+                done: done_tx.clone(),
+            });
+        }
+        drop(done_tx);
+        let deadline = Instant::now() + APPLY_TIMEOUT;
+        for confirmed in 0..count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if done_rx.recv_timeout(left).is_err() {
+                // Workers apply commands in order; one that has not confirmed has exited.
+                return Err(ReloadError::Unconfirmed(confirmed));
+            }
+        }
+        self.addresses = addresses;
+        let generation = snapshot.generation;
+        *self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = snapshot;
+        Ok(Reloaded {
+            generation,
+            changes,
+            kept,
+            took: started.elapsed(),
+        })
+    }
+
     /// Stops accepting, lets in-flight requests finish (telling keep-alive clients to close),
     /// and returns when every worker has exited or `drain` has passed.
     pub fn shutdown(mut self, drain: Duration) {
@@ -173,17 +318,6 @@ impl Gateway {
                 let _ = t.join();
             }
         }
-    }
-
-    /// Sends every worker a new snapshot of the same listeners.
-    pub fn apply(&mut self, snapshot: Arc<Snapshot>) {
-        for w in &self.workers {
-            let _ = w.commands.unbounded_send(Command::Apply(snapshot.clone()));
-        }
-        *self
-            .published
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = snapshot;
     }
 }
 
@@ -243,21 +377,11 @@ async fn serve(
     ready: Ready,
 ) {
     let worker = Worker::new(id, count, registry, snapshot);
-    let mut accepting = Vec::with_capacity(sockets.len());
     for (name, socket) in sockets {
-        let listener = match TcpListener::from_std(socket) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = ready.send(Err((id, format!("listener {name}: {e}"))));
-                return;
-            }
-        };
-        let slot = worker.add_listener(&name);
-        accepting.push(rt::spawn_handle(listener::accept_loop(
-            worker.clone(),
-            slot,
-            listener,
-        )));
+        if let Err(e) = worker.open_listener(&name, socket) {
+            let _ = ready.send(Err((id, format!("listener {name}: {e}"))));
+            return;
+        }
     }
     let _sweeper = rt::spawn_handle(worker.clone().sweep());
     let _timers = rt::spawn_handle(crate::timer::drive());
@@ -267,17 +391,35 @@ async fn serve(
 
     let drain = loop {
         match commands.next().await {
-            Some(Command::Apply(snapshot)) => worker.apply(snapshot),
+            Some(Command::Apply {
+                snapshot,
+                open,
+                close,
+                drain,
+                done,
+            }) => {
+                // All at once, between two polls of this core's tasks: no request sees half of
+                // a reload.
+                for name in &close {
+                    worker.close_listener(name, drain);
+                }
+                worker.apply(snapshot);
+                for (name, socket) in open {
+                    if let Err(e) = worker.open_listener(&name, socket) {
+                        error!(worker = id, listener = %name, "cannot serve new listener: {e}");
+                    }
+                }
+                let _ = done.send(id);
+            }
             Some(Command::Stop { drain }) => break drain,
             None => break Duration::ZERO,
         }
     };
-    // Closing the sockets drops connections still in their backlogs; by now the control side
-    // has stopped sending traffic here (shutdown).
-    drop(accepting);
+    // Closing the sockets drops connections still in their backlogs; the kernel stops routing
+    // new ones to a closed SO_REUSEPORT socket.
     worker.stop();
     let deadline = Instant::now() + drain;
-    while worker.stats.connections_active.get() > 0 && Instant::now() < deadline {
+    while worker.connections() > 0 && Instant::now() < deadline {
         rt::sleep(DRAIN_POLL).await;
     }
     worker.fold_latency();

@@ -231,7 +231,14 @@ pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
 }
 
 /// A task that is cancelled when this handle is dropped.
-pub struct Task(#[allow(dead_code)] compio::runtime::JoinHandle<()>);
+pub struct Task(compio::runtime::JoinHandle<()>);
+
+impl Task {
+    /// Lets the task run on without this handle.
+    pub fn detach(self) {
+        self.0.detach();
+    }
+}
 
 /// Runs a task on this core until it ends or its handle is dropped.
 pub fn spawn_handle<F: Future<Output = ()> + 'static>(fut: F) -> Task {

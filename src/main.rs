@@ -29,7 +29,9 @@ struct Cli {
 enum Command {
     /// Serve the listeners, routes and clusters of a config file.
     ///
-    /// SIGTERM or SIGINT drains in-flight requests and exits; a second one exits at once.
+    /// SIGHUP re-reads the file and switches every core to it (an invalid file changes
+    /// nothing). SIGTERM or SIGINT drains in-flight requests and exits; a second one exits at
+    /// once.
     Run {
         /// The YAML config file.
         #[arg(short, long, value_name = "FILE")]
@@ -61,7 +63,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => load(&config).and_then(serve),
+        Command::Run { config } => load(&config).and_then(|c| serve(c, Some(config))),
         Command::Check { config } => check(&config),
         Command::Demo { config } => run_demo(config),
     };
@@ -84,7 +86,8 @@ fn check(path: &Path) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn serve(config: Config) -> anyhow::Result<u8> {
+/// Serves `config` until a termination signal; SIGHUP re-reads `path` when there is one.
+fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<u8> {
     let admin_address = config.admin.as_ref().map(|a| a.address);
     let gateway = Gateway::start(config).context("cannot start")?;
     for l in &gateway.snapshot().listeners {
@@ -96,13 +99,13 @@ fn serve(config: Config) -> anyhow::Result<u8> {
         admin::start(address, gateway.registry().clone(), gateway.published())
             .with_context(|| format!("cannot start the admin listener on {address}"))?;
     }
-    let code = control::run(gateway).context("cannot install signal handlers")?;
+    let code = control::run(gateway, path).context("cannot install signal handlers")?;
     Ok(code as u8)
 }
 
 fn run_demo(path: Option<PathBuf>) -> anyhow::Result<u8> {
-    let config = match path {
-        Some(path) => load(&path)?,
+    let config = match &path {
+        Some(path) => load(path)?,
         None => config::parse(demo::DEMO_CONFIG, "config/demo.yaml")
             .map_err(|errors| anyhow::anyhow!("invalid demo config:\n{errors}"))?,
     };
@@ -116,5 +119,5 @@ fn run_demo(path: Option<PathBuf>) -> anyhow::Result<u8> {
             l.address
         );
     }
-    serve(config)
+    serve(config, path)
 }

@@ -12,9 +12,10 @@ use crate::error::{ErrorKind, ProxyError, Side};
 use crate::h1::body::{BodyEncoder, BodyError, Framing};
 use crate::h1::head::{ResponseMeta, encode_request};
 use crate::io as rt;
+use crate::listener::ListenerSlot;
 use crate::message::{BodyLength, Method, RequestHead, ResponseHead};
 use crate::upstream::{self, ResponseReader, UpstreamConn};
-use crate::worker::{ClusterState, EndpointState, ListenerSlot, Worker};
+use crate::worker::{ClusterState, EndpointState, Worker};
 
 /// The downstream side of one exchange (an HTTP/1 connection today, an HTTP/2 stream
 /// tomorrow), split in two halves that work at the same time: a response may stream back while

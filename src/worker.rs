@@ -3,16 +3,16 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+
+use tracing::warn;
 
 use crate::balance::Wrr;
 use crate::io::{self as rt};
+use crate::listener::{self, ListenerSlot};
 use crate::pool::Pool;
 use crate::snapshot::Snapshot;
 use crate::stats::{EndpointStats, Latency, Registry, WorkerStats};
@@ -20,6 +20,8 @@ use crate::upstream::UpstreamConn;
 
 /// How often idle upstream connections past their idle timeout are closed.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a draining listener checks whether its connections are gone.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// A pool's identity: cluster name and endpoint address.
 type PoolKey = (String, SocketAddr);
@@ -47,18 +49,7 @@ pub struct Generation {
     pub clusters: Box<[ClusterState]>,
 }
 
-/// A listener as one core serves it. Connections keep their slot; its index into the current
-/// snapshot's listeners is updated on reload.
-#[derive(Debug)]
-pub struct ListenerSlot {
-    pub name: String,
-    pub index: Cell<usize>,
-    /// Set when the listener was removed: its connections finish their request and close.
-    pub draining: Cell<bool>,
-}
-
 /// Per-core state: nothing here is shared with or locked against another core.
-#[derive(Debug)]
 pub struct Worker {
     pub id: usize,
     workers: usize,
@@ -70,13 +61,10 @@ pub struct Worker {
     /// Pools by (cluster, endpoint): they outlive generations so that a reload keeps warm
     /// connections of endpoints that stay.
     pools: RefCell<HashMap<PoolKey, Rc<Pool<UpstreamConn>>>>,
+    /// The listeners this core serves, and removed ones still draining.
     listeners: RefCell<Vec<Rc<ListenerSlot>>>,
-    /// Set on shutdown: connections close after their current request.
+    /// Set on shutdown: every listener closes.
     pub stopping: Cell<bool>,
-    /// Idle connections waiting for their next request, woken on shutdown: a slab whose free
-    /// slots are listed in `free_waiters`, so that waiting allocates nothing in steady state.
-    stop_waiters: RefCell<Vec<Option<Waker>>>,
-    free_waiters: RefCell<Vec<usize>>,
 }
 
 impl Worker {
@@ -100,8 +88,6 @@ impl Worker {
             pools: RefCell::new(HashMap::new()),
             listeners: RefCell::new(Vec::new()),
             stopping: Cell::new(false),
-            stop_waiters: RefCell::new(Vec::new()),
-            free_waiters: RefCell::new(Vec::new()),
         });
         worker.apply(snapshot);
         worker
@@ -113,9 +99,12 @@ impl Worker {
         self.current.borrow().clone()
     }
 
-    /// Switches this core to `snapshot`: rebuilds balancers, keeps the pools of endpoints that
-    /// remain, closes the idle connections of endpoints that went away, re-indexes listeners.
+    /// Switches this core to `snapshot`: rebuilds the balancers of changed clusters (unchanged
+    /// ones keep their place in the sequence), keeps the pools of endpoints that remain,
+    /// closes the idle connections of endpoints that went away, re-indexes listeners and
+    /// applies changed backlogs.
     pub fn apply(&self, snapshot: Arc<Snapshot>) {
+        let previous = self.generation();
         let mut pools = self.pools.borrow_mut();
         let mut kept = HashMap::with_capacity(pools.len());
         let clusters = snapshot
@@ -123,8 +112,20 @@ impl Worker {
             .iter()
             .map(|c| {
                 let weights: Vec<u32> = c.endpoints.iter().map(|e| e.weight).collect();
-                let start = self.id * weights.iter().map(|&w| w as usize).sum::<usize>()
-                    / self.workers.max(1);
+                let same = previous
+                    .snapshot
+                    .clusters
+                    .iter()
+                    .position(|o| o.name == c.name && o.endpoints == c.endpoints)
+                    .and_then(|i| previous.clusters.get(i));
+                let balancer = match same {
+                    Some(old) => old.balancer.borrow().clone(),
+                    None => {
+                        let start = self.id * weights.iter().map(|&w| w as usize).sum::<usize>()
+                            / self.workers.max(1);
+                        Wrr::new(&weights, start)
+                    }
+                };
                 let endpoints = c
                     .endpoints
                     .iter()
@@ -143,7 +144,7 @@ impl Worker {
                     })
                     .collect();
                 ClusterState {
-                    balancer: RefCell::new(Wrr::new(&weights, start)),
+                    balancer: RefCell::new(balancer),
                     endpoints,
                 }
             })
@@ -154,18 +155,24 @@ impl Worker {
             pool.clear();
         }
         *pools = kept;
-        for slot in self.listeners.borrow().iter() {
-            match snapshot.listeners.iter().position(|l| l.name == slot.name) {
-                Some(i) => slot.index.set(i),
-                None => slot.draining.set(true),
+        for slot in self.listeners.borrow().iter().filter(|s| !s.is_closing()) {
+            if let Some(i) = snapshot.listeners.iter().position(|l| l.name == slot.name) {
+                slot.index.set(i);
+                let backlog = snapshot.listeners[i].backlog;
+                let before = previous.snapshot.listener(&slot.name).map(|l| l.backlog);
+                if before != Some(backlog)
+                    && let Err(e) = slot.set_backlog(backlog)
+                {
+                    warn!(listener = %slot.name, "cannot change the backlog: {e}");
+                }
             }
         }
         self.stats.config_generation.set(snapshot.generation);
         *self.current.borrow_mut() = Rc::new(Generation { snapshot, clusters });
     }
 
-    /// Registers a listener this core serves; returns its slot.
-    pub fn add_listener(&self, name: &str) -> Rc<ListenerSlot> {
+    /// Starts serving a listener's socket on this core.
+    pub fn open_listener(self: &Rc<Self>, name: &str, socket: StdListener) -> std::io::Result<()> {
         let index = self
             .generation()
             .snapshot
@@ -173,36 +180,54 @@ impl Worker {
             .iter()
             .position(|l| l.name == name)
             .unwrap_or(0);
-        let slot = Rc::new(ListenerSlot {
-            name: name.to_owned(),
-            index: Cell::new(index),
-            draining: Cell::new(false),
-        });
-        self.listeners.borrow_mut().push(slot.clone());
-        slot
+        let slot = listener::open(self, name, index, socket)?;
+        self.listeners.borrow_mut().push(slot);
+        Ok(())
     }
 
-    /// Starts shutdown on this core: connections close after their current request, idle ones
-    /// at once.
+    /// Stops accepting on a listener; its connections finish their current request and
+    /// close, and those still open after `drain` are cut.
+    pub fn close_listener(self: &Rc<Self>, name: &str, drain: Duration) {
+        let slot = self
+            .listeners
+            .borrow()
+            .iter()
+            .find(|s| s.name == name && !s.is_closing())
+            .cloned();
+        if let Some(slot) = slot {
+            slot.close();
+            rt::spawn(self.clone().drain(slot, drain));
+        }
+    }
+
+    /// Waits for a closed listener's connections to end, cuts the rest at `limit`, forgets it.
+    async fn drain(self: Rc<Self>, slot: Rc<ListenerSlot>, limit: Duration) {
+        let deadline = rt::now() + limit;
+        while slot.connections() > 0 && rt::now() < deadline {
+            rt::sleep(DRAIN_POLL).await;
+        }
+        slot.abort_connections();
+        self.listeners
+            .borrow_mut()
+            .retain(|s| !Rc::ptr_eq(s, &slot));
+    }
+
+    /// Starts shutdown on this core: every listener stops accepting; connections close after
+    /// their current request, idle ones at once.
     pub fn stop(&self) {
         self.stopping.set(true);
-        let wakers: Vec<Waker> = self
-            .stop_waiters
-            .borrow_mut()
-            .iter_mut()
-            .filter_map(Option::take)
-            .collect();
-        for waker in wakers {
-            waker.wake();
+        for slot in self.listeners.borrow().iter() {
+            slot.close();
         }
     }
 
-    /// Resolves once shutdown has started on this core.
-    pub fn stopped(&self) -> Stopped<'_> {
-        Stopped {
-            worker: self,
-            slot: None,
-        }
+    /// Connections still open on this core.
+    pub fn connections(&self) -> usize {
+        self.listeners
+            .borrow()
+            .iter()
+            .map(|s| s.connections())
+            .sum()
     }
 
     /// Records a finished request's duration on this core.
@@ -237,55 +262,5 @@ impl Worker {
     /// Idle upstream connections on this core (all pools).
     pub fn idle_upstreams(&self) -> usize {
         self.pools.borrow().values().map(|p| p.len()).sum()
-    }
-}
-
-/// Future of [`Worker::stopped`].
-pub struct Stopped<'a> {
-    worker: &'a Worker,
-    slot: Option<usize>,
-}
-
-impl Future for Stopped<'_> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let worker = self.worker;
-        if worker.stopping.get() {
-            return Poll::Ready(());
-        }
-        let mut waiters = worker.stop_waiters.borrow_mut();
-        match self.slot {
-            Some(i) => {
-                if let Some(entry) = waiters.get_mut(i) {
-                    *entry = Some(cx.waker().clone());
-                }
-            }
-            None => {
-                let i = match worker.free_waiters.borrow_mut().pop() {
-                    Some(i) => {
-                        waiters[i] = Some(cx.waker().clone());
-                        i
-                    }
-                    None => {
-                        waiters.push(Some(cx.waker().clone()));
-                        waiters.len() - 1
-                    }
-                };
-                self.slot = Some(i);
-            }
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for Stopped<'_> {
-    fn drop(&mut self) {
-        if let Some(i) = self.slot {
-            if let Some(entry) = self.worker.stop_waiters.borrow_mut().get_mut(i) {
-                *entry = None;
-            }
-            self.worker.free_waiters.borrow_mut().push(i);
-        }
     }
 }

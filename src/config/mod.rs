@@ -1,10 +1,13 @@
 //! The config file: parse (serde, in `file`), validate collecting every error with its field
 //! path (in `validate`), into the validated [`Config`] that the snapshot is compiled from.
 
+mod diff;
 mod file;
 #[cfg(test)]
 mod tests;
 mod validate;
+
+pub use diff::diff;
 
 use std::fmt;
 use std::net::SocketAddr;

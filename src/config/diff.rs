@@ -1,0 +1,218 @@
+//! What changed between two validated configs, said in one line for the reload log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use super::{Cluster, Config, Endpoint, VirtualHost};
+
+/// Added, removed and changed names of one kind of thing.
+struct Delta {
+    added: Vec<String>,
+    removed: Vec<String>,
+    changed: Vec<String>,
+}
+
+impl Delta {
+    fn of<'a, T: PartialEq + 'a>(
+        old: impl IntoIterator<Item = (String, &'a T)>,
+        new: impl IntoIterator<Item = (String, &'a T)>,
+    ) -> Delta {
+        let old: BTreeMap<String, &T> = old.into_iter().collect();
+        let new: BTreeMap<String, &T> = new.into_iter().collect();
+        Delta {
+            added: new
+                .keys()
+                .filter(|k| !old.contains_key(*k))
+                .cloned()
+                .collect(),
+            removed: old
+                .keys()
+                .filter(|k| !new.contains_key(*k))
+                .cloned()
+                .collect(),
+            changed: new
+                .iter()
+                .filter(|(k, v)| old.get(*k).is_some_and(|o| o != *v))
+                .map(|(k, _)| k.clone())
+                .collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+
+    /// "+a,b -c ~d" with names, for things operators name (listeners, clusters).
+    fn names(&self) -> String {
+        let mut out = Vec::new();
+        for (sign, list) in [
+            ("+", &self.added),
+            ("-", &self.removed),
+            ("~", &self.changed),
+        ] {
+            if !list.is_empty() {
+                out.push(format!("{sign}{}", list.join(",")));
+            }
+        }
+        out.join(" ")
+    }
+
+    /// "+2 -1 ~3" with counts, for things there may be many of.
+    fn counts(&self) -> String {
+        let mut out = Vec::new();
+        for (sign, n) in [
+            ("+", self.added.len()),
+            ("-", self.removed.len()),
+            ("~", self.changed.len()),
+        ] {
+            if n > 0 {
+                out.push(format!("{sign}{n}"));
+            }
+        }
+        out.join(" ")
+    }
+}
+
+fn vhosts(c: &Config) -> impl Iterator<Item = (String, &VirtualHost)> {
+    c.listeners.iter().flat_map(|l| {
+        l.virtual_hosts
+            .iter()
+            .map(move |v| (format!("{}/{}", l.name, v.name), v))
+    })
+}
+
+fn endpoints(c: &Config) -> impl Iterator<Item = (String, &Endpoint)> {
+    c.clusters.iter().flat_map(|cl| {
+        cl.endpoints
+            .iter()
+            .map(move |e| (format!("{}/{}", cl.name, e.address), e))
+    })
+}
+
+/// Clusters compared on their settings, endpoints apart (those are counted on their own).
+fn cluster_settings(c: &Cluster) -> Cluster {
+    Cluster {
+        endpoints: Vec::new(),
+        ..c.clone()
+    }
+}
+
+/// One line: "listeners +admin2 -old; vhosts +1; routes 12 -> 14 (changed); clusters ~api;
+/// endpoints +1 -1 ~2", or "no changes".
+pub fn diff(old: &Config, new: &Config) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let listeners = Delta::of(
+        old.listeners.iter().map(|l| (l.name.clone(), l)),
+        new.listeners.iter().map(|l| (l.name.clone(), l)),
+    );
+    if !listeners.is_empty() {
+        parts.push(format!("listeners {}", listeners.names()));
+    }
+    let hosts = Delta::of(vhosts(old), vhosts(new));
+    if !hosts.is_empty() {
+        parts.push(format!("vhosts {}", hosts.counts()));
+    }
+    let routes_of = |c: &Config| -> usize { vhosts(c).map(|(_, v)| v.routes.len()).sum() };
+    let route_lists = |c: &Config| -> BTreeSet<String> {
+        vhosts(c)
+            .map(|(k, v)| format!("{k}{:?}", v.routes))
+            .collect()
+    };
+    let (before, after) = (routes_of(old), routes_of(new));
+    if before != after || route_lists(old) != route_lists(new) {
+        let mut s = format!("routes {before} -> {after}");
+        if before == after {
+            s.push_str(" (changed)");
+        }
+        parts.push(s);
+    }
+    let old_settings: Vec<(String, Cluster)> = old
+        .clusters
+        .iter()
+        .map(|c| (c.name.clone(), cluster_settings(c)))
+        .collect();
+    let new_settings: Vec<(String, Cluster)> = new
+        .clusters
+        .iter()
+        .map(|c| (c.name.clone(), cluster_settings(c)))
+        .collect();
+    let clusters = Delta::of(
+        old_settings.iter().map(|(k, c)| (k.clone(), c)),
+        new_settings.iter().map(|(k, c)| (k.clone(), c)),
+    );
+    if !clusters.is_empty() {
+        parts.push(format!("clusters {}", clusters.names()));
+    }
+    let eps = Delta::of(endpoints(old), endpoints(new));
+    if !eps.is_empty() {
+        parts.push(format!("endpoints {}", eps.counts()));
+    }
+    if old.limits != new.limits {
+        parts.push("limits changed".to_owned());
+    }
+    if parts.is_empty() {
+        return "no changes".to_owned();
+    }
+    let mut line = String::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            line.push_str("; ");
+        }
+        let _ = write!(line, "{p}");
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+    use super::*;
+
+    const BASE: &str = r#"
+listeners:
+  - name: main
+    address: 127.0.0.1:8080
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: { prefix: "/api/" }
+            route: { cluster: api }
+          - match: { prefix: "/" }
+            route: { cluster: web }
+clusters:
+  - name: api
+    endpoints:
+      - { address: 127.0.0.1:9001, weight: 3 }
+      - { address: 127.0.0.1:9002 }
+  - name: web
+    endpoints:
+      - { address: 127.0.0.1:9003 }
+"#;
+
+    #[test]
+    fn identical_configs_have_no_changes() {
+        let a = parse(BASE, "a").unwrap();
+        assert_eq!(diff(&a, &a.clone()), "no changes");
+    }
+
+    #[test]
+    fn every_kind_of_change_is_named() {
+        let a = parse(BASE, "a").unwrap();
+        let changed = BASE
+            .replace("weight: 3", "weight: 5")
+            .replace("127.0.0.1:9002", "127.0.0.1:9004")
+            .replace("prefix: \"/api/\"", "prefix: \"/v2/\"")
+            .replace(
+                "clusters:\n",
+                "  - name: admin\n    address: 127.0.0.1:8081\n    virtual_hosts:\n      - name: adm\n        domains: [\"*\"]\n        routes:\n          - match: { prefix: \"/\" }\n            route: { cluster: web }\nclusters:\n",
+            );
+        let b = parse(&changed, "b").unwrap();
+        let d = diff(&a, &b);
+        assert!(d.contains("listeners +admin"), "{d}");
+        assert!(d.contains("vhosts +1 ~1"), "{d}");
+        assert!(d.contains("routes 2 -> 3"), "{d}");
+        assert!(d.contains("endpoints +1 -1 ~1"), "{d}");
+        assert!(!d.contains("clusters"), "settings unchanged: {d}");
+    }
+}
