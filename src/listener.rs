@@ -106,7 +106,9 @@ pub fn bind(
 pub struct ListenerSlot {
     pub name: String,
     pub index: Cell<usize>,
-    socket: Rc<TcpListener>,
+    /// The listening socket, shared with the accept loop; released on close so that the
+    /// port stops accepting at once.
+    socket: RefCell<Option<Rc<TcpListener>>>,
     /// Fired when the listener is removed or the worker stops: connections finish their
     /// current request and close, idle ones at once.
     closing: Notify,
@@ -131,6 +133,7 @@ impl ListenerSlot {
     /// finish.
     pub fn close(&self) {
         self.accepting.borrow_mut().take();
+        self.socket.borrow_mut().take();
         self.closing.fire();
     }
 
@@ -152,7 +155,12 @@ impl ListenerSlot {
 
     /// Applies a new accept backlog to the open socket (listen() again adjusts it).
     pub fn set_backlog(&self, backlog: u32) -> io::Result<()> {
-        socket2::SockRef::from(&*self.socket).listen(backlog.min(i32::MAX as u32) as i32)
+        match self.socket.borrow().as_deref() {
+            Some(socket) => {
+                socket2::SockRef::from(socket).listen(backlog.min(i32::MAX as u32) as i32)
+            }
+            None => Ok(()),
+        }
     }
 
     /// A place for a new connection's task.
@@ -193,7 +201,7 @@ pub fn open(
     let slot = Rc::new(ListenerSlot {
         name: name.to_owned(),
         index: Cell::new(index),
-        socket: Rc::new(TcpListener::from_std(socket)?),
+        socket: RefCell::new(Some(Rc::new(TcpListener::from_std(socket)?))),
         closing: Notify::new(),
         accepting: RefCell::new(None),
         connections: RefCell::new(Vec::new()),
@@ -208,7 +216,9 @@ pub fn open(
 /// Accepts connections on this core's socket and serves each on this core, until the slot
 /// closes.
 async fn accept_loop(worker: Rc<Worker>, slot: Rc<ListenerSlot>) {
-    let socket = slot.socket.clone();
+    let Some(socket) = slot.socket.borrow().clone() else {
+        return;
+    };
     loop {
         match socket.accept().await {
             Ok((stream, peer)) => {

@@ -202,8 +202,8 @@ impl Worker {
 
     /// Waits for a closed listener's connections to end, cuts the rest at `limit`, forgets it.
     async fn drain(self: Rc<Self>, slot: Rc<ListenerSlot>, limit: Duration) {
-        let deadline = rt::now() + limit;
-        while slot.connections() > 0 && rt::now() < deadline {
+        let deadline = std::time::Instant::now() + limit;
+        while slot.connections() > 0 && std::time::Instant::now() < deadline {
             rt::sleep(DRAIN_POLL).await;
         }
         slot.abort_connections();

@@ -101,9 +101,17 @@ fn cluster_settings(c: &Cluster) -> Cluster {
 /// endpoints +1 -1 ~2", or "no changes".
 pub fn diff(old: &Config, new: &Config) -> String {
     let mut parts: Vec<String> = Vec::new();
+    // A listener changes with its socket (address, backlog); its vhosts are counted apart.
+    let sockets = |c: &Config| -> Vec<(String, (std::net::SocketAddr, u32))> {
+        c.listeners
+            .iter()
+            .map(|l| (l.name.clone(), (l.address, l.backlog)))
+            .collect()
+    };
+    let (old_sockets, new_sockets) = (sockets(old), sockets(new));
     let listeners = Delta::of(
-        old.listeners.iter().map(|l| (l.name.clone(), l)),
-        new.listeners.iter().map(|l| (l.name.clone(), l)),
+        old_sockets.iter().map(|(k, v)| (k.clone(), v)),
+        new_sockets.iter().map(|(k, v)| (k.clone(), v)),
     );
     if !listeners.is_empty() {
         parts.push(format!("listeners {}", listeners.names()));
