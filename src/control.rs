@@ -50,8 +50,10 @@ pub fn run(gateway: Gateway, config: Option<PathBuf>) -> std::io::Result<i32> {
     Ok(0)
 }
 
-/// Re-reads `path` and switches every core to it, or logs why nothing changed.
+/// Re-reads `path` and switches every core to it, or logs why nothing changed. The time
+/// logged runs from the signal to the moment every core serves the new config.
 fn reload(gateway: &mut Gateway, path: &Path) {
+    let started = std::time::Instant::now();
     let config = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
@@ -67,7 +69,8 @@ fn reload(gateway: &mut Gateway, path: &Path) {
             }
             info!(
                 generation = done.generation,
-                took_us = done.took.as_micros() as u64,
+                took_us = started.elapsed().as_micros() as u64,
+                apply_us = done.took.as_micros() as u64,
                 "reloaded: {}",
                 done.changes
             );
