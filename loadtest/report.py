@@ -544,7 +544,9 @@ def fmt_axis(v, unit):
     if unit == "req/s":
         return f"{v / 1000:.0f}k" if v >= 1000 else f"{v:.0f}"
     if unit == "bytes":
-        return f"{v / 1024:.0f} KiB" if v >= 1024 else f"{v:.0f} B"
+        if v < 1024:
+            return f"{v:.0f} B"
+        return f"{v / 1024:.0f} KiB" if v % 1024 == 0 else f"{v / 1024:.1f} KiB"
     return f"{v:g}"
 
 
