@@ -246,14 +246,20 @@ fn closes_after_one_response(closed: support::harness::Gate) -> RawUpstream {
     })
 }
 
-#[test]
-fn idempotent_request_on_a_pooled_connection_closed_by_the_upstream_is_retried_once() {
+/// A gateway whose only pooled upstream connection has just been closed by the upstream.
+fn pooled_connection_closed_by_upstream() -> (RawUpstream, TestGateway) {
     let closed = support::harness::Gate::new();
     let up = closes_after_one_response(closed.clone());
     let gw = TestGateway::start(&simple_config(&[(up.addr(), 1)], 1, "", "{}"));
     let (first, _c1, _) = exchange(gw.addr, GET);
     assert_eq!(first.status, 200);
     assert!(closed.wait(T), "the upstream closed its connection");
+    (up, gw)
+}
+
+#[test]
+fn idempotent_request_on_a_pooled_connection_closed_by_the_upstream_is_retried_once() {
+    let (up, gw) = pooled_connection_closed_by_upstream();
     // The pooled connection is dead; the GET goes out on it, fails before any response byte,
     // and is sent once more on a fresh connection.
     let (second, _c2, _) = exchange(gw.addr, GET);
@@ -268,12 +274,7 @@ fn idempotent_request_on_a_pooled_connection_closed_by_the_upstream_is_retried_o
 
 #[test]
 fn non_idempotent_request_never_goes_out_on_a_pooled_connection_the_upstream_closed() {
-    let closed = support::harness::Gate::new();
-    let up = closes_after_one_response(closed.clone());
-    let gw = TestGateway::start(&simple_config(&[(up.addr(), 1)], 1, "", "{}"));
-    let (first, _c1, _) = exchange(gw.addr, GET);
-    assert_eq!(first.status, 200);
-    assert!(closed.wait(T), "the upstream closed its connection");
+    let (up, gw) = pooled_connection_closed_by_upstream();
     // A POST cannot be repeated: the gateway checks the pooled connection first, sees it
     // closed, and opens a new one instead of retrying.
     let post = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";

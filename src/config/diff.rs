@@ -1,7 +1,6 @@
 //! What changed between two validated configs, said in one line for the reload log.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
 
 use super::{Cluster, Config, Endpoint, VirtualHost};
 
@@ -13,12 +12,12 @@ struct Delta {
 }
 
 impl Delta {
-    fn of<'a, T: PartialEq + 'a>(
-        old: impl IntoIterator<Item = (String, &'a T)>,
-        new: impl IntoIterator<Item = (String, &'a T)>,
+    fn of<T: PartialEq>(
+        old: impl IntoIterator<Item = (String, T)>,
+        new: impl IntoIterator<Item = (String, T)>,
     ) -> Delta {
-        let old: BTreeMap<String, &T> = old.into_iter().collect();
-        let new: BTreeMap<String, &T> = new.into_iter().collect();
+        let old: BTreeMap<String, T> = old.into_iter().collect();
+        let new: BTreeMap<String, T> = new.into_iter().collect();
         Delta {
             added: new
                 .keys()
@@ -102,17 +101,13 @@ fn cluster_settings(c: &Cluster) -> Cluster {
 pub fn diff(old: &Config, new: &Config) -> String {
     let mut parts: Vec<String> = Vec::new();
     // A listener changes with its socket (address, backlog); its vhosts are counted apart.
-    let sockets = |c: &Config| -> Vec<(String, (std::net::SocketAddr, u32))> {
+    let sockets = |c: &Config| {
         c.listeners
             .iter()
             .map(|l| (l.name.clone(), (l.address, l.backlog)))
-            .collect()
+            .collect::<Vec<_>>()
     };
-    let (old_sockets, new_sockets) = (sockets(old), sockets(new));
-    let listeners = Delta::of(
-        old_sockets.iter().map(|(k, v)| (k.clone(), v)),
-        new_sockets.iter().map(|(k, v)| (k.clone(), v)),
-    );
+    let listeners = Delta::of(sockets(old), sockets(new));
     if !listeners.is_empty() {
         parts.push(format!("listeners {}", listeners.names()));
     }
@@ -134,20 +129,13 @@ pub fn diff(old: &Config, new: &Config) -> String {
         }
         parts.push(s);
     }
-    let old_settings: Vec<(String, Cluster)> = old
-        .clusters
-        .iter()
-        .map(|c| (c.name.clone(), cluster_settings(c)))
-        .collect();
-    let new_settings: Vec<(String, Cluster)> = new
-        .clusters
-        .iter()
-        .map(|c| (c.name.clone(), cluster_settings(c)))
-        .collect();
-    let clusters = Delta::of(
-        old_settings.iter().map(|(k, c)| (k.clone(), c)),
-        new_settings.iter().map(|(k, c)| (k.clone(), c)),
-    );
+    let settings = |c: &Config| {
+        c.clusters
+            .iter()
+            .map(|cl| (cl.name.clone(), cluster_settings(cl)))
+            .collect::<Vec<_>>()
+    };
+    let clusters = Delta::of(settings(old), settings(new));
     if !clusters.is_empty() {
         parts.push(format!("clusters {}", clusters.names()));
     }
@@ -161,14 +149,7 @@ pub fn diff(old: &Config, new: &Config) -> String {
     if parts.is_empty() {
         return "no changes".to_owned();
     }
-    let mut line = String::new();
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            line.push_str("; ");
-        }
-        let _ = write!(line, "{p}");
-    }
-    line
+    parts.join("; ")
 }
 
 #[cfg(test)]
