@@ -103,6 +103,9 @@ fn parse_head(
     head: &mut RequestHead,
     limits: &Limits,
 ) -> Result<Option<RequestMeta>, ProxyError> {
+    if !head.has_storage() {
+        *head = RequestHead::take();
+    }
     match parse_request(bytes, limits.max_headers, head)? {
         Some(meta) if meta.head_len > limits.max_request_head_bytes => {
             Err(ProxyError::downstream(ErrorKind::HeadTooLarge))
@@ -152,8 +155,9 @@ struct Output {
 
 impl<S: Stream> H1<S> {
     async fn run(&mut self, cx: &Context<'_>) -> End {
+        // Empty between requests: storage is taken when a head arrives and given back after
+        // the exchange.
         let mut head = RequestHead::default();
-        let mut response = ResponseHead::default();
         let mut first = true;
         loop {
             let result = match self.next_request(&mut head, first).await {
@@ -161,7 +165,7 @@ impl<S: Stream> H1<S> {
                 // Boxed: the exchange's state (~6 KiB of nested I/O futures) exists only while
                 // a request is under way, so a connection waiting for its next request is a
                 // few hundred bytes. One allocation per request.
-                Ok(true) => Box::pin(proxy::forward(cx, &mut head, &mut response, self)).await,
+                Ok(true) => Box::pin(proxy::forward(cx, &mut head, self)).await,
                 Err(e) => Err(e),
             };
             first = false;
@@ -173,6 +177,7 @@ impl<S: Stream> H1<S> {
                 }
             };
             self.record(status);
+            head.recycle();
             if status.is_none() {
                 return End::Abort;
             }

@@ -1,9 +1,11 @@
 //! Protocol-neutral request and response heads: what the downstream codec hands the proxy and the
 //! upstream codec consumes, with only end-to-end headers (hop-by-hop and framing are the codecs' job).
 //!
-//! Every head owns one byte arena; fields are spans into it. A connection keeps its heads and
-//! refills them per request, so steady-state requests allocate nothing.
+//! Every head owns one byte arena; fields are spans into it. Heads are taken from a per-core
+//! free list for one exchange and given back after it, so steady-state requests allocate
+//! nothing and a connection waiting for its next request holds no head storage.
 
+use std::cell::RefCell;
 use std::ops::Range;
 
 pub use http::{Method, Version};
@@ -146,6 +148,24 @@ impl BodyLength {
     }
 }
 
+/// Heads kept per core for reuse; beyond this they are freed.
+const MAX_FREE_HEADS: usize = 256;
+
+thread_local! {
+    static FREE_REQUESTS: RefCell<Vec<RequestHead>> = const { RefCell::new(Vec::new()) };
+    static FREE_RESPONSES: RefCell<Vec<ResponseHead>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Puts a head back on this core's free list (or frees it when the list is full).
+fn give_back<T>(list: &'static std::thread::LocalKey<RefCell<Vec<T>>>, head: T) {
+    list.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.len() < MAX_FREE_HEADS {
+            l.push(head);
+        }
+    });
+}
+
 /// A request as the proxy sees it.
 #[derive(Debug, Clone)]
 pub struct RequestHead {
@@ -173,6 +193,25 @@ impl Default for RequestHead {
 }
 
 impl RequestHead {
+    /// A head with storage from this core's free list.
+    pub fn take() -> RequestHead {
+        FREE_REQUESTS
+            .with(|l| l.borrow_mut().pop())
+            .unwrap_or_default()
+    }
+
+    /// Whether this head has storage yet (a waiting connection's head has none).
+    pub fn has_storage(&self) -> bool {
+        self.headers.arena.capacity() > 0
+    }
+
+    /// Gives this head's storage back to the core; the head is left empty.
+    pub fn recycle(&mut self) {
+        let mut head = std::mem::take(self);
+        head.clear();
+        give_back(&FREE_REQUESTS, head);
+    }
+
     pub fn clear(&mut self) {
         self.headers.clear();
         self.target = Span::default();
@@ -241,6 +280,19 @@ pub struct ResponseHead {
 }
 
 impl ResponseHead {
+    /// A head with storage from this core's free list.
+    pub fn take() -> ResponseHead {
+        FREE_RESPONSES
+            .with(|l| l.borrow_mut().pop())
+            .unwrap_or_default()
+    }
+
+    /// Gives this head's storage back to the core.
+    pub fn recycle(mut self) {
+        self.clear();
+        give_back(&FREE_RESPONSES, self);
+    }
+
     pub fn clear(&mut self) {
         self.headers.clear();
         self.reason = Span::default();

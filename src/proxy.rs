@@ -85,13 +85,10 @@ fn encode_error(_: BodyError) -> ProxyError {
     }
 }
 
-/// Proxies one request. `response` is the connection's head to refill (its storage is reused
-/// from request to request). Returns the status sent, or the error for the connection to
-/// answer.
+/// Proxies one request. Returns the status sent, or the error for the connection to answer.
 pub async fn forward<D: Downstream>(
     cx: &Context<'_>,
     head: &mut RequestHead,
-    response: &mut ResponseHead,
     down: &mut D,
 ) -> Result<u16, ProxyError> {
     let generation = cx.worker.generation();
@@ -141,6 +138,8 @@ pub async fn forward<D: Downstream>(
     let ep = &cluster.endpoints[endpoint];
     ep.stats.requests.inc();
     let mut reader = ResponseReader::new();
+    let mut response = ResponseHead::take();
+    let response = &mut response;
     let outcome = if request.body_done {
         exchange
             .whole(
@@ -173,8 +172,10 @@ pub async fn forward<D: Downstream>(
         ep.pool.checkin(conn, rt::now());
     }
     reader.recycle();
+    let status = response.status;
+    std::mem::take(response).recycle();
     sink.flush().await?;
-    Ok(response.status)
+    Ok(status)
 }
 
 /// The upstream request being sent: encoded bytes and body progress.
