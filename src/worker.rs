@@ -258,9 +258,4 @@ impl Worker {
             recent.reset();
         }
     }
-
-    /// Idle upstream connections on this core (all pools).
-    pub fn idle_upstreams(&self) -> usize {
-        self.pools.borrow().values().map(|p| p.len()).sum()
-    }
 }
