@@ -105,6 +105,13 @@ impl Worker {
     /// applies changed backlogs.
     pub fn apply(&self, snapshot: Arc<Snapshot>) {
         let previous = self.generation();
+        let before: HashMap<&str, usize> = previous
+            .snapshot
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect();
         let mut pools = self.pools.borrow_mut();
         let mut kept = HashMap::with_capacity(pools.len());
         let clusters = snapshot
@@ -112,12 +119,10 @@ impl Worker {
             .iter()
             .map(|c| {
                 let weights: Vec<u32> = c.endpoints.iter().map(|e| e.weight).collect();
-                let same = previous
-                    .snapshot
-                    .clusters
-                    .iter()
-                    .position(|o| o.name == c.name && o.endpoints == c.endpoints)
-                    .and_then(|i| previous.clusters.get(i));
+                let same = before
+                    .get(c.name.as_str())
+                    .filter(|&&i| previous.snapshot.clusters[i].endpoints == c.endpoints)
+                    .and_then(|&i| previous.clusters.get(i));
                 let balancer = match same {
                     Some(old) => old.balancer.borrow().clone(),
                     None => {

@@ -459,3 +459,35 @@ fn removed_listener_cuts_requests_still_running_at_the_drain_timeout() {
     );
     assert!(slow.try_read_response(Duration::from_millis(100)).is_err());
 }
+
+#[test]
+fn unchanged_cluster_keeps_its_place_in_the_weighted_sequence_across_a_reload() {
+    let (a, b) = (
+        HttpUpstream::builder().name("a").start(),
+        HttpUpstream::builder().name("b").start(),
+    );
+    let yaml = config(&[(a.addr(), 3), (b.addr(), 1)], "/x", false, "5s")
+        .replace("workers: 2", "workers: 1");
+    let mut gw = TestGateway::start(&yaml);
+    let mut c = HttpClient::connect(gw.addr).unwrap();
+    let mut pick = || {
+        c.get("/", "h")
+            .unwrap()
+            .header("x-upstream")
+            .unwrap()
+            .to_owned()
+    };
+    let mut seen: Vec<String> = (0..2).map(|_| pick()).collect();
+    // Only a route changes: the cluster's balancer must carry on where it was.
+    let changed = yaml.replace("path: \"/x\"", "path: \"/y\"");
+    let done = gw
+        .gateway
+        .reload(coregate::config::parse(&changed, "f.yaml").unwrap())
+        .expect("reload");
+    assert!(done.changes.contains("routes"), "{}", done.changes);
+    seen.extend((0..10).map(|_| pick()));
+    for (start, window) in seen.windows(4).enumerate() {
+        let to_a = window.iter().filter(|n| *n == "a").count();
+        assert_eq!(to_a, 3, "window at {start} of {seen:?}");
+    }
+}
