@@ -491,3 +491,30 @@ fn unchanged_cluster_keeps_its_place_in_the_weighted_sequence_across_a_reload() 
         assert_eq!(to_a, 3, "window at {start} of {seen:?}");
     }
 }
+
+#[test]
+fn pooled_connections_to_a_removed_endpoint_are_closed_on_reload() {
+    let (a, b) = (
+        HttpUpstream::builder().name("a").start(),
+        HttpUpstream::builder().name("b").start(),
+    );
+    let yaml = config(&[(a.addr(), 1)], "/x", false, "5s");
+    let mut gw = TestGateway::start(&yaml);
+    let mut c = HttpClient::connect(gw.addr).unwrap();
+    assert_eq!(c.get("/", "h").unwrap().header("x-upstream"), Some("a"));
+    assert_eq!(a.active_connections(), 1, "a pooled connection to a");
+    let moved = config(&[(b.addr(), 1)], "/x", false, "5s");
+    gw.gateway
+        .reload(coregate::config::parse(&moved, "g.yaml").unwrap())
+        .expect("reload");
+    assert_eq!(c.get("/", "h").unwrap().header("x-upstream"), Some("b"));
+    let deadline = Instant::now() + T;
+    while a.active_connections() > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        a.active_connections(),
+        0,
+        "the idle connection to the removed endpoint is closed"
+    );
+}
