@@ -139,7 +139,6 @@ pub async fn forward<D: Downstream>(
     ep.stats.requests.inc();
     let mut reader = ResponseReader::new();
     let mut response = ResponseHead::take();
-    let response = &mut response;
     let outcome = if request.body_done {
         exchange
             .whole(
@@ -148,7 +147,7 @@ pub async fn forward<D: Downstream>(
                 reused,
                 &mut request,
                 &mut reader,
-                response,
+                &mut response,
                 &mut sink,
             )
             .await
@@ -159,7 +158,7 @@ pub async fn forward<D: Downstream>(
                 &mut request,
                 &mut body,
                 &mut reader,
-                response,
+                &mut response,
                 &mut sink,
             )
             .await
@@ -173,7 +172,7 @@ pub async fn forward<D: Downstream>(
     }
     reader.recycle();
     let status = response.status;
-    std::mem::take(response).recycle();
+    response.recycle();
     sink.flush().await?;
     Ok(status)
 }
