@@ -11,7 +11,7 @@ use tracing::debug;
 
 use crate::config::Limits;
 use crate::error::{ErrorKind, ProxyError};
-use crate::h1::body::{BodyDecoder, BodyEncoder, Framing, Step};
+use crate::h1::body::{BodyDecoder, BodyEncoder, Framing};
 use crate::h1::head::{
     CONTINUE, Persistence, RequestMeta, encode_local_response, encode_response, parse_request,
 };
@@ -428,12 +428,7 @@ impl Input {
 
     /// Moves unconsumed bytes to the front of the read buffer.
     fn compact(&mut self) {
-        if self.pos == self.rbuf.len() {
-            self.rbuf.clear();
-        } else if self.pos > 0 {
-            self.rbuf.drain(..self.pos);
-        }
-        self.pos = 0;
+        rt::compact(&mut self.rbuf, &mut self.pos);
     }
 }
 
@@ -488,32 +483,16 @@ struct SinkHalf<'a, S> {
 }
 
 impl<S: Stream> RequestBody for BodyHalf<'_, S> {
-    fn take_body<F>(&mut self, mut f: F) -> Result<bool, ProxyError>
+    fn take_body<F>(&mut self, f: F) -> Result<bool, ProxyError>
     where
         F: FnMut(&[u8]) -> Result<(), ProxyError>,
     {
         let input = &mut *self.input;
-        loop {
-            let unread = &input.rbuf[input.pos..];
-            let (consumed, step) = input
-                .body
-                .decode(unread)
-                .map_err(|_| ProxyError::bad_request("invalid chunked request body\n"))?;
-            match step {
-                Step::Data(range) => {
-                    f(&unread[range])?;
-                    input.pos += consumed;
-                }
-                Step::NeedMore => {
-                    input.pos += consumed;
-                    return Ok(false);
-                }
-                Step::Done => {
-                    input.pos += consumed;
-                    return Ok(true);
-                }
-            }
-        }
+        let (consumed, done) = input.body.drain(&input.rbuf[input.pos..], f, |_| {
+            ProxyError::bad_request("invalid chunked request body\n")
+        })?;
+        input.pos += consumed;
+        Ok(done)
     }
 
     async fn fill_body(&mut self) -> Result<(), ProxyError> {

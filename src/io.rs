@@ -180,14 +180,9 @@ pub async fn read_some<S: AsyncRead>(
 }
 
 /// Writes all of `buf`, then clears it (keeping its capacity).
-pub async fn write_all<S: AsyncWrite>(mut io: S, buf: &mut Vec<u8>) -> io::Result<()> {
-    if buf.is_empty() {
-        return Ok(());
-    }
-    let owned = mem::take(buf);
-    let BufResult(res, mut owned) = io.write_all(owned).await;
-    owned.clear();
-    *buf = owned;
+pub async fn write_all<S: AsyncWrite>(io: S, buf: &mut Vec<u8>) -> io::Result<()> {
+    let res = write_kept(io, buf).await;
+    buf.clear();
     res
 }
 
@@ -201,6 +196,16 @@ pub async fn write_kept<S: AsyncWrite>(mut io: S, buf: &mut Vec<u8>) -> io::Resu
     let BufResult(res, owned) = io.write_all(owned).await;
     *buf = owned;
     res
+}
+
+/// Moves the unconsumed bytes of a read buffer (`buf[*pos..]`) to its front.
+pub fn compact(buf: &mut Vec<u8>, pos: &mut usize) {
+    if *pos >= buf.len() {
+        buf.clear();
+    } else if *pos > 0 {
+        buf.drain(..*pos);
+    }
+    *pos = 0;
 }
 
 /// Runs `fut` until `deadline`; None when the deadline passed first (the future is dropped,

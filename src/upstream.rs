@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::error::{ErrorKind, ProxyError};
-use crate::h1::body::{BodyDecoder, Framing, Step};
+use crate::h1::body::{BodyDecoder, Framing};
 use crate::h1::head::{self, ResponseMeta};
 use crate::io::{self as rt, TcpStream};
 use crate::message::ResponseHead;
@@ -160,41 +160,22 @@ impl ResponseReader {
     }
 
     fn compact(&mut self) {
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-        } else if self.pos > 0 {
-            self.buf.drain(..self.pos);
-        }
-        self.pos = 0;
+        rt::compact(&mut self.buf, &mut self.pos);
     }
 
     /// Hands every body byte already received to `f`; true when the body is complete.
-    pub fn take_body<F>(&mut self, mut f: F) -> Result<bool, ProxyError>
+    pub fn take_body<F>(&mut self, f: F) -> Result<bool, ProxyError>
     where
         F: FnMut(&[u8]) -> Result<(), ProxyError>,
     {
-        loop {
-            let input = &self.buf[self.pos..];
-            let (consumed, step) = self
-                .decoder
-                .decode(input)
-                .map_err(|_| ProxyError::upstream(ErrorKind::Aborted))?;
-            match step {
-                Step::Data(range) => {
-                    f(&input[range])?;
-                    self.pos += consumed;
-                }
-                Step::NeedMore => {
-                    self.pos += consumed;
-                    return Ok(false);
-                }
-                Step::Done => {
-                    self.pos += consumed;
-                    self.clean_end = self.pos == self.buf.len();
-                    return Ok(true);
-                }
-            }
+        let (consumed, done) = self.decoder.drain(&self.buf[self.pos..], f, |_| {
+            ProxyError::upstream(ErrorKind::Aborted)
+        })?;
+        self.pos += consumed;
+        if done {
+            self.clean_end = self.pos == self.buf.len();
         }
+        Ok(done)
     }
 
     /// Reads more body bytes, waiting at most `limit`. End of stream completes a close-delimited

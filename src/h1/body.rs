@@ -589,6 +589,28 @@ impl BodyDecoder {
         }
     }
 
+    /// Decodes everything `input` holds, handing each piece of body data to `f`. Returns the
+    /// bytes consumed (framing included) and whether the body is complete; after completion the
+    /// rest of `input` is the next message's. A decode error is mapped by `framing`.
+    pub fn drain<E>(
+        &mut self,
+        input: &[u8],
+        mut f: impl FnMut(&[u8]) -> Result<(), E>,
+        framing: impl Fn(BodyError) -> E,
+    ) -> Result<(usize, bool), E> {
+        let mut pos = 0;
+        loop {
+            let rest = input.get(pos..).unwrap_or_default();
+            let (consumed, step) = self.decode(rest).map_err(&framing)?;
+            match step {
+                Step::Data(range) => f(rest.get(range).unwrap_or_default())?,
+                Step::NeedMore => return Ok((pos + consumed, false)),
+                Step::Done => return Ok((pos + consumed, true)),
+            }
+            pos += consumed;
+        }
+    }
+
     /// True once the body is complete.
     pub fn is_done(&self) -> bool {
         match &self.kind {
@@ -707,6 +729,34 @@ fn push_hex(out: &mut Vec<u8>, mut n: u64) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn drain_hands_over_every_piece_and_stops_at_the_end() {
+        let mut d = BodyDecoder::new(Framing::Chunked, 1024);
+        let mut got = Vec::new();
+        let input = b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET / HTTP/1.1";
+        let (consumed, done) = d
+            .drain(
+                input,
+                |data| {
+                    got.extend_from_slice(data);
+                    Ok::<(), BodyError>(())
+                },
+                |e| e,
+            )
+            .unwrap();
+        assert!(done);
+        assert_eq!(got, b"abcde");
+        assert_eq!(&input[consumed..], b"GET / HTTP/1.1");
+        let mut partial = BodyDecoder::new(Framing::Length(10), 0);
+        let (consumed, done) = partial
+            .drain(b"12345", |_| Ok::<(), BodyError>(()), |e| e)
+            .unwrap();
+        assert_eq!((consumed, done), (5, false));
+        let err = BodyDecoder::new(Framing::Chunked, 0).drain(b"zz\r\n", |_| Ok(()), |_| "bad");
+        assert_eq!(err, Err("bad"));
+    }
+
     use super::*;
 
     /// What a caller ends up with after feeding a whole input.
