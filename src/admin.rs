@@ -3,17 +3,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::thread;
 use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::Published;
 use crate::stats::Registry;
-
-/// The running snapshot as the control side publishes it; read by the admin thread.
-pub type Published = Arc<Mutex<Arc<Snapshot>>>;
 
 /// Admin clients get this long to send their request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);

@@ -15,10 +15,11 @@ use crate::h1::body::{BodyDecoder, BodyEncoder, Framing};
 use crate::h1::head::{
     CONTINUE, Persistence, RequestMeta, encode_local_response, encode_response, parse_request,
 };
-use crate::io::{self as rt, AsyncWrite, Stream};
-use crate::listener::ListenerSlot;
 use crate::message::{BodyLength, RequestHead, ResponseHead, Version};
 use crate::proxy::{self, Context, Downstream, RequestBody, ResponseSink};
+use crate::rt::{self, AsyncWrite, Stream};
+use crate::slot::ListenerSlot;
+use crate::timer;
 use crate::worker::Worker;
 
 /// Least free space offered to a read.
@@ -37,13 +38,13 @@ pub async fn serve<S: Stream>(
     peer: SocketAddr,
     key: usize,
 ) {
-    worker.stats.connections_accepted.inc();
-    worker.stats.connections_active.inc();
+    // Counted out by a guard: a connection cut by a drain deadline is dropped mid-request.
+    let _tracked = Tracked::new(&worker, &slot, key);
     let client_ip = peer.ip().to_string();
     let mut conn = H1 {
         io,
-        worker: worker.clone(),
-        slot: slot.clone(),
+        worker,
+        slot,
         input: Input {
             rbuf: Vec::new(),
             pos: 0,
@@ -61,20 +62,39 @@ pub async fn serve<S: Stream>(
             timeout: Duration::from_secs(60),
         },
     };
-    let cx = Context {
-        worker: &worker,
-        listener: &slot,
-        client_ip: client_ip.as_bytes(),
-    };
-    match conn.run(&cx).await {
+    match conn.run(client_ip.as_bytes()).await {
         End::Clean => {}
         // Boxed, like the other rare paths, to keep the waiting connection small.
         End::Linger => Box::pin(conn.linger()).await,
         End::Abort => conn.io.abort(),
     }
     rt::recycle_buffer(std::mem::take(&mut conn.input.rbuf));
-    worker.stats.connections_active.dec();
-    slot.untrack(key);
+}
+
+/// Keeps a connection counted in its worker's stats and its listener slot while it lives.
+struct Tracked {
+    worker: Rc<Worker>,
+    slot: Rc<ListenerSlot>,
+    key: usize,
+}
+
+impl Tracked {
+    fn new(worker: &Rc<Worker>, slot: &Rc<ListenerSlot>, key: usize) -> Tracked {
+        worker.stats.connections_accepted.inc();
+        worker.stats.connections_active.inc();
+        Tracked {
+            worker: worker.clone(),
+            slot: slot.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.worker.stats.connections_active.dec();
+        self.slot.untrack(self.key);
+    }
 }
 
 /// How a connection ends.
@@ -154,7 +174,8 @@ struct Output {
 }
 
 impl<S: Stream> H1<S> {
-    async fn run(&mut self, cx: &Context<'_>) -> End {
+    async fn run(&mut self, client_ip: &[u8]) -> End {
+        let worker = self.worker.clone();
         // Empty between requests: storage is taken when a head arrives and given back after
         // the exchange.
         let mut head = RequestHead::default();
@@ -165,7 +186,14 @@ impl<S: Stream> H1<S> {
                 // Boxed: the exchange's state (~6 KiB of nested I/O futures) exists only while
                 // a request is under way, so a connection waiting for its next request is a
                 // few hundred bytes. One allocation per request.
-                Ok(true) => Box::pin(proxy::forward(cx, &mut head, self)).await,
+                Ok(true) => {
+                    let cx = Context {
+                        worker: &worker,
+                        listener: self.slot.index.get(),
+                        client_ip,
+                    };
+                    Box::pin(proxy::forward(&cx, &mut head, self)).await
+                }
                 Err(e) => Err(e),
             };
             first = false;
@@ -306,7 +334,7 @@ impl<S: Stream> H1<S> {
             let input = &mut self.input;
             input.compact();
             let read = rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ);
-            match rt::until(deadline, read).await {
+            match timer::until(deadline, read).await {
                 None => return Err(ProxyError::downstream(ErrorKind::RequestTimeout)),
                 Some(Ok(n)) if n > 0 => {}
                 // The client closed mid-head: nobody to answer.
@@ -332,7 +360,7 @@ impl<S: Stream> H1<S> {
         input.rbuf.clear();
         input.pos = 0;
         let pooled = {
-            let read = pin!(rt::within(wait, self.io.read_pooled()));
+            let read = pin!(timer::within(wait, self.io.read_pooled()));
             match select(read, pin!(self.slot.closed())).await {
                 Either::Left((Some(read), _)) => read,
                 _ => return Ok(Waited::Closed),
@@ -369,7 +397,7 @@ impl<S: Stream> H1<S> {
         if input.rbuf.capacity() == 0 {
             input.rbuf = rt::take_buffer();
         }
-        let read = pin!(rt::within(
+        let read = pin!(timer::within(
             wait,
             rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ)
         ));
@@ -384,7 +412,10 @@ impl<S: Stream> H1<S> {
 
     /// Closes the sending side, then drains what the client still sends for a short while.
     async fn linger(&mut self) {
-        if rt::within(LINGER, self.io.io().shutdown()).await.is_none() {
+        if timer::within(LINGER, self.io.io().shutdown())
+            .await
+            .is_none()
+        {
             return;
         }
         let deadline = Instant::now() + LINGER;
@@ -392,7 +423,7 @@ impl<S: Stream> H1<S> {
         while drained < LINGER_BYTES {
             self.input.rbuf.clear();
             let read = rt::read_some(self.io.io(), &mut self.input.rbuf, MIN_READ);
-            match rt::until(deadline, read).await {
+            match timer::until(deadline, read).await {
                 Some(Ok(n)) if n > 0 => drained += n,
                 _ => return,
             }
@@ -503,7 +534,7 @@ impl<S: Stream> RequestBody for BodyHalf<'_, S> {
             input.rbuf = rt::take_buffer();
         }
         let read = rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ);
-        match rt::within(input.timeout, read).await {
+        match timer::within(input.timeout, read).await {
             None => Err(ProxyError::downstream(ErrorKind::RequestTimeout)),
             Some(Ok(n)) if n > 0 => Ok(()),
             _ => Err(ProxyError::client_gone()),
@@ -564,7 +595,7 @@ impl<S: Stream> ResponseSink for SinkHalf<'_, S> {
     async fn flush(&mut self) -> Result<(), ProxyError> {
         let output = &mut *self.output;
         let write = rt::write_all(self.io.io(), &mut output.wbuf);
-        match rt::within(output.timeout, write).await {
+        match timer::within(output.timeout, write).await {
             Some(Ok(())) => Ok(()),
             _ => Err(ProxyError::client_gone()),
         }

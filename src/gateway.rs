@@ -9,20 +9,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
-use futures_util::StreamExt;
-use tracing::{error, info};
+use futures_channel::mpsc::{UnboundedSender, unbounded};
 
-use crate::admin::Published;
 use crate::config::{Config, Workers};
-use crate::io as rt;
 use crate::listener::{self, BindError};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Published, Snapshot};
 use crate::stats::Registry;
-use crate::worker::Worker;
+use crate::worker::{self, Command};
 
-/// How often a stopping worker checks whether its connections are gone.
-const DRAIN_POLL: Duration = Duration::from_millis(5);
 /// How long a reload waits for every worker to confirm it serves the new config.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,21 +47,6 @@ pub struct Reloaded {
     pub kept: Vec<String>,
     /// From the reload's start until every worker serves the new config.
     pub took: Duration,
-}
-
-/// A message from the control side to one worker.
-enum Command {
-    /// Serve this snapshot from now on: open these listeners, close those (draining their
-    /// connections for at most `drain`), then confirm.
-    Apply {
-        snapshot: Arc<Snapshot>,
-        open: Vec<(String, StdListener)>,
-        close: Vec<String>,
-        drain: Duration,
-        done: std_mpsc::Sender<usize>,
-    },
-    /// Stop accepting, let connections finish (at most `drain`), then exit.
-    Stop { drain: Duration },
 }
 
 struct WorkerHandle {
@@ -146,7 +125,7 @@ impl Gateway {
             let ready = ready_tx.clone();
             let thread = thread::Builder::new()
                 .name(format!("coregate-w{id}"))
-                .spawn(move || run_worker(id, count, cpu, snapshot, registry, socks, rx, ready))
+                .spawn(move || worker::run(id, count, cpu, snapshot, registry, socks, rx, ready))
                 .map_err(|e| StartError::Worker {
                     worker: id,
                     reason: e.to_string(),
@@ -325,102 +304,4 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop(Duration::ZERO);
     }
-}
-
-/// The linux thread id of the calling thread.
-fn gettid() -> u64 {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    u64::try_from(unsafe { libc::gettid() }).unwrap_or(0)
-}
-
-type Ready = std_mpsc::Sender<Result<(), (usize, String)>>;
-
-#[allow(clippy::too_many_arguments)]
-fn run_worker(
-    id: usize,
-    count: usize,
-    cpu: Option<core_affinity::CoreId>,
-    snapshot: Arc<Snapshot>,
-    registry: Arc<Registry>,
-    sockets: Vec<(String, StdListener)>,
-    commands: UnboundedReceiver<Command>,
-    ready: Ready,
-) {
-    let stats = registry.workers()[id].clone();
-    stats.tid.set(gettid());
-    if let Some(cpu) = cpu {
-        if core_affinity::set_for_current(cpu) {
-            stats.cpu.set(cpu.id as u64);
-        } else {
-            error!(worker = id, cpu = cpu.id, "could not pin worker to its CPU");
-        }
-    }
-    let runtime = match rt::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = ready.send(Err((id, format!("cannot create io_uring runtime: {e}"))));
-            return;
-        }
-    };
-    runtime.run(serve(
-        id, count, snapshot, registry, sockets, commands, ready,
-    ));
-}
-
-async fn serve(
-    id: usize,
-    count: usize,
-    snapshot: Arc<Snapshot>,
-    registry: Arc<Registry>,
-    sockets: Vec<(String, StdListener)>,
-    mut commands: UnboundedReceiver<Command>,
-    ready: Ready,
-) {
-    let worker = Worker::new(id, count, registry, snapshot);
-    for (name, socket) in sockets {
-        if let Err(e) = worker.open_listener(&name, socket) {
-            let _ = ready.send(Err((id, format!("listener {name}: {e}"))));
-            return;
-        }
-    }
-    let _sweeper = rt::spawn_handle(worker.clone().sweep());
-    let _timers = rt::spawn_handle(crate::timer::drive());
-    let _ = ready.send(Ok(()));
-    drop(ready);
-    info!(worker = id, cpu = worker.stats.cpu.get(), "worker serving");
-
-    let drain = loop {
-        match commands.next().await {
-            Some(Command::Apply {
-                snapshot,
-                open,
-                close,
-                drain,
-                done,
-            }) => {
-                // All at once, between two polls of this core's tasks: no request sees half of
-                // a reload.
-                for name in &close {
-                    worker.close_listener(name, drain);
-                }
-                worker.apply(snapshot);
-                for (name, socket) in open {
-                    if let Err(e) = worker.open_listener(&name, socket) {
-                        error!(worker = id, listener = %name, "cannot serve new listener: {e}");
-                    }
-                }
-                let _ = done.send(id);
-            }
-            Some(Command::Stop { drain }) => break drain,
-            None => break Duration::ZERO,
-        }
-    };
-    // Closing the sockets drops connections still in their backlogs; the kernel stops routing
-    // new ones to a closed SO_REUSEPORT socket.
-    worker.stop();
-    let deadline = Instant::now() + drain;
-    while worker.connections() > 0 && Instant::now() < deadline {
-        rt::sleep(DRAIN_POLL).await;
-    }
-    worker.fold_latency();
 }

@@ -6,11 +6,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+use slab::Slab;
+
 #[derive(Debug, Default)]
 pub struct Notify {
     fired: Cell<bool>,
-    waiters: RefCell<Vec<Option<Waker>>>,
-    free: RefCell<Vec<usize>>,
+    /// One entry per pending wait; emptied (not removed) when fired, removed when the wait is
+    /// dropped.
+    waiters: RefCell<Slab<Option<Waker>>>,
 }
 
 impl Notify {
@@ -29,7 +32,7 @@ impl Notify {
             .waiters
             .borrow_mut()
             .iter_mut()
-            .filter_map(Option::take)
+            .filter_map(|(_, w)| w.take())
             .collect();
         for waker in wakers {
             waker.wake();
@@ -68,20 +71,7 @@ impl Future for Wait<'_> {
                     *entry = Some(cx.waker().clone());
                 }
             }
-            None => {
-                let waker = Some(cx.waker().clone());
-                let i = match notify.free.borrow_mut().pop() {
-                    Some(i) => {
-                        waiters[i] = waker;
-                        i
-                    }
-                    None => {
-                        waiters.push(waker);
-                        waiters.len() - 1
-                    }
-                };
-                self.slot = Some(i);
-            }
+            None => self.slot = Some(waiters.insert(Some(cx.waker().clone()))),
         }
         Poll::Pending
     }
@@ -90,10 +80,7 @@ impl Future for Wait<'_> {
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
         if let Some(i) = self.slot {
-            if let Some(entry) = self.notify.waiters.borrow_mut().get_mut(i) {
-                *entry = None;
-            }
-            self.notify.free.borrow_mut().push(i);
+            self.notify.waiters.borrow_mut().try_remove(i);
         }
     }
 }
@@ -120,8 +107,9 @@ mod tests {
         for _ in 0..3 {
             let mut w = Box::pin(n.wait());
             assert!(w.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(w.slot, Some(0), "the slot of a dropped wait is reused");
         }
-        assert_eq!(n.waiters.borrow().len(), 1, "dropped waits free their slot");
+        assert_eq!(n.waiters.borrow().len(), 0, "dropped waits free their slot");
         let mut a = Box::pin(n.wait());
         let mut b = Box::pin(n.wait());
         assert!(a.as_mut().poll(&mut cx).is_pending());

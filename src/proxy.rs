@@ -11,9 +11,9 @@ use crate::config::Cluster;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::h1::body::{BodyEncoder, BodyError, Framing};
 use crate::h1::head::{ResponseMeta, encode_request};
-use crate::io as rt;
-use crate::listener::ListenerSlot;
 use crate::message::{BodyLength, Method, RequestHead, ResponseHead};
+use crate::rt;
+use crate::timer;
 use crate::upstream::{self, ResponseReader, UpstreamConn};
 use crate::worker::{ClusterState, EndpointState, Worker};
 
@@ -72,7 +72,8 @@ pub trait ResponseSink {
 /// What the downstream connection needs to know about one request's context.
 pub struct Context<'a> {
     pub worker: &'a Worker,
-    pub listener: &'a ListenerSlot,
+    /// The listener's index in the worker's current snapshot.
+    pub listener: usize,
     /// The client address, preformatted for X-Forwarded-For.
     pub client_ip: &'a [u8],
 }
@@ -95,7 +96,7 @@ pub async fn forward<D: Downstream>(
     let snapshot = &generation.snapshot;
     let route = snapshot
         .listeners
-        .get(cx.listener.index.get())
+        .get(cx.listener)
         .and_then(|l| l.router.route(head.authority(), head.path(), &head.method))
         .ok_or(ProxyError::downstream(ErrorKind::NoRoute))?;
     let (Some(spec), Some(cluster)) = (
@@ -168,7 +169,7 @@ pub async fn forward<D: Downstream>(
     // The upstream is done with: it goes back to the pool before the client gets the last
     // bytes, so that the next request (maybe this client's) finds it there.
     if reader.reusable() && meta.keep_alive && request.body_done {
-        ep.pool.checkin(conn, rt::now());
+        ep.pool.checkin(conn, timer::now());
     }
     reader.recycle();
     let status = response.status;
@@ -226,7 +227,7 @@ impl Exchange<'_> {
         let meta = loop {
             let sent = async {
                 upstream::send(&conn, &mut request.bytes, self.replayable).await?;
-                let deadline = rt::now() + self.spec.response_timeout;
+                let deadline = timer::now() + self.spec.response_timeout;
                 reader
                     .read_head(&conn, self.head_request, Some(deadline), response)
                     .await
@@ -287,7 +288,7 @@ impl Exchange<'_> {
                 match select(sending.as_mut(), receiving).await {
                     Either::Left((Ok(()), receiving)) => {
                         uploading = false;
-                        rt::within(self.spec.response_timeout, receiving)
+                        timer::within(self.spec.response_timeout, receiving)
                             .await
                             .unwrap_or(Err(ProxyError::upstream(ErrorKind::UpstreamTimeout)))?
                     }
@@ -295,7 +296,7 @@ impl Exchange<'_> {
                     Either::Left((Err(e), receiving)) => {
                         // The upstream stopped reading: it may have answered already.
                         uploading = false;
-                        rt::within(self.spec.response_timeout, receiving)
+                        timer::within(self.spec.response_timeout, receiving)
                             .await
                             .unwrap_or(Err(e))
                             .map_err(|_| e)?
@@ -352,7 +353,7 @@ async fn connect_any(
         let Some(ep) = cluster.endpoints.get(endpoint) else {
             break;
         };
-        while let Some(conn) = ep.pool.checkout(rt::now()) {
+        while let Some(conn) = ep.pool.checkout(timer::now()) {
             if replayable || !conn.closed_by_peer() {
                 ep.stats.connections_reused.inc();
                 return Ok((endpoint, conn, true));

@@ -3,6 +3,7 @@
 //! `Arc<Snapshot>`, never mutated after publication.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use crate::config::{Cluster, Config, Limits};
 use crate::route::Router;
@@ -15,6 +16,10 @@ pub struct ListenerSpec {
     pub backlog: u32,
     pub router: Router,
 }
+
+/// The snapshot the workers serve, as the control side publishes it for the admin thread (off
+/// the data path: workers get theirs over their command channel).
+pub type Published = Arc<Mutex<Arc<Snapshot>>>;
 
 #[derive(Debug, Clone)]
 pub struct Snapshot {

@@ -13,6 +13,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
+use slab::Slab;
+
+use crate::rt;
 
 /// Resolution of the wheel (`now()` assumes 10 ms).
 pub const TICK: Duration = Duration::from_millis(10);
@@ -24,12 +27,13 @@ const SLOTS: u64 = 1024;
 struct Entry {
     /// Tick at or after which it fires.
     tick: u64,
-    /// Incremented each time the entry is reused, so that a stale handle is recognised.
+    /// The wheel's arm count when this entry was armed, so that a stale handle to a reused
+    /// entry is recognised.
     generation: u32,
     /// Position in its slot's list (while armed).
     position: u32,
     waker: Option<Waker>,
-    armed: bool,
+    /// Fired (taken out of its slot) and not yet released.
     fired: bool,
 }
 
@@ -45,8 +49,10 @@ struct Wheel {
     base: Instant,
     /// Ticks since `base` at the last advance.
     tick: Cell<u64>,
-    entries: RefCell<Vec<Entry>>,
-    free: RefCell<Vec<u32>>,
+    /// Armed and fired timers; an entry lives from arm to release.
+    entries: RefCell<Slab<Entry>>,
+    /// Arms so far, for entry generations.
+    arms: Cell<u32>,
     slots: RefCell<Vec<Vec<u32>>>,
     armed: Cell<usize>,
     /// The driving task, parked while no timer is armed.
@@ -62,8 +68,8 @@ impl Wheel {
         Wheel {
             base: Instant::now(),
             tick: Cell::new(0),
-            entries: RefCell::new(Vec::new()),
-            free: RefCell::new(Vec::new()),
+            entries: RefCell::new(Slab::new()),
+            arms: Cell::new(0),
             slots: RefCell::new((0..SLOTS).map(|_| Vec::new()).collect()),
             armed: Cell::new(0),
             driver: RefCell::new(None),
@@ -88,38 +94,22 @@ impl Wheel {
         let mut entries = self.entries.borrow_mut();
         let mut slots = self.slots.borrow_mut();
         let slot = &mut slots[(tick % SLOTS) as usize];
-        let position = slot.len() as u32;
-        let index = match self.free.borrow_mut().pop() {
-            Some(i) => i,
-            None => {
-                entries.push(Entry {
-                    tick: 0,
-                    generation: 0,
-                    position: 0,
-                    waker: None,
-                    armed: false,
-                    fired: false,
-                });
-                (entries.len() - 1) as u32
-            }
-        };
-        let e = &mut entries[index as usize];
-        e.tick = tick;
-        e.generation = e.generation.wrapping_add(1);
-        e.position = position;
-        e.waker = Some(waker.clone());
-        e.armed = true;
-        e.fired = false;
+        let generation = self.arms.get().wrapping_add(1);
+        self.arms.set(generation);
+        let index = entries.insert(Entry {
+            tick,
+            generation,
+            position: slot.len() as u32,
+            waker: Some(waker.clone()),
+            fired: false,
+        }) as u32;
         slot.push(index);
         let was_idle = self.armed.get() == 0;
         self.armed.set(self.armed.get() + 1);
         if was_idle && let Some(driver) = self.driver.borrow_mut().take() {
             driver.wake();
         }
-        Handle {
-            index,
-            generation: e.generation,
-        }
+        Handle { index, generation }
     }
 
     /// Whether the timer fired; otherwise refreshes its waker.
@@ -142,27 +132,24 @@ impl Wheel {
     /// Releases a timer, armed or fired.
     fn release(&self, h: Handle) {
         let mut entries = self.entries.borrow_mut();
-        let Some(e) = entries.get_mut(h.index as usize) else {
-            return;
-        };
-        if e.generation != h.generation || (!e.armed && !e.fired) {
-            return;
+        match entries.get(h.index as usize) {
+            Some(e) if e.generation == h.generation => {}
+            _ => return,
         }
-        if e.armed {
+        let e = entries.remove(h.index as usize);
+        if !e.fired {
             let mut slots = self.slots.borrow_mut();
             let slot = &mut slots[(e.tick % SLOTS) as usize];
             let position = e.position as usize;
             slot.swap_remove(position);
-            if let Some(&moved) = slot.get(position) {
-                entries[moved as usize].position = position as u32;
+            if let Some(moved) = slot
+                .get(position)
+                .and_then(|&m| entries.get_mut(m as usize))
+            {
+                moved.position = position as u32;
             }
             self.armed.set(self.armed.get() - 1);
         }
-        let e = &mut entries[h.index as usize];
-        e.armed = false;
-        e.fired = false;
-        e.waker = None;
-        self.free.borrow_mut().push(h.index);
     }
 
     /// Fires every armed timer whose tick has come.
@@ -190,7 +177,6 @@ impl Wheel {
                             entries[moved as usize].position = i as u32;
                         }
                         let e = &mut entries[index];
-                        e.armed = false;
                         e.fired = true;
                         if let Some(w) = e.waker.take() {
                             wake.push(w);
@@ -239,56 +225,35 @@ pub async fn drive() {
         match &ticker {
             Some(t) => t.run().await,
             None => {
-                compio::time::sleep(TICK).await;
+                rt::runtime_sleep(TICK).await;
                 WHEEL.with(|w| w.advance(Instant::now()));
             }
         }
     }
 }
 
-/// A periodic timerfd, read through the ring.
+/// The wheel's tick source: a timerfd, armed only while timers are.
 struct Ticker {
-    fd: compio::runtime::fd::AsyncFd<std::os::fd::OwnedFd>,
+    fd: rt::TickFd,
 }
 
 impl Ticker {
     fn new() -> std::io::Result<Ticker> {
-        use rustix::time::{TimerfdClockId, TimerfdFlags, timerfd_create};
-        // Blocking on purpose: io_uring returns EAGAIN for a non-blocking fd instead of waiting.
-        let fd = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC)?;
         Ok(Ticker {
-            fd: compio::runtime::fd::AsyncFd::new(fd)?,
+            fd: rt::TickFd::new()?,
         })
-    }
-
-    fn set(&self, period: Duration) -> std::io::Result<()> {
-        use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
-        let ts = Timespec {
-            tv_sec: period.as_secs() as _,
-            tv_nsec: period.subsec_nanos() as _,
-        };
-        let spec = Itimerspec {
-            it_interval: ts,
-            it_value: ts,
-        };
-        timerfd_settime(&*self.fd, TimerfdTimerFlags::empty(), &spec)?;
-        Ok(())
     }
 
     /// Ticks the wheel until no timer is armed, then disarms the timerfd.
     async fn run(&self) {
-        use compio::io::AsyncRead;
-        if self.set(TICK).is_err() {
-            compio::time::sleep(TICK).await;
+        if self.fd.set(TICK).is_err() {
+            rt::runtime_sleep(TICK).await;
             WHEEL.with(|w| w.advance(Instant::now()));
             return;
         }
         let mut buf = Vec::with_capacity(8);
         loop {
-            let mut fd = &self.fd;
-            let compio::BufResult(res, b) = fd.read(buf).await;
-            buf = b;
-            if res.is_err() {
+            if self.fd.wait(&mut buf).await.is_err() {
                 break;
             }
             let idle = WHEEL.with(|w| {
@@ -299,13 +264,13 @@ impl Ticker {
                 break;
             }
         }
-        let _ = self.set(Duration::ZERO);
+        let _ = self.fd.set(Duration::ZERO);
     }
 }
 
 /// Sleeps for `d` on this core's wheel (at most a tick late).
 pub async fn sleep(d: Duration) {
-    after(d, std::future::pending::<()>()).await;
+    within(d, std::future::pending::<()>()).await;
 }
 
 /// This core's coarse clock: at most a tick old while timers run.
@@ -340,7 +305,7 @@ enum At {
 }
 
 /// Runs `fut` for at most `limit` (counted from its first poll, rounded up to the next tick).
-pub fn after<F: Future>(limit: Duration, fut: F) -> Deadline<F> {
+pub fn within<F: Future>(limit: Duration, fut: F) -> Deadline<F> {
     Deadline {
         fut,
         at: At::After(limit),
@@ -401,19 +366,17 @@ mod tests {
     use std::future::pending;
 
     fn run<F: Future>(f: F) -> F::Output {
-        compio::runtime::Runtime::new()
-            .expect("runtime")
-            .block_on(async move {
-                compio::runtime::spawn(drive()).detach();
-                f.await
-            })
+        rt::Runtime::new().expect("runtime").run(async move {
+            rt::spawn(drive());
+            f.await
+        })
     }
 
     #[test]
     fn fires_after_the_limit_never_before() {
         let (result, took) = run(async {
             let start = Instant::now();
-            let r = after(Duration::from_millis(50), pending::<()>()).await;
+            let r = within(Duration::from_millis(50), pending::<()>()).await;
             (r, start.elapsed())
         });
         assert_eq!(result, None);
@@ -425,17 +388,17 @@ mod tests {
     fn ready_future_wins_and_releases_its_entry() {
         let armed = run(async {
             for _ in 0..1000 {
-                let v = after(Duration::from_secs(5), async {
-                    compio::time::sleep(Duration::from_micros(1)).await;
+                let v = within(Duration::from_secs(5), async {
+                    rt::runtime_sleep(Duration::from_micros(1)).await;
                     7
                 })
                 .await;
                 assert_eq!(v, Some(7));
             }
-            WHEEL.with(|w| (w.armed.get(), w.entries.borrow().len()))
+            WHEEL.with(|w| (w.armed.get(), w.entries.borrow().capacity()))
         });
         assert_eq!(armed.0, 0, "no timer stays armed");
-        assert!(armed.1 <= 2, "entries are reused: {}", armed.1);
+        assert!(armed.1 <= 4, "entries are reused: capacity {}", armed.1);
     }
 
     #[test]
@@ -445,8 +408,8 @@ mod tests {
             let mut tasks = Vec::new();
             for ms in [120u64, 30, 70, 10, 1500] {
                 let order = order.clone();
-                tasks.push(compio::runtime::spawn(async move {
-                    if after(Duration::from_millis(ms), pending::<()>())
+                tasks.push(rt::spawn_handle(async move {
+                    if within(Duration::from_millis(ms), pending::<()>())
                         .await
                         .is_none()
                     {
@@ -466,7 +429,7 @@ mod tests {
     fn dropped_deadlines_leave_nothing_armed() {
         let armed = run(async {
             for i in 0..100u64 {
-                let f = after(Duration::from_millis(1000 + i), pending::<()>());
+                let f = within(Duration::from_millis(1000 + i), pending::<()>());
                 let mut f = std::pin::pin!(f);
                 let _ = std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await;
             }

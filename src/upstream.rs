@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::body::{BodyDecoder, Framing};
 use crate::h1::head::{self, ResponseMeta};
-use crate::io::{self as rt, TcpStream};
 use crate::message::ResponseHead;
+use crate::rt::{self, TcpStream};
+use crate::timer;
 
 /// Bytes of upstream response head accepted; larger heads are a bad response.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -142,7 +143,7 @@ impl ResponseReader {
             self.compact();
             let read = match deadline {
                 Some(deadline) => {
-                    rt::until(deadline, rt::read_some(stream, &mut self.buf, 4096)).await
+                    timer::until(deadline, rt::read_some(stream, &mut self.buf, 4096)).await
                 }
                 None => Some(rt::read_some(stream, &mut self.buf, 4096).await),
             };
@@ -183,7 +184,7 @@ impl ResponseReader {
     pub async fn fill(&mut self, conn: &UpstreamConn, limit: Duration) -> Result<(), ProxyError> {
         let stream = &conn.stream;
         self.compact();
-        match rt::within(limit, rt::read_some(stream, &mut self.buf, 4096)).await {
+        match timer::within(limit, rt::read_some(stream, &mut self.buf, 4096)).await {
             Some(Ok(0)) => self
                 .decoder
                 .eof()

@@ -1,27 +1,36 @@
-//! One core's state: its view of the current config (router, balancers), its upstream pools, its
-//! listeners and its counters; applies a new snapshot between requests.
+//! One core: its state (its view of the current config with the balancers, its upstream pools,
+//! its listeners and counters) and its thread's loop, which applies the control side's commands
+//! (a new snapshot, listeners to open or drain, stop) between two polls of its tasks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
 
-use tracing::warn;
+use futures_channel::mpsc::UnboundedReceiver;
+use futures_util::StreamExt;
+use tracing::{error, info, warn};
 
 use crate::balance::Wrr;
-use crate::io::{self as rt};
-use crate::listener::{self, ListenerSlot};
+use crate::conn;
+use crate::listener;
 use crate::pool::Pool;
+use crate::rt::{self, TcpListener};
+use crate::slot::ListenerSlot;
 use crate::snapshot::Snapshot;
 use crate::stats::{EndpointStats, Latency, Registry, WorkerStats};
+use crate::timer;
 use crate::upstream::UpstreamConn;
 
 /// How often idle upstream connections past their idle timeout are closed.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a draining listener checks whether its connections are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
+/// How often a stopping worker checks whether its connections are gone.
+const STOP_POLL: Duration = Duration::from_millis(5);
 
 /// A pool's identity: cluster name and endpoint address.
 type PoolKey = (String, SocketAddr);
@@ -185,7 +194,21 @@ impl Worker {
             .iter()
             .position(|l| l.name == name)
             .unwrap_or(0);
-        let slot = listener::open(self, name, index, socket)?;
+        let slot = Rc::new(ListenerSlot::new(
+            name,
+            index,
+            TcpListener::from_std(socket)?,
+        ));
+        let (worker, weak) = (self.clone(), Rc::downgrade(&slot));
+        listener::open(&slot, move |stream, peer| {
+            // The accept loop belongs to the slot: while it runs, the slot exists.
+            let Some(slot) = weak.upgrade() else { return };
+            let key = slot.reserve();
+            let task =
+                rt::spawn_handle(conn::serve(worker.clone(), slot.clone(), stream, peer, key));
+            // Spawned, not yet run: it is in place before it can end and untrack itself.
+            slot.track(key, task);
+        });
         self.listeners.borrow_mut().push(slot);
         Ok(())
     }
@@ -209,7 +232,7 @@ impl Worker {
     async fn drain(self: Rc<Self>, slot: Rc<ListenerSlot>, limit: Duration) {
         let deadline = std::time::Instant::now() + limit;
         while slot.connections() > 0 && std::time::Instant::now() < deadline {
-            rt::sleep(DRAIN_POLL).await;
+            timer::sleep(DRAIN_POLL).await;
         }
         slot.abort_connections();
         self.listeners
@@ -246,8 +269,8 @@ impl Worker {
     /// request path).
     pub async fn sweep(self: Rc<Self>) {
         loop {
-            rt::sleep(SWEEP_INTERVAL).await;
-            let now = rt::now();
+            timer::sleep(SWEEP_INTERVAL).await;
+            let now = timer::now();
             for pool in self.pools.borrow().values() {
                 pool.evict_expired(now);
             }
@@ -263,4 +286,119 @@ impl Worker {
             recent.reset();
         }
     }
+}
+
+/// A message from the control side to one worker.
+pub enum Command {
+    /// Serve this snapshot from now on: open these listeners, close those (draining their
+    /// connections for at most `drain`), then confirm.
+    Apply {
+        snapshot: Arc<Snapshot>,
+        open: Vec<(String, StdListener)>,
+        close: Vec<String>,
+        drain: Duration,
+        done: std_mpsc::Sender<usize>,
+    },
+    /// Stop accepting, let connections finish (at most `drain`), then exit.
+    Stop { drain: Duration },
+}
+
+/// The linux thread id of the calling thread.
+fn gettid() -> u64 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    u64::try_from(unsafe { libc::gettid() }).unwrap_or(0)
+}
+
+pub type Ready = std_mpsc::Sender<Result<(), (usize, String)>>;
+
+/// The body of a worker thread: pins itself, builds its ring, serves its listeners and applies
+/// the control side's commands until told to stop.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    id: usize,
+    count: usize,
+    cpu: Option<core_affinity::CoreId>,
+    snapshot: Arc<Snapshot>,
+    registry: Arc<Registry>,
+    sockets: Vec<(String, StdListener)>,
+    commands: UnboundedReceiver<Command>,
+    ready: Ready,
+) {
+    let stats = registry.workers()[id].clone();
+    stats.tid.set(gettid());
+    if let Some(cpu) = cpu {
+        if core_affinity::set_for_current(cpu) {
+            stats.cpu.set(cpu.id as u64);
+        } else {
+            error!(worker = id, cpu = cpu.id, "could not pin worker to its CPU");
+        }
+    }
+    let runtime = match rt::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err((id, format!("cannot create io_uring runtime: {e}"))));
+            return;
+        }
+    };
+    runtime.run(serve(
+        id, count, snapshot, registry, sockets, commands, ready,
+    ));
+}
+
+async fn serve(
+    id: usize,
+    count: usize,
+    snapshot: Arc<Snapshot>,
+    registry: Arc<Registry>,
+    sockets: Vec<(String, StdListener)>,
+    mut commands: UnboundedReceiver<Command>,
+    ready: Ready,
+) {
+    let worker = Worker::new(id, count, registry, snapshot);
+    for (name, socket) in sockets {
+        if let Err(e) = worker.open_listener(&name, socket) {
+            let _ = ready.send(Err((id, format!("listener {name}: {e}"))));
+            return;
+        }
+    }
+    let _sweeper = rt::spawn_handle(worker.clone().sweep());
+    let _timers = rt::spawn_handle(crate::timer::drive());
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    info!(worker = id, cpu = worker.stats.cpu.get(), "worker serving");
+
+    let drain = loop {
+        match commands.next().await {
+            Some(Command::Apply {
+                snapshot,
+                open,
+                close,
+                drain,
+                done,
+            }) => {
+                // All at once, between two polls of this core's tasks: no request sees half of
+                // a reload.
+                for name in &close {
+                    worker.close_listener(name, drain);
+                }
+                worker.apply(snapshot);
+                for (name, socket) in open {
+                    if let Err(e) = worker.open_listener(&name, socket) {
+                        error!(worker = id, listener = %name, "cannot serve new listener: {e}");
+                    }
+                }
+                let _ = done.send(id);
+            }
+            Some(Command::Stop { drain }) => break drain,
+            None => break Duration::ZERO,
+        }
+    };
+    // Closing the sockets drops connections still in their backlogs; the kernel stops routing
+    // new ones to a closed SO_REUSEPORT socket.
+    worker.stop();
+    let deadline = Instant::now() + drain;
+    while worker.connections() > 0 && Instant::now() < deadline {
+        timer::sleep(STOP_POLL).await;
+    }
+    worker.fold_latency();
 }

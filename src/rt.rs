@@ -1,14 +1,12 @@
-//! The seam to the runtime: the stream traits, owned-buffer reads and writes, timers, spawning
-//! and the per-core buffer recycler. Everything else reaches compio through here, so the runtime
-//! can change in this one file.
+//! The seam to the runtime: the stream traits, owned-buffer reads and writes, spawning, the
+//! timerfd the timer wheel ticks from, and the per-core buffer recycler. Everything else reaches
+//! compio through here, so the runtime can change in this one file.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::mem;
-use std::time::{Duration, Instant};
-
-use crate::timer;
+use std::time::Duration;
 
 use compio::buf::BufResult;
 /// A buffer lent by this core's io_uring buffer ring; dropping it gives it back.
@@ -208,26 +206,46 @@ pub fn compact(buf: &mut Vec<u8>, pos: &mut usize) {
     *pos = 0;
 }
 
-/// Runs `fut` until `deadline`; None when the deadline passed first (the future is dropped,
-/// which cancels its I/O). On the core's coarse timer wheel: up to 10 ms late, never early.
-pub fn until<F: Future>(deadline: Instant, fut: F) -> timer::Deadline<F> {
-    timer::until(deadline, fut)
+/// Sleeps on the runtime's own timer: only where the core's timer wheel cannot tick (no
+/// timerfd), since a pending runtime timer puts a timeout on every ring wait.
+pub async fn runtime_sleep(d: Duration) {
+    compio::time::sleep(d).await
 }
 
-/// Runs `fut` for at most `limit` (see [`until`]).
-pub fn within<F: Future>(limit: Duration, fut: F) -> timer::Deadline<F> {
-    timer::after(limit, fut)
-}
+/// A periodic timerfd read through the ring: the tick source of the core's timer wheel.
+pub struct TickFd(compio::runtime::fd::AsyncFd<std::os::fd::OwnedFd>);
 
-/// This core's coarse clock (at most 10 ms old): for idle times and deadlines, not latencies.
-pub fn now() -> Instant {
-    timer::now()
-}
+impl TickFd {
+    pub fn new() -> io::Result<TickFd> {
+        use rustix::time::{TimerfdClockId, TimerfdFlags, timerfd_create};
+        // Blocking on purpose: io_uring returns EAGAIN for a non-blocking fd instead of waiting.
+        let fd = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC)?;
+        Ok(TickFd(compio::runtime::fd::AsyncFd::new(fd)?))
+    }
 
-/// Sleeps on the core's timer wheel (up to 10 ms late), which keeps runtime timers, and the
-/// timeouts they put on every ring wait, off the worker.
-pub async fn sleep(d: Duration) {
-    timer::sleep(d).await
+    /// Fires every `period` from now on; zero disarms it.
+    pub fn set(&self, period: Duration) -> io::Result<()> {
+        use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
+        let ts = Timespec {
+            tv_sec: period.as_secs() as _,
+            tv_nsec: period.subsec_nanos() as _,
+        };
+        let spec = Itimerspec {
+            it_interval: ts,
+            it_value: ts,
+        };
+        timerfd_settime(&*self.0, TimerfdTimerFlags::empty(), &spec)?;
+        Ok(())
+    }
+
+    /// Waits for the next expiry; `buf` (8 bytes of capacity) is lent to the read.
+    pub async fn wait(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.clear();
+        let mut fd = &self.0;
+        let BufResult(res, b) = fd.read(mem::take(buf)).await;
+        *buf = b;
+        res.map(drop)
+    }
 }
 
 /// Runs a task on this core until it ends; it never moves to another core.
@@ -245,6 +263,18 @@ impl Task {
     }
 }
 
+/// Resolves when the task has ended (a panic in it included).
+impl Future for Task {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(drop)
+    }
+}
+
 /// Runs a task on this core until it ends or its handle is dropped.
 pub fn spawn_handle<F: Future<Output = ()> + 'static>(fut: F) -> Task {
     Task(compio::runtime::spawn(fut))
@@ -252,7 +282,7 @@ pub fn spawn_handle<F: Future<Output = ()> + 'static>(fut: F) -> Task {
 
 /// Connects to `addr` within `limit`, with Nagle off (requests are written whole).
 pub async fn connect(addr: std::net::SocketAddr, limit: Duration) -> io::Result<TcpStream> {
-    match within(limit, TcpStream::connect(addr)).await {
+    match crate::timer::within(limit, TcpStream::connect(addr)).await {
         Some(Ok(stream)) => {
             stream.set_nodelay(true)?;
             Ok(stream)
