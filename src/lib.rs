@@ -25,6 +25,7 @@ pub mod h1;
 pub mod listener;
 pub mod message;
 pub mod notify;
+pub mod path;
 pub mod pool;
 pub mod proxy;
 pub mod route;
