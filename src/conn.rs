@@ -13,10 +13,11 @@ use crate::config::Limits;
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::body::{BodyDecoder, BodyEncoder, Framing};
 use crate::h1::head::{
-    CONTINUE, Persistence, RequestMeta, encode_local_response, encode_response, parse_request,
+    CONTINUE, Parsed, Persistence, encode_interim, encode_local_response, encode_response,
+    head_end, parse_request,
 };
-use crate::message::{BodyLength, RequestHead, ResponseHead, Version};
-use crate::proxy::{self, Context, Downstream, RequestBody, ResponseSink};
+use crate::message::{Headers, Method, RequestHead, ResponseHead, Version};
+use crate::proxy::{self, Context, Downstream, Outcome, RequestBody, ResponseSink};
 use crate::rt::{self, AsyncWrite, Stream};
 use crate::slot::ListenerSlot;
 use crate::timer;
@@ -48,6 +49,7 @@ pub async fn serve<S: Stream>(
         input: Input {
             rbuf: Vec::new(),
             pos: 0,
+            scanned: 0,
             body: BodyDecoder::new(Framing::None, 0),
             expect_continue: false,
             timeout: Duration::from_secs(60),
@@ -57,8 +59,11 @@ pub async fn serve<S: Stream>(
             wbuf: Vec::new(),
             encoder: BodyEncoder::new(Framing::None),
             started: false,
-            keep_alive: false,
+            client_keep_alive: false,
             version: Version::HTTP_11,
+            head_request: false,
+            te_trailers: false,
+            keep_alive: false,
             timeout: Duration::from_secs(60),
         },
     };
@@ -122,7 +127,7 @@ fn parse_head(
     bytes: &[u8],
     head: &mut RequestHead,
     limits: &Limits,
-) -> Result<Option<RequestMeta>, ProxyError> {
+) -> Result<Option<Parsed>, ProxyError> {
     if !head.has_storage() {
         *head = RequestHead::take();
     }
@@ -141,7 +146,7 @@ fn parse_head(
 /// What waiting for the next request gave.
 enum Waited {
     /// A whole head, parsed; what followed it is in the read buffer.
-    Head(RequestMeta),
+    Head(Parsed),
     /// The first bytes are in the read buffer; the head is not complete yet.
     Partial,
     /// The client closed or stayed silent, or the worker stops.
@@ -153,6 +158,8 @@ struct Input {
     /// Bytes received; `rbuf[pos..]` are not yet consumed.
     rbuf: Vec<u8>,
     pos: usize,
+    /// How far `rbuf[pos..]` was searched for the end of an incomplete head.
+    scanned: usize,
     /// The current request's body.
     body: BodyDecoder,
     expect_continue: bool,
@@ -166,10 +173,17 @@ struct Output {
     wbuf: Vec<u8>,
     /// The current response's body.
     encoder: BodyEncoder,
+    /// The final response head is out: errors can no longer be answered.
     started: bool,
-    /// The client allows the connection to stay open after this exchange.
-    keep_alive: bool,
+    /// What the request says about its response: whether the client lets the connection stay
+    /// open, its version, whether the response has no body (HEAD), whether trailers may be sent.
+    client_keep_alive: bool,
     version: Version,
+    head_request: bool,
+    te_trailers: bool,
+    /// What the response head said (see [`Output::persistence`]): the connection stays open
+    /// after this exchange.
+    keep_alive: bool,
     timeout: Duration,
 }
 
@@ -181,32 +195,34 @@ impl<S: Stream> H1<S> {
         let mut head = RequestHead::default();
         let mut first = true;
         loop {
+            let mut outcome = Outcome::default();
             let result = match self.next_request(&mut head, first).await {
                 Ok(false) => return End::Clean,
-                // Boxed: the exchange's state (~6 KiB of nested I/O futures) exists only while
-                // a request is under way, so a connection waiting for its next request is a
-                // few hundred bytes. One allocation per request.
                 Ok(true) => {
                     let cx = Context {
                         worker: &worker,
                         listener: self.slot.index.get(),
                         client_ip,
                     };
-                    Box::pin(proxy::forward(&cx, &mut head, self)).await
+                    // Boxed: the exchange's state (~6 KiB of nested I/O futures) exists only
+                    // while a request is under way, so a connection waiting for its next
+                    // request is a few hundred bytes. One allocation per request.
+                    Box::pin(proxy::forward(&cx, &mut head, self, &mut outcome)).await
                 }
                 Err(e) => Err(e),
             };
             first = false;
-            let status = match result {
-                Ok(status) => Some(status),
+            match result {
+                Ok(status) => outcome.status = Some(status),
                 Err(e) => {
                     debug!(error = %e, "request failed");
-                    Box::pin(self.answer(e)).await
+                    outcome.error = Some(e);
+                    outcome.status = Box::pin(self.answer(e)).await;
                 }
-            };
-            self.record(status);
+            }
+            self.record(&outcome);
             head.recycle();
-            if status.is_none() {
+            if outcome.status.is_none() {
                 return End::Abort;
             }
             if !self.output.keep_alive || !self.input.body.is_done() {
@@ -233,35 +249,35 @@ impl<S: Stream> H1<S> {
     ) -> Result<bool, ProxyError> {
         let generation = self.worker.generation();
         let limits = &generation.snapshot.limits;
-        self.output.started = false;
         self.input.body = BodyDecoder::new(Framing::None, 0);
-        let meta = match self.read_head(head, limits, first).await {
-            Ok(Some(meta)) => meta,
+        self.output.reset();
+        let parsed = match self.read_head(head, limits, first).await {
+            Ok(Some(parsed)) => parsed,
             Ok(None) => return Ok(false),
-            Err(e) => {
-                self.output.keep_alive = false;
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         };
         let input = &mut self.input;
-        input.pos += meta.head_len;
-        input.body = BodyDecoder::new(meta.framing, limits.max_request_head_bytes);
+        input.pos += parsed.head_len;
+        input.scanned = 0;
+        // The trailer section of a chunked body is bounded like a head.
+        input.body = BodyDecoder::new(parsed.framing, limits.max_request_head_bytes);
         input.timeout = limits.body_timeout;
-        input.expect_continue = meta.expect_continue;
+        input.expect_continue = parsed.expect_continue;
         let output = &mut self.output;
-        output.keep_alive = meta.keep_alive;
+        output.client_keep_alive = parsed.keep_alive;
         output.version = head.version;
+        output.head_request = head.method == Method::HEAD;
+        output.te_trailers = head.te_trailers;
         output.timeout = limits.body_timeout;
         Ok(true)
     }
 
-    /// The one place where every finished request is counted: its status, or None when it
-    /// ended without a complete response.
-    fn record(&self, status: Option<u16>) {
+    /// The one place where every finished request is counted.
+    fn record(&self, outcome: &Outcome) {
         let stats = &self.worker.stats;
         stats.requests.inc();
         self.worker.record_latency(self.input.started.elapsed());
-        match status {
+        match outcome.status {
             Some(status) => stats.record_status(status),
             None => stats.requests_aborted.inc(),
         }
@@ -277,13 +293,15 @@ impl<S: Stream> H1<S> {
         if !e.closes_connection() && !body.input.expect_continue {
             let _ = body.take_body(|_| Ok(()));
         }
+        let in_sync = body.input.body.is_done();
         let closing = sink.slot.is_closing();
         let output = &mut *sink.output;
-        output.keep_alive =
-            output.keep_alive && !e.closes_connection() && body.input.body.is_done() && !closing;
+        let len = e.body().len() as u64;
+        let persistence = output.persistence(Framing::Length(len), closing, Some(&e), in_sync);
         output.wbuf.clear();
         output.reserve();
-        encode_local_response(status, e.body(), output.persistence(), &mut output.wbuf);
+        let body = if output.head_request { "" } else { e.body() };
+        encode_local_response(status, len, body, persistence, &mut output.wbuf);
         sink.flush().await.ok()?;
         Some(status)
     }
@@ -295,7 +313,7 @@ impl<S: Stream> H1<S> {
         head: &mut RequestHead,
         limits: &Limits,
         first: bool,
-    ) -> Result<Option<RequestMeta>, ProxyError> {
+    ) -> Result<Option<Parsed>, ProxyError> {
         if self.input.pos == self.input.rbuf.len() {
             // A new connection gets the header timeout to send anything; an idle keep-alive
             // connection gets the idle timeout. Either way silence ends it quietly, and so
@@ -306,21 +324,23 @@ impl<S: Stream> H1<S> {
                 limits.idle_timeout
             };
             match self.wait_for_request(wait, head, limits).await? {
-                Waited::Head(meta) => return Ok(Some(meta)),
+                Waited::Head(parsed) => return Ok(Some(parsed)),
                 Waited::Partial => {}
                 Waited::Closed => return Ok(None),
             }
+        } else {
+            // A pipelined request: it starts with its first byte at hand, and its latency is
+            // measured from here.
+            self.input.started = Instant::now();
+            if let Some(parsed) = self.input.parse(head, limits)? {
+                return Ok(Some(parsed));
+            }
         }
-        // The request starts with its first byte at hand: its latency is measured from here.
-        self.input.started = Instant::now();
-        match self.input.parse(head, limits)? {
-            Some(meta) => Ok(Some(meta)),
-            // Boxed: a head split over several reads is rare, and its state would otherwise
-            // weigh on every waiting connection.
-            None => Box::pin(self.read_rest_of_head(head, limits))
-                .await
-                .map(Some),
-        }
+        // Boxed: a head split over several reads is rare, and its state would otherwise weigh
+        // on every waiting connection.
+        Box::pin(self.read_rest_of_head(head, limits))
+            .await
+            .map(Some)
     }
 
     /// Reads until the head that has begun is complete, within the header timeout.
@@ -328,10 +348,26 @@ impl<S: Stream> H1<S> {
         &mut self,
         head: &mut RequestHead,
         limits: &Limits,
-    ) -> Result<RequestMeta, ProxyError> {
+    ) -> Result<Parsed, ProxyError> {
         let deadline = self.input.started + limits.header_timeout;
         loop {
             let input = &mut self.input;
+            // Parsed only once the empty line that ends the head is in: each byte of a head
+            // that trickles in is scanned once, not parsed again with every read.
+            let unparsed = &input.rbuf[input.pos..];
+            match head_end(unparsed, input.scanned.saturating_sub(2)) {
+                Some(len) => {
+                    if let Some(parsed) = parse_head(unparsed, head, limits)? {
+                        return Ok(parsed);
+                    }
+                    // Only empty lines so far: the head starts after them.
+                    input.scanned = len;
+                }
+                None if unparsed.len() >= limits.max_request_head_bytes => {
+                    return Err(ProxyError::downstream(ErrorKind::HeadTooLarge));
+                }
+                None => input.scanned = unparsed.len(),
+            }
             input.compact();
             let read = rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ);
             match timer::until(deadline, read).await {
@@ -339,9 +375,6 @@ impl<S: Stream> H1<S> {
                 Some(Ok(n)) if n > 0 => {}
                 // The client closed mid-head: nobody to answer.
                 _ => return Err(ProxyError::client_gone()),
-            }
-            if let Some(meta) = self.input.parse(head, limits)? {
-                return Ok(meta);
             }
         }
     }
@@ -382,7 +415,7 @@ impl<S: Stream> H1<S> {
             if !rest.is_empty() {
                 input.keep(rest);
             }
-            return Ok(Waited::Head(RequestMeta {
+            return Ok(Waited::Head(Parsed {
                 head_len: 0,
                 ..meta
             }));
@@ -433,11 +466,7 @@ impl<S: Stream> H1<S> {
 
 impl Input {
     /// Parses the head at the front of the unconsumed bytes. Ok(None): incomplete.
-    fn parse(
-        &self,
-        head: &mut RequestHead,
-        limits: &Limits,
-    ) -> Result<Option<RequestMeta>, ProxyError> {
+    fn parse(&self, head: &mut RequestHead, limits: &Limits) -> Result<Option<Parsed>, ProxyError> {
         parse_head(&self.rbuf[self.pos..], head, limits)
     }
 
@@ -471,7 +500,34 @@ impl Output {
         }
     }
 
-    fn persistence(&self) -> Persistence {
+    /// Forgets the previous exchange.
+    fn reset(&mut self) {
+        self.started = false;
+        self.client_keep_alive = false;
+        self.version = Version::HTTP_11;
+        self.head_request = false;
+        self.te_trailers = false;
+        self.keep_alive = false;
+    }
+
+    /// Decides, as a response head is encoded, whether the connection stays open after this
+    /// exchange, and returns what the head says about it. The one place this is decided: the
+    /// client must allow it, the listener must not be closing (a shutdown that began while the
+    /// request was in flight still tells this client to go away), the response must end by its
+    /// framing rather than by the close, and neither an error nor an unread request body may
+    /// have put the framing in doubt.
+    fn persistence(
+        &mut self,
+        framing: Framing,
+        closing: bool,
+        error: Option<&ProxyError>,
+        in_sync: bool,
+    ) -> Persistence {
+        self.keep_alive = self.client_keep_alive
+            && !closing
+            && framing != Framing::Close
+            && error.is_none_or(|e| !e.closes_connection())
+            && in_sync;
         match (self.keep_alive, self.version) {
             (false, _) => Persistence::Close,
             (true, Version::HTTP_10) => Persistence::KeepAlive,
@@ -526,6 +582,10 @@ impl<S: Stream> RequestBody for BodyHalf<'_, S> {
         Ok(done)
     }
 
+    fn trailers(&self) -> Option<&Headers> {
+        self.input.body.trailers()
+    }
+
     async fn fill_body(&mut self) -> Result<(), ProxyError> {
         let input = &mut *self.input;
         input.expect_continue = false;
@@ -553,21 +613,30 @@ impl<S: Stream> ResponseSink for SinkHalf<'_, S> {
         self.flush().await
     }
 
+    async fn send_interim(&mut self, head: &ResponseHead) -> Result<(), ProxyError> {
+        // A 1.0 client cannot take an interim response (RFC 9110 §15.2).
+        if self.output.version == Version::HTTP_10 {
+            return Ok(());
+        }
+        self.output.reserve();
+        encode_interim(head, &mut self.output.wbuf);
+        self.flush().await
+    }
+
     fn start_response(&mut self, head: &ResponseHead) {
         let output = &mut *self.output;
-        let framing = match head.body {
-            BodyLength::Empty => Framing::None,
-            BodyLength::Known(n) => Framing::Length(n),
-            // A 1.0 client cannot read chunked: the body ends with the connection.
-            BodyLength::Unknown if output.version == Version::HTTP_10 => Framing::Close,
-            BodyLength::Unknown => Framing::Chunked,
+        // A 1.0 client cannot read chunked: a body of unknown length ends with the connection.
+        let unknown = if output.version == Version::HTTP_10 {
+            Framing::Close
+        } else {
+            Framing::Chunked
         };
-        // Decided when the response starts, so that a shutdown that began while the request
-        // was in flight still tells this client to go away.
-        output.keep_alive =
-            output.keep_alive && framing != Framing::Close && !self.slot.is_closing();
+        let framing = Framing::for_length(head.body, unknown);
+        // The request body may still be on its way (an early answer): whether it was all read
+        // is settled when the exchange ends.
+        let persistence = output.persistence(framing, self.slot.is_closing(), None, true);
         output.reserve();
-        encode_response(head, framing, output.persistence(), &mut output.wbuf);
+        encode_response(head, framing, persistence, &mut output.wbuf);
         output.encoder = BodyEncoder::new(framing);
         output.started = true;
     }
@@ -580,11 +649,13 @@ impl<S: Stream> ResponseSink for SinkHalf<'_, S> {
             .map_err(|_| ProxyError::bad_response("upstream body longer than announced\n"))
     }
 
-    fn end_body(&mut self) -> Result<(), ProxyError> {
+    fn end_body(&mut self, trailers: Option<&Headers>) -> Result<(), ProxyError> {
         let output = &mut *self.output;
+        // Trailers only to a client that said it accepts them (TE: trailers, RFC 9110 §10.1.4).
+        let trailers = trailers.filter(|_| output.te_trailers);
         output
             .encoder
-            .finish(&mut output.wbuf)
+            .finish(trailers, &mut output.wbuf)
             .map_err(|_| ProxyError::bad_response("upstream body shorter than announced\n"))
     }
 

@@ -13,10 +13,24 @@ use tracing::{error, info, warn};
 use crate::config;
 use crate::gateway::Gateway;
 
+/// The signals the control thread serves, caught from the moment they are installed.
+pub struct Control {
+    signals: Signals,
+}
+
+/// Installs the signal handlers. Done before the gateway starts listening: a signal that
+/// arrives once a client can connect must reach the handlers (SIGTERM's default action would
+/// kill the process without a drain, SIGHUP's too).
+pub fn install() -> std::io::Result<Control> {
+    Ok(Control {
+        signals: Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?,
+    })
+}
+
 /// Serves signals until the gateway has shut down; returns the process exit code. `config`
 /// is the file SIGHUP re-reads (none for the built-in demo config).
-pub fn run(gateway: Gateway, config: Option<PathBuf>) -> std::io::Result<i32> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
+pub fn run(control: Control, gateway: Gateway, config: Option<PathBuf>) -> i32 {
+    let mut signals = control.signals;
     let handle = signals.handle();
     let mut gateway = Some(gateway);
     for signal in signals.forever() {
@@ -47,7 +61,7 @@ pub fn run(gateway: Gateway, config: Option<PathBuf>) -> std::io::Result<i32> {
             _ => {}
         }
     }
-    Ok(0)
+    0
 }
 
 /// Re-reads `path` and switches every core to it, or logs why nothing changed. The time

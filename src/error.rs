@@ -2,6 +2,7 @@
 //! status code the client gets for it.
 
 use std::fmt;
+use std::io;
 
 /// Which side of the proxy failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,10 @@ pub enum ErrorKind {
     RequestTimeout,
     /// 417: an Expect value other than 100-continue.
     ExpectationFailed,
+    /// 413, connection closed: the request body is larger than the listener allows.
+    PayloadTooLarge,
+    /// 505, connection closed: an HTTP major version other than 1 on an HTTP/1 connection.
+    VersionNotSupported,
     /// 501: a method or transfer coding the proxy does not implement (CONNECT, gzip TE).
     NotImplemented(&'static str),
     /// 404: no virtual host or route matched.
@@ -35,6 +40,9 @@ pub enum ErrorKind {
     BadResponse(&'static str),
     /// 504: the upstream did not answer within the cluster's response timeout.
     UpstreamTimeout,
+    /// 504: the upstream stopped reading the request (no write progress within the cluster's
+    /// send timeout).
+    UpstreamSendTimeout,
     /// No response possible: the client went away or stopped reading/sending.
     ClientGone,
     /// No response possible: the response was already under way when the upstream failed;
@@ -50,6 +58,8 @@ pub struct ProxyError {
     /// The request never reached the upstream application, so sending it again is safe
     /// (for idempotent requests whose body is still at hand).
     pub retryable: bool,
+    /// The I/O error behind it, if any (for logs).
+    pub cause: Option<io::ErrorKind>,
 }
 
 impl ProxyError {
@@ -58,6 +68,7 @@ impl ProxyError {
             kind,
             side: Side::Downstream,
             retryable: false,
+            cause: None,
         }
     }
 
@@ -66,6 +77,7 @@ impl ProxyError {
             kind,
             side: Side::Upstream,
             retryable: false,
+            cause: None,
         }
     }
 
@@ -86,6 +98,12 @@ impl ProxyError {
         self
     }
 
+    /// Records the I/O error behind this one.
+    pub fn caused_by(mut self, e: &io::Error) -> Self {
+        self.cause = Some(e.kind());
+        self
+    }
+
     /// The status the client receives, or None when no response can be sent.
     pub fn status(&self) -> Option<u16> {
         Some(match self.kind {
@@ -93,11 +111,13 @@ impl ProxyError {
             ErrorKind::HeadTooLarge => 431,
             ErrorKind::RequestTimeout => 408,
             ErrorKind::ExpectationFailed => 417,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::VersionNotSupported => 505,
             ErrorKind::NotImplemented(_) => 501,
             ErrorKind::NoRoute => 404,
             ErrorKind::NoUpstream => 503,
             ErrorKind::UpstreamClosed | ErrorKind::BadResponse(_) => 502,
-            ErrorKind::UpstreamTimeout => 504,
+            ErrorKind::UpstreamTimeout | ErrorKind::UpstreamSendTimeout => 504,
             ErrorKind::ClientGone | ErrorKind::Aborted => return None,
         })
     }
@@ -110,6 +130,8 @@ impl ProxyError {
             ErrorKind::BadRequest(_)
                 | ErrorKind::HeadTooLarge
                 | ErrorKind::RequestTimeout
+                | ErrorKind::PayloadTooLarge
+                | ErrorKind::VersionNotSupported
                 | ErrorKind::ClientGone
                 | ErrorKind::Aborted
         )
@@ -122,12 +144,15 @@ impl ProxyError {
             ErrorKind::HeadTooLarge => "request header fields too large\n",
             ErrorKind::RequestTimeout => "request timeout\n",
             ErrorKind::ExpectationFailed => "only 100-continue is supported in Expect\n",
+            ErrorKind::PayloadTooLarge => "request body too large\n",
+            ErrorKind::VersionNotSupported => "only HTTP/1.x is supported on this connection\n",
             ErrorKind::NotImplemented(why) => why,
             ErrorKind::NoRoute => "no route matched this request\n",
             ErrorKind::NoUpstream => "no upstream endpoint available\n",
             ErrorKind::UpstreamClosed => "upstream closed the connection before responding\n",
             ErrorKind::BadResponse(why) => why,
             ErrorKind::UpstreamTimeout => "upstream response timeout\n",
+            ErrorKind::UpstreamSendTimeout => "upstream stopped reading the request\n",
             ErrorKind::ClientGone | ErrorKind::Aborted => "",
         }
     }
@@ -140,7 +165,11 @@ impl fmt::Display for ProxyError {
             Side::Upstream => "upstream",
             Side::Internal => "internal",
         };
-        write!(f, "{side}: {:?}", self.kind)
+        write!(f, "{side}: {:?}", self.kind)?;
+        match self.cause {
+            Some(cause) => write!(f, " ({cause})"),
+            None => Ok(()),
+        }
     }
 }
 

@@ -91,6 +91,7 @@ fn check(path: &Path) -> anyhow::Result<u8> {
 /// Serves `config` until a termination signal; SIGHUP re-reads `path` when there is one.
 fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<u8> {
     let admin_address = config.admin.as_ref().map(|a| a.address);
+    let control = control::install().context("cannot install signal handlers")?;
     let gateway = Gateway::start(config).context("cannot start")?;
     for l in &gateway.snapshot().listeners {
         if let Some(addr) = gateway.local_addr(&l.name) {
@@ -101,8 +102,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<u8> {
         admin::start(address, gateway.registry().clone(), gateway.published())
             .with_context(|| format!("cannot start the admin listener on {address}"))?;
     }
-    let code = control::run(gateway, path).context("cannot install signal handlers")?;
-    Ok(code as u8)
+    Ok(control::run(control, gateway, path) as u8)
 }
 
 fn run_demo(path: Option<PathBuf>) -> anyhow::Result<u8> {

@@ -177,6 +177,8 @@ pub struct RequestHead {
     authority: Span,
     pub headers: Headers,
     pub body: BodyLength,
+    /// The client accepts trailer fields in the response (`TE: trailers`).
+    pub te_trailers: bool,
 }
 
 impl Default for RequestHead {
@@ -188,6 +190,7 @@ impl Default for RequestHead {
             authority: Span::default(),
             headers: Headers::default(),
             body: BodyLength::Empty,
+            te_trailers: false,
         }
     }
 }
@@ -217,6 +220,7 @@ impl RequestHead {
         self.target = Span::default();
         self.authority = Span::default();
         self.body = BodyLength::Empty;
+        self.te_trailers = false;
     }
 
     pub fn set_target(&mut self, target: &[u8]) {

@@ -1,20 +1,19 @@
 //! One request, top to bottom: route -> pick -> checkout -> forward -> respond -> checkin.
-//! Protocol-neutral: the downstream codec is behind [`Downstream`], the upstream speaks HTTP/1.1.
+//! Protocol-neutral: the downstream codec is behind [`Downstream`], the upstream codec is
+//! [`crate::upstream`] (HTTP/1.1).
 
+use std::net::SocketAddr;
 use std::pin::pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, select};
 use tracing::debug;
 
 use crate::config::Cluster;
 use crate::error::{ErrorKind, ProxyError, Side};
-use crate::h1::body::{BodyEncoder, BodyError, Framing};
-use crate::h1::head::{ResponseMeta, encode_request};
-use crate::message::{BodyLength, Method, RequestHead, ResponseHead};
-use crate::rt;
+use crate::message::{Headers, Method, RequestHead, ResponseHead};
 use crate::timer;
-use crate::upstream::{self, ResponseReader, UpstreamConn};
+use crate::upstream::{Head, Idle, ResponseReader, UpstreamConn, UpstreamRequest};
 use crate::worker::{ClusterState, EndpointState, Worker};
 
 /// The downstream side of one exchange (an HTTP/1 connection today, an HTTP/2 stream
@@ -40,6 +39,9 @@ pub trait RequestBody {
     where
         F: FnMut(&[u8]) -> Result<(), ProxyError>;
 
+    /// The trailer fields that ended the body, once it is complete.
+    fn trailers(&self) -> Option<&Headers>;
+
     /// Waits for more request body bytes.
     async fn fill_body(&mut self) -> Result<(), ProxyError>;
 
@@ -53,14 +55,17 @@ pub trait ResponseSink {
     /// Tells a client that waits for it to send its body.
     async fn send_continue(&mut self) -> Result<(), ProxyError>;
 
+    /// Passes an interim (1xx) response on, if the client can take one.
+    async fn send_interim(&mut self, head: &ResponseHead) -> Result<(), ProxyError>;
+
     /// Encodes the response head.
     fn start_response(&mut self, head: &ResponseHead);
 
     /// Encodes response body bytes.
     fn push_body(&mut self, data: &[u8]) -> Result<(), ProxyError>;
 
-    /// Ends the response body.
-    fn end_body(&mut self) -> Result<(), ProxyError>;
+    /// Ends the response body, with the upstream's trailer fields if it sent any.
+    fn end_body(&mut self, trailers: Option<&Headers>) -> Result<(), ProxyError>;
 
     /// Bytes encoded and not yet written.
     fn pending(&self) -> usize;
@@ -69,7 +74,7 @@ pub trait ResponseSink {
     async fn flush(&mut self) -> Result<(), ProxyError>;
 }
 
-/// What the downstream connection needs to know about one request's context.
+/// What the downstream connection knows about one request's context.
 pub struct Context<'a> {
     pub worker: &'a Worker,
     /// The listener's index in the worker's current snapshot.
@@ -78,12 +83,27 @@ pub struct Context<'a> {
     pub client_ip: &'a [u8],
 }
 
-fn encode_error(_: BodyError) -> ProxyError {
-    ProxyError {
-        kind: ErrorKind::Aborted,
-        side: Side::Internal,
-        retryable: false,
-    }
+/// What happened to one request: the one record step reads it (counters now, access logs
+/// next). Filled in as the request goes.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The status the client got; None when the exchange ended without a complete response.
+    pub status: Option<u16>,
+    /// Index of the cluster the route chose, in the snapshot the request used.
+    pub cluster: Option<usize>,
+    pub endpoint: Option<SocketAddr>,
+    /// The request went out on a pooled connection.
+    pub reused: bool,
+    /// It was sent again on a new connection after a pooled one turned out closed.
+    pub retried: bool,
+    /// Request body bytes taken from the client, and response body bytes passed to it.
+    pub body_in: u64,
+    pub body_out: u64,
+    /// From the first write to the upstream until its response head.
+    pub upstream_time: Option<Duration>,
+    /// What went wrong, if anything (the error the client was answered with, or that cut the
+    /// exchange).
+    pub error: Option<ProxyError>,
 }
 
 /// Proxies one request. Returns the status sent, or the error for the connection to answer.
@@ -91,6 +111,7 @@ pub async fn forward<D: Downstream>(
     cx: &Context<'_>,
     head: &mut RequestHead,
     down: &mut D,
+    outcome: &mut Outcome,
 ) -> Result<u16, ProxyError> {
     let generation = cx.worker.generation();
     let snapshot = &generation.snapshot;
@@ -105,6 +126,7 @@ pub async fn forward<D: Downstream>(
     ) else {
         return Err(ProxyError::downstream(ErrorKind::NoRoute));
     };
+    outcome.cluster = Some(route.cluster);
 
     // At the edge the proxy knows the scheme; a client-sent value is never trusted.
     head.headers.remove(b"x-forwarded-proto");
@@ -112,144 +134,128 @@ pub async fn forward<D: Downstream>(
     head.headers
         .append_to_list(b"x-forwarded-for", cx.client_ip);
 
-    let framing = match head.body {
-        BodyLength::Empty => Framing::None,
-        BodyLength::Known(n) => Framing::Length(n),
-        BodyLength::Unknown => Framing::Chunked,
-    };
     let (mut body, mut sink) = down.split();
-    let mut request = Request {
-        bytes: rt::take_buffer(),
-        encoder: BodyEncoder::new(framing),
-        body_done: false,
-    };
-    encode_request(head, spec.name.as_bytes(), framing, &mut request.bytes);
+    let mut request = UpstreamRequest::new(head, spec.name.as_bytes());
     // The body bytes that came with the head go out in the same write.
-    request.pull_buffered(&mut body)?;
-    let exchange = Exchange {
-        spec,
-        head_request: head.method == Method::HEAD,
-        // Only a request held whole in memory can be sent again on another connection, and
-        // only one whose repetition cannot change the outcome.
-        replayable: request.body_done && head.is_idempotent(),
-        body_timeout: snapshot.limits.body_timeout,
-    };
-
-    let (endpoint, conn, reused) = connect_any(cluster, spec, exchange.replayable).await?;
+    let pulled = pull_body(&mut request, &mut body);
+    outcome.body_in = request.body_bytes;
+    pulled?;
+    // Only a request held whole in memory can be sent again on another connection, and only
+    // one whose repetition cannot change the outcome.
+    let replayable = request.is_encoded() && head.is_idempotent();
+    let (endpoint, conn, reused) = connect_any(cluster, spec, replayable).await?;
     let ep = &cluster.endpoints[endpoint];
     ep.stats.requests.inc();
-    let mut reader = ResponseReader::new();
-    let mut response = ResponseHead::take();
-    let outcome = if request.body_done {
-        exchange
-            .whole(
-                ep,
-                conn,
-                reused,
-                &mut request,
-                &mut reader,
-                &mut response,
-                &mut sink,
-            )
-            .await
-    } else {
-        exchange
-            .streaming(
-                conn,
-                &mut request,
-                &mut body,
-                &mut reader,
-                &mut response,
-                &mut sink,
-            )
-            .await
+    outcome.endpoint = Some(ep.address);
+    outcome.reused = reused;
+
+    let mut exchange = Exchange {
+        spec,
+        ep,
+        conn,
+        reused,
+        request,
+        reader: ResponseReader::new(),
+        response: ResponseHead::take(),
+        head_request: head.method == Method::HEAD,
+        replayable,
+        body_timeout: snapshot.limits.body_timeout,
+        outcome,
     };
-    rt::recycle_buffer(std::mem::take(&mut request.bytes));
-    let (conn, meta) = outcome?;
-    // The upstream is done with: it goes back to the pool before the client gets the last
-    // bytes, so that the next request (maybe this client's) finds it there.
-    if reader.reusable() && meta.keep_alive && request.body_done {
-        ep.pool.checkin(conn, timer::now());
-    }
+    let result = if exchange.request.is_encoded() {
+        exchange.whole(&mut sink).await
+    } else {
+        exchange.streaming(&mut body, &mut sink).await
+    };
+    let Exchange {
+        conn,
+        request,
+        reader,
+        response,
+        outcome,
+        ..
+    } = exchange;
+    outcome.body_in = request.body_bytes;
+    let reusable = result.as_ref().is_ok_and(|&keep_alive| keep_alive)
+        && reader.reusable()
+        && request.is_sent();
+    request.recycle();
     reader.recycle();
     let status = response.status;
     response.recycle();
+    result?;
+    // The upstream is done with: it goes back to the pool before the client gets the last
+    // bytes, so that the next request (maybe this client's) finds it there.
+    if reusable {
+        ep.pool.checkin(conn.park(), timer::now());
+    }
     sink.flush().await?;
     Ok(status)
 }
 
-/// The upstream request being sent: encoded bytes and body progress.
-struct Request {
-    bytes: Vec<u8>,
-    encoder: BodyEncoder,
-    body_done: bool,
-}
-
-impl Request {
-    /// Encodes the request body bytes the client has already sent.
-    fn pull_buffered<B: RequestBody>(&mut self, body: &mut B) -> Result<(), ProxyError> {
-        let Request {
-            bytes,
-            encoder,
-            body_done,
-        } = self;
-        *body_done = body.take_body(|data| encoder.encode(data, bytes).map_err(encode_error))?;
-        if *body_done {
-            encoder.finish(bytes).map_err(encode_error)?;
-        }
-        Ok(())
+/// Encodes the request body bytes the client has already sent, and the body's end when it is
+/// complete.
+fn pull_body<B: RequestBody>(
+    request: &mut UpstreamRequest,
+    body: &mut B,
+) -> Result<(), ProxyError> {
+    if body.take_body(|data| request.push(data))? {
+        request.finish(body.trailers())?;
     }
+    Ok(())
 }
 
-/// What one exchange with the upstream needs to know.
+/// One exchange with the upstream: the connection, the request going out and the response
+/// coming back.
 struct Exchange<'a> {
     spec: &'a Cluster,
+    ep: &'a EndpointState,
+    conn: UpstreamConn,
+    reused: bool,
+    request: UpstreamRequest,
+    reader: ResponseReader,
+    response: ResponseHead,
     head_request: bool,
+    /// The request is held whole and idempotent: it may be sent again on a new connection.
     replayable: bool,
     body_timeout: Duration,
+    outcome: &'a mut Outcome,
 }
 
 impl Exchange<'_> {
     /// A request held whole in memory: send it, read the head (sending it once more on a fresh
-    /// connection if a pooled one turns out closed), relay the response.
-    #[allow(clippy::too_many_arguments)]
-    async fn whole<S: ResponseSink>(
-        &self,
-        ep: &EndpointState,
-        mut conn: UpstreamConn,
-        mut reused: bool,
-        request: &mut Request,
-        reader: &mut ResponseReader,
-        response: &mut ResponseHead,
-        sink: &mut S,
-    ) -> Result<(UpstreamConn, ResponseMeta), ProxyError> {
-        let mut retried = false;
-        let meta = loop {
+    /// connection if a pooled one turns out closed), relay the response. Ok(keep_alive): the
+    /// upstream allows the connection to be reused.
+    async fn whole<S: ResponseSink>(&mut self, sink: &mut S) -> Result<bool, ProxyError> {
+        let started = Instant::now();
+        let keep_alive = loop {
             let sent = async {
-                upstream::send(&conn, &mut request.bytes, self.replayable).await?;
+                self.request
+                    .send(&self.conn, self.replayable, self.spec.send_timeout)
+                    .await?;
                 let deadline = timer::now() + self.spec.response_timeout;
-                reader
-                    .read_head(&conn, self.head_request, Some(deadline), response)
-                    .await
+                self.final_head(sink, Some(deadline)).await
             }
             .await;
             match sent {
-                Ok(meta) => break meta,
-                Err(e) if e.retryable && reused && self.replayable && !retried => {
+                Ok(keep_alive) => break keep_alive,
+                Err(e)
+                    if e.retryable && self.reused && self.replayable && !self.outcome.retried =>
+                {
                     // The upstream had closed the pooled connection while it was idle; the
                     // request never reached the application.
-                    debug!(endpoint = %ep.address, "retrying on a new connection after {e}");
-                    retried = true;
-                    ep.stats.retries.inc();
-                    reader.reset();
-                    conn = UpstreamConn::connect(ep.address, self.spec.connect_timeout)
+                    debug!(endpoint = %self.ep.address, "retrying on a new connection after {e}");
+                    self.outcome.retried = true;
+                    self.ep.stats.retries.inc();
+                    self.reader.reset();
+                    self.conn = UpstreamConn::connect(self.ep.address, self.spec.connect_timeout)
                         .await
-                        .map_err(|_| {
-                            ep.stats.connect_failures.inc();
-                            ProxyError::upstream(ErrorKind::NoUpstream)
+                        .map_err(|e| {
+                            self.ep.stats.connect_failures.inc();
+                            ProxyError::upstream(ErrorKind::NoUpstream).caused_by(&e)
                         })?;
-                    ep.stats.connections_new.inc();
-                    reused = false;
+                    self.ep.stats.connections_new.inc();
+                    self.reused = false;
                 }
                 Err(e) => {
                     return Err(ProxyError {
@@ -259,76 +265,130 @@ impl Exchange<'_> {
                 }
             }
         };
-        sink.start_response(response);
-        relay_response(reader, &conn, sink, self.body_timeout).await?;
-        Ok((conn, meta))
+        self.outcome.upstream_time = Some(started.elapsed());
+        sink.start_response(&self.response);
+        self.relay(sink).await?;
+        Ok(keep_alive)
+    }
+
+    /// Reads response heads until the final one, passing interim ones to the client. Ok:
+    /// whether the upstream allows the connection to be reused.
+    async fn final_head<S: ResponseSink>(
+        &mut self,
+        sink: &mut S,
+        deadline: Option<Instant>,
+    ) -> Result<bool, ProxyError> {
+        loop {
+            let head = self
+                .reader
+                .read_head(&self.conn, self.head_request, deadline, &mut self.response)
+                .await?;
+            match head {
+                Head::Final(parsed) => return Ok(parsed.keep_alive),
+                Head::Interim => sink.send_interim(&self.response).await?,
+            }
+        }
     }
 
     /// A request whose body is still arriving: it streams to the upstream while the response
-    /// may already stream back (an upstream may answer early, or echo as it reads).
+    /// may already stream back (an upstream may answer early, or echo as it reads). Ok: whether
+    /// the upstream allows the connection to be reused.
     async fn streaming<B: RequestBody, S: ResponseSink>(
-        &self,
-        conn: UpstreamConn,
-        request: &mut Request,
+        &mut self,
         body: &mut B,
-        reader: &mut ResponseReader,
-        response: &mut ResponseHead,
         sink: &mut S,
-    ) -> Result<(UpstreamConn, ResponseMeta), ProxyError> {
-        upstream::send(&conn, &mut request.bytes, false).await?;
+    ) -> Result<bool, ProxyError> {
+        let started = Instant::now();
+        let (send_timeout, response_timeout) = (self.spec.send_timeout, self.spec.response_timeout);
+        self.request.send(&self.conn, false, send_timeout).await?;
         if body.expects_continue() {
             sink.send_continue().await?;
         }
-        let meta = 'exchange: {
-            let mut sending = pin!(stream_body(request, body, &conn));
-            // Whether the upload still runs once the response head is in.
-            let mut uploading = true;
-            let meta = {
-                let receiving = pin!(reader.read_head(&conn, self.head_request, None, response));
-                match select(sending.as_mut(), receiving).await {
-                    Either::Left((Ok(()), receiving)) => {
-                        uploading = false;
-                        timer::within(self.spec.response_timeout, receiving)
-                            .await
-                            .unwrap_or(Err(ProxyError::upstream(ErrorKind::UpstreamTimeout)))?
+        let Exchange {
+            conn,
+            request,
+            reader,
+            response,
+            head_request,
+            body_timeout,
+            outcome,
+            ..
+        } = self;
+        let mut sending = pin!(stream_body(request, body, conn, send_timeout));
+        // Whether the upload still runs once the response head is in.
+        let mut uploading = true;
+        let keep_alive = loop {
+            let head = {
+                let receiving = pin!(reader.read_head(conn, *head_request, None, response));
+                if uploading {
+                    match select(sending.as_mut(), receiving).await {
+                        Either::Left((Ok(()), receiving)) => {
+                            uploading = false;
+                            timer::within(response_timeout, receiving)
+                                .await
+                                .unwrap_or(Err(ProxyError::upstream(ErrorKind::UpstreamTimeout)))?
+                        }
+                        Either::Left((Err(e), _)) if e.side != Side::Upstream => return Err(e),
+                        Either::Left((Err(e), receiving)) => {
+                            // The upstream stopped reading: it may have answered already.
+                            uploading = false;
+                            timer::within(response_timeout, receiving)
+                                .await
+                                .unwrap_or(Err(e))
+                                .map_err(|_| e)?
+                        }
+                        Either::Right((head, _)) => head?,
                     }
-                    Either::Left((Err(e), _)) if e.side != Side::Upstream => return Err(e),
-                    Either::Left((Err(e), receiving)) => {
-                        // The upstream stopped reading: it may have answered already.
-                        uploading = false;
-                        timer::within(self.spec.response_timeout, receiving)
-                            .await
-                            .unwrap_or(Err(e))
-                            .map_err(|_| e)?
-                    }
-                    Either::Right((answer, _)) => answer?,
+                } else {
+                    timer::within(response_timeout, receiving)
+                        .await
+                        .unwrap_or(Err(ProxyError::upstream(ErrorKind::UpstreamTimeout)))?
                 }
             };
-            sink.start_response(response);
-            let relaying = pin!(relay_response(reader, &conn, sink, self.body_timeout));
-            if !uploading {
-                relaying.await?;
-                break 'exchange meta;
+            match head {
+                Head::Final(parsed) => break parsed.keep_alive,
+                // The upload pauses while the interim response goes out.
+                Head::Interim => sink.send_interim(response).await?,
             }
-            match select(sending, relaying).await {
-                Either::Left((Ok(()), relaying)) => relaying.await?,
-                // The upstream stopped reading the body but still answers: finish the answer;
-                // the client connection closes afterwards (its body was not all read).
-                Either::Left((Err(e), relaying)) if e.side == Side::Upstream => relaying.await?,
-                Either::Left((Err(e), _)) => return Err(e),
-                // The response is complete before the request body: the rest of the body is not
-                // sent; neither connection is reused.
-                Either::Right((relayed, _)) => relayed?,
-            }
-            meta
         };
-        Ok((conn, meta))
+        outcome.upstream_time = Some(started.elapsed());
+        sink.start_response(response);
+        let relaying = pin!(relay_response(reader, conn, sink, *body_timeout, outcome));
+        if !uploading {
+            relaying.await?;
+            return Ok(keep_alive);
+        }
+        match select(sending, relaying).await {
+            Either::Left((Ok(()), relaying)) => relaying.await?,
+            // The upstream stopped reading the body but still answers: finish the answer; the
+            // client connection closes afterwards (its body was not all read).
+            Either::Left((Err(e), relaying)) if e.side == Side::Upstream => relaying.await?,
+            Either::Left((Err(e), _)) => return Err(e),
+            // The response is complete before the request body was all sent: the rest is not
+            // sent, so the request is not complete on the connection and it is not reused
+            // (UpstreamRequest::is_sent); the client connection closes if its body was not
+            // all read.
+            Either::Right((relayed, _)) => relayed?,
+        }
+        Ok(keep_alive)
+    }
+
+    /// Streams the response body to the client.
+    async fn relay<S: ResponseSink>(&mut self, sink: &mut S) -> Result<(), ProxyError> {
+        relay_response(
+            &mut self.reader,
+            &self.conn,
+            sink,
+            self.body_timeout,
+            self.outcome,
+        )
+        .await
     }
 }
 
 /// Picks endpoints until one gives a connection, pooled or new; each endpoint is tried at most
-/// once. None left: 503. A request that must not be repeated only gets a pooled connection
-/// that has not been closed by the upstream meanwhile.
+/// once. None left: 503. A pooled connection is used only if nothing arrived on it while it was
+/// idle: stray bytes would be taken for the response, and a closed one would fail the request.
 async fn connect_any(
     cluster: &ClusterState,
     spec: &Cluster,
@@ -337,6 +397,7 @@ async fn connect_any(
     let n = cluster.endpoints.len();
     // Allocated only once a connect fails.
     let mut failed: Vec<usize> = Vec::new();
+    let mut cause = None;
     for _ in 0..n {
         let endpoint = {
             let mut balancer = cluster.balancer.borrow_mut();
@@ -353,10 +414,14 @@ async fn connect_any(
         let Some(ep) = cluster.endpoints.get(endpoint) else {
             break;
         };
-        while let Some(conn) = ep.pool.checkout(timer::now()) {
-            if replayable || !conn.closed_by_peer() {
-                ep.stats.connections_reused.inc();
-                return Ok((endpoint, conn, true));
+        while let Some(mut conn) = ep.pool.checkout(timer::now()) {
+            match conn.check() {
+                Idle::Clean => {
+                    ep.stats.connections_reused.inc();
+                    return Ok((endpoint, conn, true));
+                }
+                Idle::Stray => ep.stats.idle_stray_bytes.inc(),
+                Idle::Closed => ep.stats.idle_closed.inc(),
             }
         }
         match UpstreamConn::connect(ep.address, spec.connect_timeout).await {
@@ -365,25 +430,32 @@ async fn connect_any(
                 return Ok((endpoint, conn, false));
             }
             Err(e) => {
-                debug!(endpoint = %ep.address, cluster = %spec.name, "connect failed: {e}");
+                debug!(endpoint = %ep.address, cluster = %spec.name, replayable, "connect failed: {e}");
                 ep.stats.connect_failures.inc();
+                cause = Some(e);
                 failed.push(endpoint);
             }
         }
     }
-    Err(ProxyError::upstream(ErrorKind::NoUpstream))
+    let err = ProxyError::upstream(ErrorKind::NoUpstream);
+    Err(match cause {
+        Some(e) => err.caused_by(&e),
+        None => err,
+    })
 }
 
 /// Streams the rest of the request body from the client to the upstream.
 async fn stream_body<B: RequestBody>(
-    request: &mut Request,
+    request: &mut UpstreamRequest,
     body: &mut B,
     conn: &UpstreamConn,
+    send_timeout: Duration,
 ) -> Result<(), ProxyError> {
-    while !request.body_done {
+    while !request.is_encoded() {
         body.fill_body().await?;
-        request.pull_buffered(body)?;
-        upstream::send(conn, &mut request.bytes, false)
+        pull_body(request, body)?;
+        request
+            .send(conn, false, send_timeout)
             .await
             .map_err(|e| ProxyError {
                 retryable: false,
@@ -400,10 +472,15 @@ async fn relay_response<S: ResponseSink>(
     conn: &UpstreamConn,
     sink: &mut S,
     body_timeout: Duration,
+    outcome: &mut Outcome,
 ) -> Result<(), ProxyError> {
     loop {
-        if reader.take_body(|data| sink.push_body(data))? {
-            return sink.end_body();
+        let done = reader.take_body(|data| {
+            outcome.body_out += data.len() as u64;
+            sink.push_body(data)
+        })?;
+        if done {
+            return sink.end_body(reader.trailers());
         }
         if sink.pending() > 0 {
             sink.flush().await?;

@@ -100,6 +100,11 @@ pub struct EndpointStats {
     pub requests: Counter,
     /// Requests retried on a new connection after a reused one failed.
     pub retries: Counter,
+    /// Pooled connections retired because the upstream sent bytes while they were idle (a late
+    /// body, an unsolicited response): reusing one would hand those bytes to the next request.
+    pub idle_stray_bytes: Counter,
+    /// Pooled connections the upstream closed while they were idle.
+    pub idle_closed: Counter,
 }
 
 /// Request durations in microseconds, 1 µs to 1 hour at 3 significant digits (~40 KiB).
@@ -170,6 +175,20 @@ pub struct EndpointTotals {
     pub connect_failures: u64,
     pub requests: u64,
     pub retries: u64,
+    pub idle_stray_bytes: u64,
+    pub idle_closed: u64,
+}
+
+impl EndpointTotals {
+    fn add(&mut self, s: &EndpointStats) {
+        self.connections_new += s.connections_new.get();
+        self.connections_reused += s.connections_reused.get();
+        self.connect_failures += s.connect_failures.get();
+        self.requests += s.requests.get();
+        self.retries += s.retries.get();
+        self.idle_stray_bytes += s.idle_stray_bytes.get();
+        self.idle_closed += s.idle_closed.get();
+    }
 }
 
 impl Registry {
@@ -214,11 +233,7 @@ impl Registry {
         let mut t = EndpointTotals::default();
         for ((_, c, a), s) in map.iter() {
             if c == cluster && *a == addr {
-                t.connections_new += s.connections_new.get();
-                t.connections_reused += s.connections_reused.get();
-                t.connect_failures += s.connect_failures.get();
-                t.requests += s.requests.get();
-                t.retries += s.retries.get();
+                t.add(s);
             }
         }
         t
@@ -291,12 +306,7 @@ impl Registry {
             .unwrap_or_else(PoisonError::into_inner);
         let mut totals: BTreeMap<(&str, SocketAddr), EndpointTotals> = BTreeMap::new();
         for ((_, cluster, addr), s) in map.iter() {
-            let t = totals.entry((cluster, *addr)).or_default();
-            t.connections_new += s.connections_new.get();
-            t.connections_reused += s.connections_reused.get();
-            t.connect_failures += s.connect_failures.get();
-            t.requests += s.requests.get();
-            t.retries += s.retries.get();
+            totals.entry((cluster, *addr)).or_default().add(s);
         }
         for ((cluster, addr), t) in totals {
             let p = format!("cluster.{cluster}.endpoint.{addr}");
@@ -305,6 +315,8 @@ impl Registry {
             let _ = writeln!(out, "{p}.connections_reused {}", t.connections_reused);
             let _ = writeln!(out, "{p}.connect_failures {}", t.connect_failures);
             let _ = writeln!(out, "{p}.retries {}", t.retries);
+            let _ = writeln!(out, "{p}.idle_stray_bytes {}", t.idle_stray_bytes);
+            let _ = writeln!(out, "{p}.idle_closed {}", t.idle_closed);
         }
         out
     }

@@ -1,51 +1,117 @@
-//! The upstream side of one exchange: connect with a timeout, write the request, read the
-//! response head (skipping interim 1xx) and pull response body bytes through the body decoder.
+//! The upstream HTTP/1.1 codec: connect with a timeout, keep a read armed on a pooled idle
+//! connection (so that anything it receives retires it), encode and write the request, read the
+//! response head (handing interim 1xx heads to the caller) and pull body bytes through the body
+//! decoder.
 
+use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::{ErrorKind, ProxyError};
-use crate::h1::body::{BodyDecoder, Framing};
-use crate::h1::head::{self, ResponseMeta};
-use crate::message::ResponseHead;
-use crate::rt::{self, TcpStream};
+use crate::h1::body::{BodyDecoder, BodyEncoder, Framing};
+use crate::h1::head::{self, Parsed};
+use crate::message::{Headers, RequestHead, ResponseHead};
+use crate::rt::{self, PooledBuf, Stream, TcpStream};
 use crate::timer;
 
 /// Bytes of upstream response head accepted; larger heads are a bad response.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Header fields accepted in an upstream response.
 const MAX_RESPONSE_HEADERS: usize = 256;
+/// Least free space offered to a read.
+const MIN_READ: usize = 4096;
+
+/// A read armed on an idle connection: it completes when the upstream sends anything or closes.
+type ArmedRead = Pin<Box<dyn Future<Output = io::Result<Option<PooledBuf>>>>>;
 
 /// An open connection to an endpoint, idle in a pool or serving one exchange.
-#[derive(Debug)]
 pub struct UpstreamConn {
     stream: TcpStream,
+    /// Set while the connection idles in a pool, and until the response's first bytes are
+    /// taken from it: the upstream's next bytes land in a buffer of the core's ring only when
+    /// they arrive, so an idle connection holds no buffer. One small allocation per checkin.
+    /// In a cell: the response side takes it while the request side writes.
+    armed: Cell<Option<ArmedRead>>,
+}
+
+impl std::fmt::Debug for UpstreamConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConn")
+            .field("stream", &self.stream)
+            .field("armed", &"..")
+            .finish()
+    }
+}
+
+/// What an idle connection received while it waited in the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idle {
+    /// Nothing: it can carry a request.
+    Clean,
+    /// Bytes nobody asked for (a late body, an unsolicited response): reusing it would hand them
+    /// to the next request as its response.
+    Stray,
+    /// End of stream or an error: the upstream closed it.
+    Closed,
 }
 
 impl UpstreamConn {
     pub async fn connect(addr: SocketAddr, limit: Duration) -> io::Result<UpstreamConn> {
         Ok(UpstreamConn {
             stream: rt::connect(addr, limit).await?,
+            armed: Cell::new(None),
         })
     }
 
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
+    /// Arms a read before the connection idles in a pool (nginx and HAProxy keep a read event
+    /// on idle upstream connections for the same reason). The read is submitted now; its
+    /// completion is looked at by [`check`](Self::check) and, if it never completes while idle,
+    /// it becomes the first read of the next response: no extra operation per request.
+    pub fn park(mut self) -> UpstreamConn {
+        if self.armed.get_mut().is_none() {
+            let stream = self.stream.clone();
+            let mut read: ArmedRead = Box::pin(async move { stream.read_pooled().await });
+            // The first poll submits the receive; nothing can have arrived yet.
+            let _ = read.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            self.armed = Cell::new(Some(read));
+        }
+        self
     }
 
-    /// Whether the upstream closed (or reset) this idle connection: a non-blocking peek sees
-    /// end of stream or an error instead of "nothing to read". One syscall, spent only before
-    /// sending a request that could not be repeated if the connection turned out dead.
-    pub fn closed_by_peer(&self) -> bool {
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        let socket = socket2::SockRef::from(&self.stream);
-        match socket.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
-            Ok(0) => true,
-            // Stray bytes on an idle connection: it cannot be reused either.
-            Ok(_) => true,
-            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    /// Whether the connection can carry a request: nothing arrived while it was idle. A
+    /// connection for which this is not [`Idle::Clean`] must be dropped.
+    pub fn check(&mut self) -> Idle {
+        let Some(read) = self.armed.get_mut().as_mut() else {
+            return Idle::Clean;
+        };
+        match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Pending => Idle::Clean,
+            Poll::Ready(Ok(Some(bytes))) if !bytes.is_empty() => Idle::Stray,
+            // The ring was empty when bytes arrived: they are still in the socket.
+            Poll::Ready(Err(e)) if rt::out_of_buffers(&e) => Idle::Stray,
+            Poll::Ready(_) => Idle::Closed,
         }
+    }
+
+    /// Reads once, appending to `buf`: the armed read's bytes first, if it is still pending.
+    async fn read(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        if let Some(armed) = self.armed.take() {
+            match armed.await {
+                Ok(Some(bytes)) => {
+                    buf.extend_from_slice(&bytes);
+                    return Ok(bytes.len());
+                }
+                Ok(None) => return Ok(0),
+                // The ring ran dry when the bytes came: read them into our own buffer.
+                Err(e) if rt::out_of_buffers(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        rt::read_some(&self.stream, buf, MIN_READ).await
     }
 }
 
@@ -61,18 +127,106 @@ fn stale(e: &io::Error) -> bool {
     )
 }
 
-/// Writes request bytes to the upstream. A failure is retryable: nothing of a response exists.
-pub async fn send(conn: &UpstreamConn, buf: &mut Vec<u8>, keep: bool) -> Result<(), ProxyError> {
-    let stream = &conn.stream;
-    let res = if keep {
-        rt::write_kept(stream, buf).await
-    } else {
-        rt::write_all(stream, buf).await
-    };
-    res.map_err(|e| {
-        let err = ProxyError::upstream(ErrorKind::UpstreamClosed);
-        if stale(&e) { err.retryable() } else { err }
-    })
+/// The request as it goes to the upstream: the encoded bytes not yet written, and how far the
+/// body got.
+#[derive(Debug)]
+pub struct UpstreamRequest {
+    bytes: Vec<u8>,
+    encoder: BodyEncoder,
+    /// Every body byte (and the end of the body) is encoded.
+    encoded: bool,
+    /// ... and written: only then may the connection carry another request.
+    sent: bool,
+    /// Request body bytes taken from the client.
+    pub body_bytes: u64,
+}
+
+impl UpstreamRequest {
+    /// Encodes the head for an HTTP/1.1 upstream. `fallback_host` is the Host of a request
+    /// without one (an HTTP/1.0 client).
+    pub fn new(head: &RequestHead, fallback_host: &[u8]) -> UpstreamRequest {
+        let framing = Framing::for_length(head.body, Framing::Chunked);
+        let mut bytes = rt::take_buffer();
+        head::encode_request(head, fallback_host, framing, &mut bytes);
+        UpstreamRequest {
+            bytes,
+            encoder: BodyEncoder::new(framing),
+            encoded: head.body.is_empty(),
+            sent: false,
+            body_bytes: 0,
+        }
+    }
+
+    /// Encodes request body bytes.
+    pub fn push(&mut self, data: &[u8]) -> Result<(), ProxyError> {
+        self.body_bytes += data.len() as u64;
+        self.encoder
+            .encode(data, &mut self.bytes)
+            .map_err(|_| ProxyError::bad_request("request body longer than announced\n"))
+    }
+
+    /// Ends the request body, with the client's trailer fields if it sent any.
+    pub fn finish(&mut self, trailers: Option<&Headers>) -> Result<(), ProxyError> {
+        self.encoder
+            .finish(trailers, &mut self.bytes)
+            .map_err(|_| ProxyError::bad_request("request body shorter than announced\n"))?;
+        self.encoded = true;
+        Ok(())
+    }
+
+    /// Whether the whole request is encoded (it may not all be written yet).
+    pub fn is_encoded(&self) -> bool {
+        self.encoded
+    }
+
+    /// Whether the whole request was written: a connection whose request was cut short (its
+    /// write dropped or failed) must never carry another one.
+    pub fn is_sent(&self) -> bool {
+        self.sent
+    }
+
+    /// Writes what is encoded, within `limit` (an upstream that stops reading is cut). With
+    /// `keep`, the bytes stay for a retry on another connection. A failure is retryable when
+    /// the connection was found closed: nothing of a response exists.
+    pub async fn send(
+        &mut self,
+        conn: &UpstreamConn,
+        keep: bool,
+        limit: Duration,
+    ) -> Result<(), ProxyError> {
+        let stream = &conn.stream;
+        let write = async {
+            if keep {
+                rt::write_kept(stream, &mut self.bytes).await
+            } else {
+                rt::write_all(stream, &mut self.bytes).await
+            }
+        };
+        match timer::within(limit, write).await {
+            Some(Ok(())) => {
+                self.sent = self.encoded;
+                Ok(())
+            }
+            Some(Err(e)) => {
+                let err = ProxyError::upstream(ErrorKind::UpstreamClosed).caused_by(&e);
+                Err(if stale(&e) { err.retryable() } else { err })
+            }
+            None => Err(ProxyError::upstream(ErrorKind::UpstreamSendTimeout)),
+        }
+    }
+
+    pub fn recycle(self) {
+        rt::recycle_buffer(self.bytes);
+    }
+}
+
+/// A response head as [`ResponseReader::read_head`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// An interim 1xx (not 100 or 101) the caller may pass on; the final head comes later.
+    Interim,
+    /// The final response head.
+    Final(Parsed),
 }
 
 /// Reading side of one response: the bytes received and how far they are consumed.
@@ -80,6 +234,10 @@ pub async fn send(conn: &UpstreamConn, buf: &mut Vec<u8>, keep: bool) -> Result<
 pub struct ResponseReader {
     buf: Vec<u8>,
     pos: usize,
+    /// How far `buf[pos..]` was searched for the end of a head.
+    scanned: usize,
+    /// Whether any response byte arrived (a failure after that cannot be retried).
+    received: bool,
     decoder: BodyDecoder,
     /// Set once the body is complete and no stray bytes followed it.
     clean_end: bool,
@@ -90,6 +248,8 @@ impl Default for ResponseReader {
         ResponseReader {
             buf: Vec::new(),
             pos: 0,
+            scanned: 0,
+            received: false,
             decoder: BodyDecoder::new(Framing::None, 0),
             clean_end: false,
         }
@@ -104,58 +264,66 @@ impl ResponseReader {
         }
     }
 
-    /// Reads the final response head before `deadline` (if any), skipping 1xx interim responses (the
-    /// proxy answers Expect itself). A failure before any byte arrived is marked retryable.
+    /// Reads the next response head before `deadline` (if any). 100 Continue is skipped (the
+    /// proxy answers Expect itself); 101 is a bad response (no upgrade was asked for); other
+    /// 1xx are returned as [`Head::Interim`] in `head`. A failure before any byte arrived is
+    /// marked retryable.
     pub async fn read_head(
         &mut self,
         conn: &UpstreamConn,
         head_request: bool,
         deadline: Option<Instant>,
         head: &mut ResponseHead,
-    ) -> Result<ResponseMeta, ProxyError> {
-        let stream = &conn.stream;
-        let mut received_any = false;
+    ) -> Result<Head, ProxyError> {
         loop {
             let unparsed = &self.buf[self.pos..];
-            if !unparsed.is_empty() {
-                received_any = true;
-                if let Some(meta) =
-                    head::parse_response(unparsed, MAX_RESPONSE_HEADERS, head_request, head)?
-                {
-                    self.pos += meta.head_len;
-                    if head.status < 200 {
-                        if head.status == 101 {
-                            return Err(ProxyError::bad_response(
-                                "unexpected 101 Switching Protocols from upstream\n",
-                            ));
+            if let Some(len) = head::head_end(unparsed, self.scanned.saturating_sub(2)) {
+                match head::parse_response(unparsed, MAX_RESPONSE_HEADERS, head_request, head)? {
+                    Some(parsed) => {
+                        self.pos += parsed.head_len;
+                        self.scanned = 0;
+                        match head.status {
+                            100 => continue,
+                            101 => {
+                                return Err(ProxyError::bad_response(
+                                    "unexpected 101 Switching Protocols from upstream\n",
+                                ));
+                            }
+                            102..=199 => return Ok(Head::Interim),
+                            _ => {
+                                self.decoder = BodyDecoder::new(parsed.framing, MAX_RESPONSE_HEAD);
+                                return Ok(Head::Final(parsed));
+                            }
                         }
-                        continue;
                     }
-                    self.decoder = BodyDecoder::new(meta.framing, MAX_RESPONSE_HEAD);
-                    return Ok(meta);
+                    // Leading empty lines: the head goes on after them.
+                    None => self.scanned = len,
                 }
-                if unparsed.len() > MAX_RESPONSE_HEAD {
-                    return Err(ProxyError::bad_response(
-                        "upstream response head too large\n",
-                    ));
-                }
+            } else {
+                self.scanned = unparsed.len();
+            }
+            if self.buf.len() - self.pos > MAX_RESPONSE_HEAD {
+                return Err(ProxyError::bad_response(
+                    "upstream response head too large\n",
+                ));
             }
             self.compact();
-            let read = match deadline {
-                Some(deadline) => {
-                    timer::until(deadline, rt::read_some(stream, &mut self.buf, 4096)).await
-                }
-                None => Some(rt::read_some(stream, &mut self.buf, 4096).await),
+            let read = conn.read(&mut self.buf);
+            let got = match deadline {
+                Some(deadline) => timer::until(deadline, read).await,
+                None => Some(read.await),
             };
-            match read {
+            match got {
                 None => return Err(ProxyError::upstream(ErrorKind::UpstreamTimeout)),
-                Some(Ok(0)) | Some(Err(_)) if !received_any => {
-                    return Err(ProxyError::upstream(ErrorKind::UpstreamClosed).retryable());
+                Some(Ok(n)) if n > 0 => self.received = true,
+                Some(res) => {
+                    let err = ProxyError::upstream(ErrorKind::UpstreamClosed);
+                    let err = match res {
+                        Err(e) => err.caused_by(&e),
+                        Ok(_) => err,
+                    };
+                    return Err(if self.received { err } else { err.retryable() });
                 }
-                Some(Ok(0)) | Some(Err(_)) => {
-                    return Err(ProxyError::upstream(ErrorKind::UpstreamClosed));
-                }
-                Some(Ok(_)) => {}
             }
         }
     }
@@ -179,29 +347,32 @@ impl ResponseReader {
         Ok(done)
     }
 
+    /// The trailer fields of a chunked response body, once it is complete.
+    pub fn trailers(&self) -> Option<&Headers> {
+        self.decoder.trailers()
+    }
+
     /// Reads more body bytes, waiting at most `limit`. End of stream completes a close-delimited
     /// body; anywhere else it is a truncation and the exchange is aborted.
     pub async fn fill(&mut self, conn: &UpstreamConn, limit: Duration) -> Result<(), ProxyError> {
-        let stream = &conn.stream;
         self.compact();
-        match timer::within(limit, rt::read_some(stream, &mut self.buf, 4096)).await {
+        match timer::within(limit, conn.read(&mut self.buf)).await {
             Some(Ok(0)) => self
                 .decoder
                 .eof()
                 .map_err(|_| ProxyError::upstream(ErrorKind::Aborted)),
             Some(Ok(_)) => Ok(()),
-            Some(Err(_)) | None => Err(ProxyError::upstream(ErrorKind::Aborted)),
+            Some(Err(e)) => Err(ProxyError::upstream(ErrorKind::Aborted).caused_by(&e)),
+            None => Err(ProxyError::upstream(ErrorKind::Aborted)),
         }
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.decoder.is_done()
     }
 
     /// Forgets a failed exchange, keeping the buffer, before the request is sent again.
     pub fn reset(&mut self) {
         self.buf.clear();
         self.pos = 0;
+        self.scanned = 0;
+        self.received = false;
         self.decoder = BodyDecoder::new(Framing::None, 0);
         self.clean_end = false;
     }

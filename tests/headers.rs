@@ -33,7 +33,7 @@ fn hop_by_hop_request_headers_do_not_reach_the_upstream() {
           Connection: keep-alive, X-Named-In-Connection\r\n\
           Keep-Alive: timeout=5\r\n\
           Proxy-Connection: keep-alive\r\n\
-          TE: trailers\r\n\
+          TE: deflate, gzip;q=0.5\r\n\
           Trailer: X-Checksum\r\n\
           Upgrade: websocket\r\n\
           X-Named-In-Connection: secret\r\n\

@@ -258,13 +258,45 @@ fn pooled_connection_closed_by_upstream() -> (RawUpstream, TestGateway) {
 }
 
 #[test]
-fn idempotent_request_on_a_pooled_connection_closed_by_the_upstream_is_retried_once() {
+fn a_pooled_connection_the_upstream_closed_while_idle_is_not_used() {
     let (up, gw) = pooled_connection_closed_by_upstream();
-    // The pooled connection is dead; the GET goes out on it, fails before any response byte,
-    // and is sent once more on a fresh connection.
+    // The read armed on the idle connection saw the close: the GET goes out on a fresh
+    // connection at once, with no failed attempt and no retry.
     let (second, _c2, _) = exchange(gw.addr, GET);
     assert_eq!(second.status, 200);
     assert_eq!(second.body, b"ok");
+    let stats = gw.endpoint("backend", up.addr());
+    assert_eq!(
+        (stats.idle_closed, stats.retries, stats.connections_reused),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.connections_new, 2, "{stats:?}");
+    assert_eq!(up.accepts(), 2);
+}
+
+#[test]
+fn idempotent_request_dropped_unanswered_on_a_pooled_connection_is_retried_once() {
+    // The upstream closes its idle connection just as the next request arrives (the race every
+    // keep-alive client meets): the request was never answered, so a GET is sent once more on
+    // a fresh connection.
+    let up = RawUpstream::start(|conn| {
+        let first = conn.conn_id() == 0;
+        let mut served = 0;
+        while conn.read_request().is_some() {
+            if first && served == 1 {
+                conn.reset();
+                return;
+            }
+            conn.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            served += 1;
+        }
+    });
+    let gw = TestGateway::start(&simple_config(&[(up.addr(), 1)], 1, "", "{}"));
+    let (first, _c1, _) = exchange(gw.addr, GET);
+    assert_eq!(first.status, 200);
+    let (second, _c2, _) = exchange(gw.addr, GET);
+    assert_eq!((second.status, second.body.as_slice()), (200, &b"ok"[..]));
     let stats = gw.endpoint("backend", up.addr());
     assert_eq!(stats.retries, 1, "{stats:?}");
     assert_eq!(stats.connections_reused, 1, "{stats:?}");
@@ -275,8 +307,8 @@ fn idempotent_request_on_a_pooled_connection_closed_by_the_upstream_is_retried_o
 #[test]
 fn non_idempotent_request_never_goes_out_on_a_pooled_connection_the_upstream_closed() {
     let (up, gw) = pooled_connection_closed_by_upstream();
-    // A POST cannot be repeated: the gateway checks the pooled connection first, sees it
-    // closed, and opens a new one instead of retrying.
+    // A POST cannot be repeated: the pooled connection is checked first, found closed, and a
+    // new one opened instead.
     let post = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
     let (second, _c2, _) = exchange(gw.addr, post);
     assert_eq!(second.status, 200);

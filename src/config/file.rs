@@ -116,6 +116,7 @@ pub(super) struct RawCluster {
     pub(super) name: String,
     pub(super) connect_timeout: Option<String>,
     pub(super) response_timeout: Option<String>,
+    pub(super) send_timeout: Option<String>,
     pub(super) idle_timeout: Option<String>,
     pub(super) max_idle_per_core: Option<i64>,
     pub(super) lb_policy: Option<String>,

@@ -164,6 +164,9 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     /// Wait for the upstream response head once the request is sent.
     pub response_timeout: Duration,
+    /// Longest wait for the upstream to take the next piece of a request (a write that makes
+    /// no progress): 504, or a cut exchange once the response started.
+    pub send_timeout: Duration,
     /// Lifetime of a pooled idle upstream connection.
     pub idle_timeout: Duration,
     /// 0 disables pooling.
@@ -276,11 +279,12 @@ impl fmt::Display for Summary<'_> {
         for cl in &c.clusters {
             writeln!(
                 f,
-                "cluster {} ({}): connect {}, response {}, idle {}, max idle/core {}",
+                "cluster {} ({}): connect {}, response {}, send {}, idle {}, max idle/core {}",
                 cl.name,
                 cl.lb_policy.name(),
                 hd(cl.connect_timeout),
                 hd(cl.response_timeout),
+                hd(cl.send_timeout),
                 hd(cl.idle_timeout),
                 cl.max_idle_per_core
             )?;

@@ -445,7 +445,7 @@ fn summary_mentions_everything() {
         "vhost bill: bill.example.com, *.bill.example.com, *",
         "    GET,POST prefix /api/ -> bill_api",
         "    * path /healthz -> bill_web",
-        "cluster bill_api (weighted_round_robin): connect 250ms, response 15s, idle 1m",
+        "cluster bill_api (weighted_round_robin): connect 250ms, response 15s, send 1m, idle 1m",
         "  127.0.0.1:9001 weight 3",
         "  [::1]:9003 weight 1",
     ] {

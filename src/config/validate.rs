@@ -309,6 +309,7 @@ fn cluster(c: &mut Checker, cl: &RawCluster, ci: usize, index: &HashMap<&str, us
     let secs = Duration::from_secs;
     let connect_timeout = c.dur(&cl.connect_timeout, secs(1), &p("connect_timeout"));
     let response_timeout = c.dur(&cl.response_timeout, secs(15), &p("response_timeout"));
+    let send_timeout = c.dur(&cl.send_timeout, secs(60), &p("send_timeout"));
     let idle_timeout = c.dur(&cl.idle_timeout, secs(60), &p("idle_timeout"));
     let max_idle = &p("max_idle_per_core");
     let max_idle = c.int(cl.max_idle_per_core, 128usize, 0..=65536, max_idle);
@@ -351,6 +352,7 @@ fn cluster(c: &mut Checker, cl: &RawCluster, ci: usize, index: &HashMap<&str, us
         name: cl.name.clone(),
         connect_timeout,
         response_timeout,
+        send_timeout,
         idle_timeout,
         max_idle_per_core: max_idle,
         lb_policy,

@@ -14,6 +14,8 @@ use std::ops::Range;
 
 use memchr::memchr2;
 
+use crate::message::{BodyLength, Headers};
+
 /// Upper bound on one chunk-size line (size, extensions and CRLF). RFC 9112 §7.1.1 lets a
 /// recipient limit extension length; without a cap an attacker could stream extensions forever.
 const MAX_SIZE_LINE: usize = 1024;
@@ -34,6 +36,27 @@ pub enum Framing {
     Chunked,
     /// The body runs until the connection closes (responses only).
     Close,
+}
+
+impl Framing {
+    /// The framing that carries a body of `length` on HTTP/1; a body of unknown length goes
+    /// `unknown` (chunked, or close-delimited to a 1.0 client).
+    pub fn for_length(length: BodyLength, unknown: Framing) -> Framing {
+        match length {
+            BodyLength::Empty => Framing::None,
+            BodyLength::Known(n) => Framing::Length(n),
+            BodyLength::Unknown => unknown,
+        }
+    }
+
+    /// The body length this framing announces.
+    pub fn length(self) -> BodyLength {
+        match self {
+            Framing::None => BodyLength::Empty,
+            Framing::Length(n) => BodyLength::Known(n),
+            Framing::Chunked | Framing::Close => BodyLength::Unknown,
+        }
+    }
 }
 
 /// One step of decoding.
@@ -215,8 +238,9 @@ fn hex_value(b: u8) -> Option<u8> {
 
 /// Strict, incremental decoder for `Transfer-Encoding: chunked` (RFC 9112 §7.1).
 ///
-/// It never buffers: input may be split at any byte and the decoder's state carries across
-/// calls. Extensions and trailers are validated and discarded.
+/// It never buffers body data: input may be split at any byte and the decoder's state carries
+/// across calls. Extensions are validated and discarded; trailer fields are validated and kept
+/// (bounded by the trailer limit) for the next hop.
 #[derive(Debug, Clone)]
 pub struct ChunkedDecoder {
     state: State,
@@ -229,8 +253,43 @@ pub struct ChunkedDecoder {
     /// Bytes of trailer field lines seen so far.
     trailer_len: usize,
     max_trailer_bytes: usize,
+    /// The trailer section's field lines as received (name ':' value, each line ended by LF),
+    /// then the fields; boxed and allocated only when a body has trailers, so that a decoder
+    /// (which every connection holds) stays small.
+    trailers: Option<Box<Trailers>>,
     /// Once decoding fails, the same error is returned forever: the framing is lost.
     error: Option<BodyError>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Trailers {
+    raw: Vec<u8>,
+    fields: Headers,
+}
+
+/// Whether a trailer field may be passed on. Fields that frame, route, authenticate or
+/// describe the message must not be sent as trailers (RFC 9110 §6.5.1), and hop-by-hop fields
+/// never travel: a recipient that merged them into the head would be misled.
+fn forwardable_trailer(name: &[u8]) -> bool {
+    const DENIED: [&[u8]; 16] = [
+        b"content-length",
+        b"transfer-encoding",
+        b"content-encoding",
+        b"content-type",
+        b"content-range",
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"authorization",
+        b"proxy-authorization",
+        b"set-cookie",
+        b"expect",
+    ];
+    !DENIED.iter().any(|d| d.eq_ignore_ascii_case(name))
 }
 
 impl ChunkedDecoder {
@@ -244,7 +303,42 @@ impl ChunkedDecoder {
             line_len: 0,
             trailer_len: 0,
             max_trailer_bytes,
+            trailers: None,
             error: None,
+        }
+    }
+
+    /// The trailer fields that may be passed on, once the body is complete (None when it had
+    /// none).
+    pub fn trailers(&self) -> Option<&Headers> {
+        self.trailers
+            .as_deref()
+            .filter(|_| self.is_done())
+            .map(|t| &t.fields)
+            .filter(|f| !f.is_empty())
+    }
+
+    /// Keeps bytes of a trailer field line.
+    fn keep_trailer(&mut self, bytes: &[u8]) {
+        self.trailers
+            .get_or_insert_with(Box::default)
+            .raw
+            .extend_from_slice(bytes);
+    }
+
+    /// Turns the kept field lines into fields, at the end of the trailer section.
+    fn collect_trailers(&mut self) {
+        let Some(t) = self.trailers.as_deref_mut() else {
+            return;
+        };
+        let Trailers { raw, fields } = t;
+        for line in raw.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            if let Some(colon) = memchr::memchr(b':', line) {
+                let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+                if forwardable_trailer(name) {
+                    fields.append(name, value);
+                }
+            }
         }
     }
 
@@ -300,6 +394,7 @@ impl ChunkedDecoder {
                     if take < value_end {
                         return Err(BodyError::TrailerTooLarge);
                     }
+                    self.keep_trailer(value);
                     self.trailer_len += take;
                     pos += take;
                     match input.get(pos) {
@@ -483,22 +578,35 @@ impl ChunkedDecoder {
             // starts with SP/HTAB is obs-fold, which must not be accepted (RFC 9112 §5.2).
             TrailerLineStart => match b {
                 b'\r' => TrailerEndLf,
-                _ if is_tchar(b) => TrailerName,
+                _ if is_tchar(b) => {
+                    self.keep_trailer(&[b]);
+                    TrailerName
+                }
                 _ => return Err(InvalidTrailer),
             },
             // field-name ":" with no whitespace before the colon (RFC 9112 §5.1).
             TrailerName => match b {
-                _ if is_tchar(b) => TrailerName,
-                b':' => TrailerValue,
+                _ if is_tchar(b) => {
+                    self.keep_trailer(&[b]);
+                    TrailerName
+                }
+                b':' => {
+                    self.keep_trailer(b":");
+                    TrailerValue
+                }
                 _ => return Err(InvalidTrailer),
             },
             TrailerValue => match b {
                 b'\r' => TrailerLf,
-                _ if is_field_value_byte(b) => TrailerValue,
+                _ if is_field_value_byte(b) => {
+                    self.keep_trailer(&[b]);
+                    TrailerValue
+                }
                 _ => return Err(InvalidTrailer),
             },
             TrailerLf => {
                 if b == b'\n' {
+                    self.keep_trailer(b"\n");
                     TrailerLineStart
                 } else {
                     return Err(MissingCrlf);
@@ -506,6 +614,7 @@ impl ChunkedDecoder {
             }
             TrailerEndLf => {
                 if b == b'\n' {
+                    self.collect_trailers();
                     Done
                 } else {
                     return Err(MissingCrlf);
@@ -611,6 +720,14 @@ impl BodyDecoder {
         }
     }
 
+    /// The trailer fields of a complete chunked body that may be passed on.
+    pub fn trailers(&self) -> Option<&Headers> {
+        match &self.kind {
+            DecoderKind::Chunked(chunked) => chunked.trailers(),
+            _ => None,
+        }
+    }
+
     /// True once the body is complete.
     pub fn is_done(&self) -> bool {
         match &self.kind {
@@ -686,15 +803,30 @@ impl BodyEncoder {
         Ok(())
     }
 
-    /// Ends the body: Chunked appends "0\r\n\r\n"; Length errors TooShort unless all bytes were
-    /// written; Close/None nothing. Calling it again after success writes nothing.
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BodyError> {
+    /// Ends the body: Chunked appends the last chunk, the trailer fields and the final CRLF;
+    /// Length errors TooShort unless all bytes were written; Close/None nothing. Calling it
+    /// again after success writes nothing.
+    pub fn finish(
+        &mut self,
+        trailers: Option<&Headers>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BodyError> {
         if self.finished {
             return Ok(());
         }
         match self.kind {
             EncoderKind::Length { remaining } if remaining > 0 => return Err(BodyError::TooShort),
-            EncoderKind::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+            EncoderKind::Chunked => {
+                out.extend_from_slice(b"0\r\n");
+                for (name, value) in trailers.iter().flat_map(|t| t.iter()) {
+                    out.extend_from_slice(name);
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(value);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            // Only chunked framing can carry trailers; elsewhere they are dropped.
             EncoderKind::Length { .. } | EncoderKind::Close | EncoderKind::None => {}
         }
         self.finished = true;
@@ -1526,13 +1658,13 @@ mod tests {
         assert!(!enc.is_chunked());
         let mut out = Vec::new();
         enc.encode(b"hel", &mut out).unwrap();
-        assert_eq!(enc.finish(&mut out), Err(BodyError::TooShort));
+        assert_eq!(enc.finish(None, &mut out), Err(BodyError::TooShort));
         assert_eq!(enc.encode(b"lo!", &mut out), Err(BodyError::TooLong));
         assert_eq!(out, b"hel", "nothing written on error");
         enc.encode(b"", &mut out).unwrap();
         enc.encode(b"lo", &mut out).unwrap();
         assert_eq!(enc.encode(b"!", &mut out), Err(BodyError::TooLong));
-        enc.finish(&mut out).unwrap();
+        enc.finish(None, &mut out).unwrap();
         assert_eq!(out, b"hello");
     }
 
@@ -1544,14 +1676,14 @@ mod tests {
         enc.encode(b"hello", &mut out).unwrap();
         enc.encode(b"", &mut out).unwrap();
         enc.encode(&[b'x'; 26], &mut out).unwrap();
-        enc.finish(&mut out).unwrap();
+        enc.finish(None, &mut out).unwrap();
         let mut expected = b"5\r\nhello\r\n1a\r\n".to_vec();
         expected.extend_from_slice(&[b'x'; 26]);
         expected.extend_from_slice(b"\r\n0\r\n\r\n");
         assert_eq!(out, expected);
         // Finished: no more data, finish is idempotent, still reports chunked.
         assert_eq!(enc.encode(b"x", &mut out), Err(BodyError::TooLong));
-        enc.finish(&mut out).unwrap();
+        enc.finish(None, &mut out).unwrap();
         assert_eq!(out, expected);
         assert!(enc.is_chunked());
     }
@@ -1562,7 +1694,7 @@ mod tests {
         let mut out = Vec::new();
         enc.encode(b"abc", &mut out).unwrap();
         enc.encode(b"0\r\n\r\n", &mut out).unwrap();
-        enc.finish(&mut out).unwrap();
+        enc.finish(None, &mut out).unwrap();
         assert_eq!(out, b"abc0\r\n\r\n");
         assert!(!enc.is_chunked());
 
@@ -1570,13 +1702,13 @@ mod tests {
         let mut out = Vec::new();
         enc.encode(b"", &mut out).unwrap();
         assert_eq!(enc.encode(b"a", &mut out), Err(BodyError::TooLong));
-        enc.finish(&mut out).unwrap();
+        enc.finish(None, &mut out).unwrap();
         assert!(out.is_empty());
 
         let mut enc = BodyEncoder::new(Framing::Length(0));
         let mut out = Vec::new();
         assert_eq!(enc.encode(b"a", &mut out), Err(BodyError::TooLong));
-        enc.finish(&mut out).unwrap();
+        enc.finish(None, &mut out).unwrap();
         assert!(out.is_empty());
     }
 
@@ -1621,7 +1753,7 @@ mod tests {
                         enc.encode(&data[pos..pos + n], &mut wire).unwrap();
                         pos += n;
                     }
-                    enc.finish(&mut wire).unwrap();
+                    enc.finish(None, &mut wire).unwrap();
                     wire.extend_from_slice(b"NEXT");
 
                     // Decode fed in random-sized reads.

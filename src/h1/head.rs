@@ -7,7 +7,7 @@ use httparse::{Header, ParserConfig, Status};
 
 use super::body::Framing;
 use crate::error::{ErrorKind, ProxyError};
-use crate::message::{BodyLength, Method, RequestHead, ResponseHead, Version};
+use crate::message::{Method, RequestHead, ResponseHead, Version};
 
 /// Upper bound of the configurable header count; the parse buffer lives on the stack.
 pub const MAX_HEADERS_CAP: usize = 1024;
@@ -15,25 +15,34 @@ pub const MAX_HEADERS_CAP: usize = 1024;
 /// Connection options a message may name (RFC 9110 §7.6.1); more is an error, not a truncation.
 const MAX_CONNECTION_OPTIONS: usize = 16;
 
-/// What the downstream codec needs to know about a parsed request beyond the neutral head.
+/// What a codec needs to know about a parsed head, request or response, beyond the neutral head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestMeta {
+pub struct Parsed {
     /// Bytes of the head, including the empty line.
     pub head_len: usize,
+    /// How the body that follows is delimited.
     pub framing: Framing,
-    /// The client allows the connection to stay open after this exchange.
+    /// The sender allows the connection to stay open after this message.
     pub keep_alive: bool,
-    /// The client waits for 100 Continue before sending the body.
+    /// A request whose client waits for 100 Continue before sending its body (never set for a
+    /// response, nor for a request without a body).
     pub expect_continue: bool,
 }
 
-/// What the upstream codec needs to know about a parsed response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResponseMeta {
-    pub head_len: usize,
-    pub framing: Framing,
-    /// The upstream allows the connection to be reused.
-    pub keep_alive: bool,
+/// Where the empty line that ends a head is, searching from `from` (a position the caller
+/// already scanned, minus the two bytes a line end may span): the head's length, or None while
+/// it is incomplete. A head that arrives in many small reads is scanned once in all, and parsed
+/// once, instead of being parsed from its start after every read.
+pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.min(buf.len());
+    memchr::memchr_iter(b'\n', buf.get(start..)?)
+        .map(|i| start + i)
+        .find_map(|lf| match buf.get(lf + 1..lf + 3) {
+            Some([b'\n', _]) => Some(lf + 2),
+            Some([b'\r', b'\n']) => Some(lf + 3),
+            None if buf.get(lf + 1) == Some(&b'\n') => Some(lf + 2),
+            _ => None,
+        })
 }
 
 /// The framing- and connection-related fields of a head, collected in one pass.
@@ -157,6 +166,15 @@ impl<'b> FramingFields<'b> {
         Ok(f)
     }
 
+    /// Whether the sender allows the connection to persist (RFC 9112 §9.3): 1.1 unless it says
+    /// close, 1.0 only when it asks for keep-alive.
+    fn keeps_alive(&self, version: Version) -> bool {
+        match version {
+            Version::HTTP_10 => self.keep_alive && !self.close,
+            _ => !self.close,
+        }
+    }
+
     fn names_option(&self, name: &[u8]) -> bool {
         self.options[..self.option_count]
             .iter()
@@ -225,7 +243,7 @@ pub fn parse_request(
     buf: &[u8],
     max_headers: usize,
     head: &mut RequestHead,
-) -> Result<Option<RequestMeta>, ProxyError> {
+) -> Result<Option<Parsed>, ProxyError> {
     let mut storage = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS_CAP];
     let slots = &mut storage[..max_headers.clamp(1, MAX_HEADERS_CAP)];
     let mut req = httparse::Request::new(&mut []);
@@ -302,6 +320,12 @@ pub fn parse_request(
             if !authority_from_target {
                 head.set_authority(value);
             }
+        } else if name.eq_ignore_ascii_case(b"te") {
+            // Hop-by-hop; what matters end to end is whether trailers may come back.
+            head.te_trailers |= list(value).any(|t| {
+                let coding = t.split(|&b| b == b';').next().unwrap_or_default();
+                coding.trim_ascii().eq_ignore_ascii_case(b"trailers")
+            });
         } else if name.eq_ignore_ascii_case(b"expect") {
             if !value.eq_ignore_ascii_case(b"100-continue") {
                 return Err(ProxyError::downstream(ErrorKind::ExpectationFailed));
@@ -316,28 +340,19 @@ pub fn parse_request(
         return Err(ProxyError::bad_request("missing Host header\n"));
     }
 
+    // A request without Content-Length or Transfer-Encoding has no body (RFC 9112 §6.3); an
+    // explicit `Content-Length: 0` stays explicit toward the upstream (some answer 411 without).
     let framing = if fields.chunked {
         Framing::Chunked
     } else {
-        match fields.content_length {
-            Some(0) | None => Framing::None,
-            Some(n) => Framing::Length(n),
-        }
+        fields.content_length.map_or(Framing::None, Framing::Length)
     };
-    head.body = match framing {
-        Framing::None => BodyLength::Empty,
-        Framing::Length(n) => BodyLength::Known(n),
-        Framing::Chunked | Framing::Close => BodyLength::Unknown,
-    };
-    let keep_alive = match version {
-        Version::HTTP_10 => fields.keep_alive && !fields.close,
-        _ => !fields.close,
-    };
-    Ok(Some(RequestMeta {
+    head.body = framing.length();
+    Ok(Some(Parsed {
         head_len,
         framing,
-        keep_alive,
-        expect_continue: expect_continue && framing != Framing::None,
+        keep_alive: fields.keeps_alive(version),
+        expect_continue: expect_continue && !head.body.is_empty(),
     }))
 }
 
@@ -348,7 +363,7 @@ pub fn parse_response(
     max_headers: usize,
     head_request: bool,
     head: &mut ResponseHead,
-) -> Result<Option<ResponseMeta>, ProxyError> {
+) -> Result<Option<Parsed>, ProxyError> {
     let mut storage = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS_CAP];
     let slots = &mut storage[..max_headers.clamp(1, MAX_HEADERS_CAP)];
     let mut res = httparse::Response::new(&mut []);
@@ -404,27 +419,17 @@ pub fn parse_response(
     } else if fields.chunked {
         Framing::Chunked
     } else {
-        match fields.content_length {
-            Some(0) => Framing::None,
-            Some(n) => Framing::Length(n),
-            None => Framing::Close,
-        }
+        fields
+            .content_length
+            .map_or(Framing::Close, Framing::Length)
     };
-    head.body = match framing {
-        Framing::None => BodyLength::Empty,
-        Framing::Length(n) => BodyLength::Known(n),
-        Framing::Chunked | Framing::Close => BodyLength::Unknown,
-    };
+    head.body = framing.length();
     head.declared_length = fields.content_length;
-    let keep_alive = framing != Framing::Close
-        && match version {
-            Version::HTTP_10 => fields.keep_alive && !fields.close,
-            _ => !fields.close,
-        };
-    Ok(Some(ResponseMeta {
+    Ok(Some(Parsed {
         head_len,
         framing,
-        keep_alive,
+        keep_alive: framing != Framing::Close && fields.keeps_alive(version),
+        expect_continue: false,
     }))
 }
 
@@ -463,6 +468,9 @@ pub fn encode_request(
     );
     for (name, value) in head.headers.iter() {
         put_field(out, name, value);
+    }
+    if head.te_trailers {
+        out.extend_from_slice(b"te: trailers\r\n");
     }
     put_framing(out, framing);
     out.extend_from_slice(b"\r\n");
@@ -504,6 +512,9 @@ pub fn encode_response(
         put_field(out, name, value);
     }
     match (framing, head.declared_length) {
+        // 204 and 1xx never carry Content-Length (RFC 9110 §8.6); HEAD and 304 answers repeat
+        // the length as metadata.
+        (Framing::None, Some(_)) if head.status == 204 || head.status < 200 => {}
         (Framing::None, Some(n)) => {
             out.extend_from_slice(b"content-length: ");
             put_u64(out, n);
@@ -539,15 +550,32 @@ fn put_persistence(out: &mut Vec<u8>, persistence: Persistence) {
     }
 }
 
-/// Encodes a short plain-text response generated by the proxy itself (errors, 404).
-pub fn encode_local_response(status: u16, body: &str, persistence: Persistence, out: &mut Vec<u8>) {
+/// Encodes a short plain-text response generated by the proxy itself (errors, 404): `len` is
+/// its body's length, `body` what is sent of it (nothing in an answer to HEAD, which still
+/// announces the length a GET would get).
+pub fn encode_local_response(
+    status: u16,
+    len: u64,
+    body: &str,
+    persistence: Persistence,
+    out: &mut Vec<u8>,
+) {
     put_status_line(out, status, b"");
     out.extend_from_slice(b"content-type: text/plain\r\ncontent-length: ");
-    put_u64(out, body.len() as u64);
+    put_u64(out, len);
     out.extend_from_slice(b"\r\n");
     put_persistence(out, persistence);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
+}
+
+/// Encodes an interim (1xx) response for the client: status line and fields, no framing.
+pub fn encode_interim(head: &ResponseHead, out: &mut Vec<u8>) {
+    put_status_line(out, head.status, head.reason());
+    for (name, value) in head.headers.iter() {
+        put_field(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The interim response that tells a client to send its body.
@@ -557,7 +585,7 @@ pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 mod tests {
     use super::*;
 
-    fn req(raw: &str) -> Result<Option<(RequestMeta, RequestHead)>, ProxyError> {
+    fn req(raw: &str) -> Result<Option<(Parsed, RequestHead)>, ProxyError> {
         let mut head = RequestHead::default();
         parse_request(raw.as_bytes(), 100, &mut head).map(|m| m.map(|m| (m, head)))
     }

@@ -1,0 +1,188 @@
+//! Proves that no response ever lands on the wrong request: bytes an upstream sends on an idle
+//! pooled connection retire that connection (counted), the gateway's own answers to HEAD carry
+//! no body, and a request whose body was not completely sent never leaves its connection in the
+//! pool.
+
+mod support;
+
+use std::time::Duration;
+
+use support::client::RawClient;
+use support::gateway::{TestGateway, simple_config};
+use support::harness::{Gate, T};
+use support::upstream::{RawUpstream, closed_port};
+
+/// An answer whose body is `body`.
+fn answer(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// One GET on a fresh client connection; returns the body.
+fn get(gw: &TestGateway, path: &str) -> String {
+    let mut c = RawClient::connect(gw.addr);
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+    let r = c.read_response(T);
+    assert_eq!(r.status, 200, "GET {path}: {:?}", r.text());
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// Stray bytes arriving on an idle pooled connection (here a whole second response) must not be
+/// taken as the answer to the next request sent on it, and the real answer to that request must
+/// not poison the one after: the connection is retired when it is checked out.
+#[test]
+fn bytes_on_an_idle_pooled_connection_retire_it() {
+    let answered_a = Gate::new();
+    let poisoned = Gate::new();
+    let (answered, stray) = (answered_a.clone(), poisoned.clone());
+    let up = RawUpstream::start(move |conn| {
+        let mut first = conn.conn_id() == 0;
+        while let Some(req) = conn.read_request() {
+            if first {
+                first = false;
+                conn.write(&answer("ok"));
+                // Once the gateway has pooled the connection: a response nobody asked for.
+                if answered.wait(T) {
+                    conn.write(&answer("POISON"));
+                    stray.open();
+                }
+                continue;
+            }
+            conn.write(&answer(&req.target));
+        }
+    });
+    let gw = TestGateway::start(&simple_config(&[(up.addr(), 1)], 1, "", "{}"));
+    assert_eq!(get(&gw, "/a"), "ok", "client A");
+    answered_a.open();
+    assert!(poisoned.wait(T), "the upstream wrote its stray response");
+    assert_eq!(get(&gw, "/b"), "/b", "client B must get its own answer");
+    assert_eq!(get(&gw, "/c"), "/c", "client C must get its own answer");
+    let ep = gw.endpoint("backend", up.addr());
+    assert_eq!(ep.idle_stray_bytes, 1, "{ep:?}");
+    assert_eq!(ep.connections_new, 2, "{ep:?}");
+    assert!(up.script_panics().is_empty(), "{:?}", up.script_panics());
+}
+
+/// A late body after a response to HEAD, or after a 204 or a 304, is the same hazard.
+#[test]
+fn late_bodies_after_bodiless_responses_retire_the_connection() {
+    for (method, status) in [("HEAD", 200), ("GET", 204), ("GET", 304)] {
+        let answered_first = Gate::new();
+        let late = Gate::new();
+        let (answered, wrote_late) = (answered_first.clone(), late.clone());
+        let up = RawUpstream::start(move |conn| {
+            let mut first = conn.conn_id() == 0;
+            while let Some(req) = conn.read_request() {
+                if first {
+                    first = false;
+                    let head = if status == 200 {
+                        "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n".to_owned()
+                    } else {
+                        format!("HTTP/1.1 {status} X\r\n\r\n")
+                    };
+                    conn.write(head.as_bytes());
+                    if answered.wait(T) {
+                        // The body the bodiless response must not have.
+                        conn.write(b"HTTP/1.1 200");
+                        wrote_late.open();
+                    }
+                    continue;
+                }
+                conn.write(&answer(&req.target));
+            }
+        });
+        let gw = TestGateway::start(&simple_config(&[(up.addr(), 1)], 1, "", "{}"));
+        let mut c = RawClient::connect(gw.addr);
+        c.send(format!("{method} /first HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        let r = c.read_head_response(T);
+        assert_eq!(r.status, status, "{method} -> {status}");
+        answered_first.open();
+        assert!(
+            late.wait(T),
+            "{method} -> {status}: the late bytes were written"
+        );
+        assert_eq!(get(&gw, "/next"), "/next", "after {method} -> {status}");
+        let ep = gw.endpoint("backend", up.addr());
+        assert_eq!(ep.idle_stray_bytes, 1, "{method} -> {status}: {ep:?}");
+    }
+}
+
+/// An upstream that closes an idle pooled connection is noticed at checkout: no request is sent
+/// on it, and none is retried because of it.
+#[test]
+fn an_idle_connection_the_upstream_closed_is_not_used() {
+    let closed = Gate::new();
+    let closing = closed.clone();
+    let up = RawUpstream::start(move |conn| {
+        let first = conn.conn_id() == 0;
+        if let Some(req) = conn.read_request() {
+            conn.write(&answer(&req.target));
+        }
+        if first {
+            conn.close();
+            closing.open();
+            return;
+        }
+        while let Some(req) = conn.read_request() {
+            conn.write(&answer(&req.target));
+        }
+    });
+    let gw = TestGateway::start(&simple_config(&[(up.addr(), 1)], 1, "", "{}"));
+    assert_eq!(get(&gw, "/a"), "/a");
+    assert!(closed.wait(T));
+    // A POST could not be retried: it must go out on a live connection the first time.
+    let mut c = RawClient::connect(gw.addr);
+    c.send(b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi");
+    let r = c.read_response(T);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"/b"[..]));
+    let ep = gw.endpoint("backend", up.addr());
+    assert_eq!((ep.idle_closed, ep.retries), (1, 0), "{ep:?}");
+}
+
+/// The gateway's own answers (here 503 and 404) to HEAD carry the length of the body a GET
+/// would get, and no body: the next pipelined request's answer starts right after the head.
+#[test]
+fn local_answers_to_head_carry_no_body() {
+    let gw = TestGateway::start(&simple_config(&[(closed_port(), 1)], 1, "", "{}"));
+    let mut c = RawClient::connect(gw.addr);
+    c.send(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    let head = c.read_head_response(T);
+    assert_eq!(head.status, 503);
+    let declared: usize = head
+        .header("content-length")
+        .expect("the HEAD answer keeps its content-length")
+        .parse()
+        .expect("a number");
+    let get = c.read_response(T);
+    assert_eq!(get.status, 503, "the GET's answer follows the HEAD's head");
+    assert_eq!(get.body.len(), declared);
+    assert!(!c.is_closed(Duration::from_millis(50)), "kept alive");
+
+    let up = RawUpstream::responding(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let gw = TestGateway::start(&format!(
+        "workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: only
+        domains: [\"only.example\"]
+        routes:
+          - match: {{ prefix: \"/\" }}
+            route: {{ cluster: backend }}
+clusters:
+  - name: backend
+    endpoints:
+      - {{ address: \"{}\" }}
+",
+        up.addr()
+    ));
+    let mut c = RawClient::connect(gw.addr);
+    c.send(b"HEAD / HTTP/1.1\r\nHost: other\r\n\r\nGET / HTTP/1.1\r\nHost: other\r\n\r\n");
+    assert_eq!(c.read_head_response(T).status, 404);
+    let get = c.read_response(T);
+    assert_eq!(get.status, 404, "{:?}", get.text());
+}
