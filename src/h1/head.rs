@@ -253,6 +253,7 @@ pub fn parse_request(
         Err(httparse::Error::TooManyHeaders) => {
             return Err(ProxyError::downstream(ErrorKind::HeadTooLarge));
         }
+        Err(httparse::Error::Version) => return parse_other_version(buf, max_headers, head),
         Err(_) => return Err(ProxyError::bad_request("malformed request head\n")),
     };
     let (Some(method), Some(target)) = (req.method, req.path) else {
@@ -354,6 +355,36 @@ pub fn parse_request(
         keep_alive: fields.keeps_alive(version),
         expect_continue: expect_continue && !head.body.is_empty(),
     }))
+}
+
+/// A request line whose version httparse does not take (it knows 1.0 and 1.1). HTTP/1.x with a
+/// higher minor version is served as HTTP/1.1, the highest minor this recipient implements
+/// (RFC 9110 §2.5); another major version (the HTTP/2 preface, say) is 505 on an HTTP/1
+/// connection; anything else is malformed. Rare: the head is copied once to be parsed as 1.1.
+fn parse_other_version(
+    buf: &[u8],
+    max_headers: usize,
+    head: &mut RequestHead,
+) -> Result<Option<Parsed>, ProxyError> {
+    let malformed = || ProxyError::bad_request("malformed request line\n");
+    let line_end = memchr::memchr(b'\n', buf).ok_or_else(malformed)?;
+    let line = &buf[..line_end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let at = memchr::memrchr(b' ', line).ok_or_else(malformed)? + 1;
+    match line.get(at..) {
+        // HTTP-version = "HTTP" "/" DIGIT "." DIGIT (RFC 9112 §2.3)
+        Some([b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor]) if minor.is_ascii_digit() => {
+            let mut patched = buf.to_vec();
+            patched[at + 7] = b'1';
+            parse_request(&patched, max_headers, head)
+        }
+        Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor])
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Err(ProxyError::downstream(ErrorKind::VersionNotSupported))
+        }
+        _ => Err(malformed()),
+    }
 }
 
 /// Parses a response head from `buf`. Ok(None): incomplete. `head_request` tells whether the
@@ -728,6 +759,96 @@ mod tests {
         }
         raw.push_str("\r\n");
         assert_eq!(status_of(&raw), 431);
+    }
+
+    #[test]
+    fn versions_beyond_1_1() {
+        let (meta, head) = req("GET /v HTTP/1.2\r\nHost: a\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.version, Version::HTTP_11);
+        assert!(meta.keep_alive);
+        assert_eq!(meta.head_len, "GET /v HTTP/1.2\r\nHost: a\r\n\r\n".len());
+        assert!(req("GET /v HTTP/1.9\r\nHost: a\r\n").unwrap().is_none());
+        assert_eq!(status_of("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+        assert_eq!(status_of("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 505);
+        assert_eq!(status_of("GET / HTTP/3.0\r\nHost: a\r\n\r\n"), 505);
+        assert_eq!(status_of("GET / HTTP/1.10\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status_of("GET / http/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status_of("GET / HTTP/1\r\nHost: a\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn head_end_finds_the_empty_line_from_where_the_scan_stopped() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY";
+        assert_eq!(head_end(head, 0), Some(head.len() - 4));
+        for cut in 0..head.len() - 4 {
+            assert_eq!(head_end(&head[..cut], 0), None, "cut at {cut}");
+            let from = cut.saturating_sub(2);
+            assert_eq!(
+                head_end(head, from),
+                Some(head.len() - 4),
+                "resumed at {from}"
+            );
+        }
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\n", 0), Some(24));
+        assert_eq!(head_end(b"a\n\r", 0), None);
+        assert_eq!(head_end(b"a\n", 5), None);
+    }
+
+    #[test]
+    fn te_trailers_is_noted_and_regenerated() {
+        let (_, head) = req("GET / HTTP/1.1\r\nHost: a\r\nTE: deflate, trailers;q=1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(head.te_trailers);
+        assert_eq!(head.headers.get(b"te"), None);
+        let mut out = Vec::new();
+        encode_request(&head, b"up", Framing::None, &mut out);
+        assert!(out.windows(14).any(|w| w == b"te: trailers\r\n"));
+        let (_, head) = req("GET / HTTP/1.1\r\nHost: a\r\nTE: gzip\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!head.te_trailers);
+    }
+
+    #[test]
+    fn explicit_zero_length_is_kept_and_204_has_no_length() {
+        let (meta, head) = req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.framing, Framing::Length(0));
+        let mut out = Vec::new();
+        encode_request(&head, b"up", meta.framing, &mut out);
+        assert!(
+            out.ends_with(b"content-length: 0\r\n\r\n"),
+            "{:?}",
+            out.escape_ascii()
+        );
+        let mut resp = ResponseHead::default();
+        parse_response(
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+            10,
+            false,
+            &mut resp,
+        )
+        .unwrap()
+        .unwrap();
+        out.clear();
+        encode_response(&resp, Framing::None, Persistence::Default, &mut out);
+        assert_eq!(out, b"HTTP/1.1 204 No Content\r\n\r\n");
+        parse_response(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+            10,
+            false,
+            &mut resp,
+        )
+        .unwrap()
+        .unwrap();
+        out.clear();
+        encode_response(&resp, Framing::None, Persistence::Default, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n"
+        );
     }
 
     #[test]
