@@ -889,8 +889,33 @@ impl RawUpstream {
     where
         F: Fn(&mut RawConn) + Send + Sync + 'static,
     {
-        let script: Arc<Script> = Arc::new(script);
         let listener = TcpListener::bind("127.0.0.1:0").expect("RawUpstream: bind 127.0.0.1:0");
+        RawUpstream::serve(listener, script)
+    }
+
+    /// Like [`start`](Self::start), with small, fixed socket buffers on the accepted
+    /// connections: a receive buffer of `rcvbuf` bytes (no autotuning) and an MSS of `mss`
+    /// bytes (which keeps the connecting side's send buffer small too), so that a few tens of
+    /// KiB the script does not read fill the path from the gateway.
+    pub fn start_small_buffers<F>(rcvbuf: usize, mss: u32, script: F) -> RawUpstream
+    where
+        F: Fn(&mut RawConn) + Send + Sync + 'static,
+    {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("RawUpstream: socket");
+        s.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+        s.set_tcp_mss(mss).expect("TCP_MAXSEG");
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        s.bind(&addr.into()).expect("RawUpstream: bind 127.0.0.1:0");
+        s.listen(64).expect("RawUpstream: listen");
+        RawUpstream::serve(s.into(), script)
+    }
+
+    fn serve<F>(listener: TcpListener, script: F) -> RawUpstream
+    where
+        F: Fn(&mut RawConn) + Send + Sync + 'static,
+    {
+        let script: Arc<Script> = Arc::new(script);
         let addr = listener.local_addr().expect("RawUpstream: local_addr");
         let accepts = Arc::new(AtomicUsize::new(0));
         let panics = Arc::new(Mutex::new(Vec::new()));
