@@ -15,6 +15,7 @@ fn prefix_route(p: String, cluster: usize) -> Route {
         path: PathMatch::Prefix(p),
         methods: None,
         cluster,
+        max_request_body_bytes: None,
     }
 }
 
@@ -47,6 +48,7 @@ fn many_routes(n: usize) -> Router {
                     path: PathMatch::Exact(format!("/v1/resource-{i}/status")),
                     methods: Some(vec![Method::GET]),
                     cluster: i,
+                    max_request_body_bytes: None,
                 }
             } else {
                 prefix_route(format!("/v1/resource-{i}/"), i)

@@ -1,7 +1,7 @@
 //! One downstream HTTP/1.x connection from accept to close: read heads under their limits and
 //! timeouts, hand each request to the proxy, answer errors, keep-alive and pipelining.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -67,7 +67,7 @@ pub async fn serve<S: Stream>(
             timeout: Duration::from_secs(60),
         },
     };
-    match conn.run(client_ip.as_bytes()).await {
+    match conn.run(peer.ip(), client_ip.as_bytes()).await {
         End::Clean => {}
         // Boxed, like the other rare paths, to keep the waiting connection small.
         End::Linger => Box::pin(conn.linger()).await,
@@ -188,7 +188,7 @@ struct Output {
 }
 
 impl<S: Stream> H1<S> {
-    async fn run(&mut self, client_ip: &[u8]) -> End {
+    async fn run(&mut self, peer: IpAddr, client_ip: &[u8]) -> End {
         let worker = self.worker.clone();
         // Empty between requests: storage is taken when a head arrives and given back after
         // the exchange.
@@ -202,7 +202,9 @@ impl<S: Stream> H1<S> {
                     let cx = Context {
                         worker: &worker,
                         listener: self.slot.index.get(),
+                        peer,
                         client_ip,
+                        scheme: b"http",
                     };
                     // Boxed: the exchange's state (~6 KiB of nested I/O futures) exists only
                     // while a request is under way, so a connection waiting for its next

@@ -30,6 +30,7 @@ pub mod pool;
 pub mod proxy;
 pub mod route;
 pub mod rt;
+pub mod sanitize;
 pub mod slot;
 pub mod snapshot;
 pub mod stats;

@@ -87,15 +87,21 @@ impl Headers {
             .map(|(_, v)| v)
     }
 
-    /// Removes every field called `name`; its bytes stay in the arena until the next clear().
-    pub fn remove(&mut self, name: &[u8]) {
+    /// Keeps only the fields for which `keep(name, value)` is true; the bytes of the others
+    /// stay in the arena until the next clear().
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
         let arena = &self.arena;
         self.fields.retain(|f| {
-            !arena
-                .get(f.name.range())
-                .unwrap_or_default()
-                .eq_ignore_ascii_case(name)
+            keep(
+                arena.get(f.name.range()).unwrap_or_default(),
+                arena.get(f.value.range()).unwrap_or_default(),
+            )
         });
+    }
+
+    /// Removes every field called `name`; its bytes stay in the arena until the next clear().
+    pub fn remove(&mut self, name: &[u8]) {
+        self.retain(|n, _| !n.eq_ignore_ascii_case(name));
     }
 
     /// Joins every value of `name` with ", " and appends `extra`, replacing the fields with one

@@ -2,7 +2,7 @@
 //! Protocol-neutral: the downstream codec is behind [`Downstream`], the upstream codec is
 //! [`crate::upstream`] (HTTP/1.1).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,8 @@ use tracing::debug;
 
 use crate::config::Cluster;
 use crate::error::{ErrorKind, ProxyError, Side};
-use crate::message::{Headers, Method, RequestHead, ResponseHead};
+use crate::message::{BodyLength, Headers, Method, RequestHead, ResponseHead};
+use crate::sanitize::sanitize;
 use crate::timer;
 use crate::upstream::{Head, Idle, ResponseReader, UpstreamConn, UpstreamRequest};
 use crate::worker::{ClusterState, EndpointState, Worker};
@@ -79,8 +80,11 @@ pub struct Context<'a> {
     pub worker: &'a Worker,
     /// The listener's index in the worker's current snapshot.
     pub listener: usize,
-    /// The client address, preformatted for X-Forwarded-For.
+    /// The address the connection comes from, and the same preformatted for X-Forwarded-For.
+    pub peer: IpAddr,
     pub client_ip: &'a [u8],
+    /// The scheme the client used ("http").
+    pub scheme: &'static [u8],
 }
 
 /// What happened to one request: the one record step reads it (counters now, access logs
@@ -115,10 +119,14 @@ pub async fn forward<D: Downstream>(
 ) -> Result<u16, ProxyError> {
     let generation = cx.worker.generation();
     let snapshot = &generation.snapshot;
-    let route = snapshot
+    let listener = snapshot
         .listeners
         .get(cx.listener)
-        .and_then(|l| l.router.route(head.authority(), head.path(), &head.method))
+        .ok_or(ProxyError::downstream(ErrorKind::NoRoute))?;
+    sanitize(head, &listener.http, cx.peer, cx.client_ip, cx.scheme)?;
+    let route = listener
+        .router
+        .route(head.authority(), head.path(), &head.method)
         .ok_or(ProxyError::downstream(ErrorKind::NoRoute))?;
     let (Some(spec), Some(cluster)) = (
         snapshot.clusters.get(route.cluster),
@@ -127,15 +135,19 @@ pub async fn forward<D: Downstream>(
         return Err(ProxyError::downstream(ErrorKind::NoRoute));
     };
     outcome.cluster = Some(route.cluster);
-
-    // At the edge the proxy knows the scheme; a client-sent value is never trusted.
-    head.headers.remove(b"x-forwarded-proto");
-    head.headers.append(b"x-forwarded-proto", b"http");
-    head.headers
-        .append_to_list(b"x-forwarded-for", cx.client_ip);
+    // A body announced larger than allowed is refused before anything is sent; a chunked one
+    // as soon as it passes the limit.
+    let body_limit = route
+        .max_request_body_bytes
+        .or(listener.http.max_request_body_bytes);
+    if let (Some(limit), BodyLength::Known(n)) = (body_limit, head.body)
+        && n > limit
+    {
+        return Err(ProxyError::downstream(ErrorKind::PayloadTooLarge));
+    }
 
     let (mut body, mut sink) = down.split();
-    let mut request = UpstreamRequest::new(head, spec.name.as_bytes());
+    let mut request = UpstreamRequest::new(head, spec.name.as_bytes(), body_limit);
     // The body bytes that came with the head go out in the same write.
     let pulled = pull_body(&mut request, &mut body);
     outcome.body_in = request.body_bytes;

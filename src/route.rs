@@ -17,6 +17,8 @@ pub struct Route {
     pub path: PathMatch,
     pub methods: Option<Box<[Method]>>,
     pub cluster: usize,
+    /// Overrides the listener's request body limit.
+    pub max_request_body_bytes: Option<u64>,
 }
 
 impl Route {
@@ -243,6 +245,7 @@ impl Router {
                             path: r.path.clone(),
                             methods: r.methods.clone().map(Vec::into_boxed_slice),
                             cluster: r.cluster,
+                            max_request_body_bytes: r.max_request_body_bytes,
                         })
                         .collect(),
                 ),
@@ -337,6 +340,7 @@ mod tests {
             path: PathMatch::Prefix(p.into()),
             methods: None,
             cluster,
+            max_request_body_bytes: None,
         }
     }
 
@@ -350,6 +354,7 @@ mod tests {
                         path: PathMatch::Exact("/health".into()),
                         methods: Some(vec![Method::GET]),
                         cluster: 9,
+                        max_request_body_bytes: None,
                     },
                     prefix("/v1/", 1),
                     prefix("/", 2),
@@ -436,6 +441,7 @@ mod tests {
                     },
                     methods,
                     cluster: i,
+                    max_request_body_bytes: None,
                 });
             }
             let table = RouteTable::new(routes.clone().into_boxed_slice());

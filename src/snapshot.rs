@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::config::{Cluster, Config, Limits};
+use crate::config::{Cluster, Config, HttpOptions, Limits};
 use crate::route::Router;
 
 /// A listener as the workers serve it.
@@ -14,6 +14,7 @@ pub struct ListenerSpec {
     pub name: String,
     pub address: SocketAddr,
     pub backlog: u32,
+    pub http: HttpOptions,
     pub router: Router,
 }
 
@@ -42,6 +43,7 @@ impl Snapshot {
                 name: l.name.clone(),
                 address: l.address,
                 backlog: l.backlog,
+                http: l.http.clone(),
                 router: Router::new(&l.virtual_hosts),
             })
             .collect();

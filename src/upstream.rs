@@ -139,12 +139,18 @@ pub struct UpstreamRequest {
     sent: bool,
     /// Request body bytes taken from the client.
     pub body_bytes: u64,
+    /// Most body bytes allowed (413 beyond).
+    body_limit: Option<u64>,
 }
 
 impl UpstreamRequest {
     /// Encodes the head for an HTTP/1.1 upstream. `fallback_host` is the Host of a request
-    /// without one (an HTTP/1.0 client).
-    pub fn new(head: &RequestHead, fallback_host: &[u8]) -> UpstreamRequest {
+    /// without one (an HTTP/1.0 client); a body longer than `body_limit` is refused.
+    pub fn new(
+        head: &RequestHead,
+        fallback_host: &[u8],
+        body_limit: Option<u64>,
+    ) -> UpstreamRequest {
         let framing = Framing::for_length(head.body, Framing::Chunked);
         let mut bytes = rt::take_buffer();
         head::encode_request(head, fallback_host, framing, &mut bytes);
@@ -154,12 +160,16 @@ impl UpstreamRequest {
             encoded: head.body.is_empty(),
             sent: false,
             body_bytes: 0,
+            body_limit,
         }
     }
 
     /// Encodes request body bytes.
     pub fn push(&mut self, data: &[u8]) -> Result<(), ProxyError> {
         self.body_bytes += data.len() as u64;
+        if self.body_limit.is_some_and(|limit| self.body_bytes > limit) {
+            return Err(ProxyError::downstream(ErrorKind::PayloadTooLarge));
+        }
         self.encoder
             .encode(data, &mut self.bytes)
             .map_err(|_| ProxyError::bad_request("request body longer than announced\n"))

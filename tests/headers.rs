@@ -1,6 +1,6 @@
 //! Proves header handling across the proxy: hop-by-hop request and response headers (and those
-//! named in Connection) are not forwarded, X-Forwarded-For is appended to and X-Forwarded-Proto
-//! set by the proxy, and Expect: 100-continue is answered (anything else is 417).
+//! named in Connection) are not forwarded, and Expect: 100-continue is answered (anything else
+//! is 417). The identity headers are in trust.rs.
 
 mod support;
 
@@ -50,33 +50,6 @@ fn hop_by_hop_request_headers_do_not_reach_the_upstream() {
         );
     }
     assert_eq!(rec.header("x-end-to-end"), Some("kept"));
-}
-
-#[test]
-fn x_forwarded_for_is_appended_and_x_forwarded_proto_is_set() {
-    let up = HttpUpstream::builder().start();
-    let gw = gateway(&up);
-    let (r, mut c, _) = exchange(
-        gw.addr,
-        b"GET /a HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n\r\n",
-    );
-    assert_eq!(r.status, 200);
-    c.send(
-        b"GET /b HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\n\
-          X-Forwarded-For: 10.0.0.2, 10.0.0.3\r\n\r\n",
-    );
-    assert_eq!(c.read_response(T).status, 200);
-    let rec = up.wait_requests(2, T);
-    assert_eq!(
-        rec[0].header_all("x-forwarded-for"),
-        ["10.0.0.1, 127.0.0.1"]
-    );
-    assert_eq!(rec[0].header_all("x-forwarded-proto"), ["http"]);
-    assert_eq!(
-        rec[1].header_all("x-forwarded-for"),
-        ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]
-    );
-    assert_eq!(rec[1].header_all("x-forwarded-proto"), ["http"]);
 }
 
 #[test]

@@ -65,6 +65,7 @@ pub(super) struct RawLimits {
     pub(super) header_timeout: Option<String>,
     pub(super) idle_timeout: Option<String>,
     pub(super) body_timeout: Option<String>,
+    pub(super) request_timeout: Option<String>,
     pub(super) drain_timeout: Option<String>,
 }
 
@@ -74,6 +75,13 @@ pub(super) struct RawListener {
     pub(super) name: String,
     pub(super) address: String,
     pub(super) backlog: Option<i64>,
+    pub(super) max_connections: Option<i64>,
+    pub(super) max_request_body_bytes: Option<i64>,
+    pub(super) normalize_path: Option<bool>,
+    pub(super) merge_slashes: Option<bool>,
+    pub(super) path_with_escaped_slashes: Option<String>,
+    pub(super) headers_with_underscores: Option<String>,
+    pub(super) trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
     pub(super) virtual_hosts: Vec<RawVirtualHost>,
 }
@@ -108,6 +116,7 @@ pub(super) struct RawMatch {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRouteAction {
     pub(super) cluster: String,
+    pub(super) max_request_body_bytes: Option<i64>,
 }
 
 #[derive(Deserialize)]

@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use crate::path::{EscapedSlashes, PathOptions};
+
 // ---------------------------------------------------------------- errors
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +87,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Longest wait between two body reads or writes.
     pub body_timeout: Duration,
+    /// Longest time for a whole request (head and body) to arrive, from its first byte: a
+    /// client that trickles a body in just under `body_timeout` per read is cut here (408).
+    pub request_timeout: Duration,
     pub drain_timeout: Duration,
 }
 
@@ -96,6 +101,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -106,7 +112,70 @@ pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
     pub backlog: u32,
+    pub http: HttpOptions,
     pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// How a listener treats what its clients send. The defaults are the safe ones for an edge.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpOptions {
+    /// Connections open at once on this listener, over every core; beyond it a new connection
+    /// is closed at accept (and counted). None: unlimited.
+    pub max_connections: Option<usize>,
+    /// Largest request body (413 beyond it). None: unlimited (bodies stream, memory is bounded
+    /// either way). A route may set its own.
+    pub max_request_body_bytes: Option<u64>,
+    /// How request paths are normalised before routing and forwarding.
+    pub path: PathOptions,
+    pub headers_with_underscores: UnderscoreHeaders,
+    /// Peers whose X-Forwarded-* / Forwarded / X-Real-IP headers are kept (an L4 or L7
+    /// balancer in front): the client address is appended to their X-Forwarded-For. From any
+    /// other peer those headers are removed and set by the gateway.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// What to do with a request header whose name has an underscore (CGI-style servers map `-`
+/// and `_` to the same variable, so `X_Forwarded_For` can shadow a trusted `X-Forwarded-For`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnderscoreHeaders {
+    Allow,
+    /// Remove the header (Envoy's DROP_HEADER).
+    #[default]
+    Drop,
+    /// Answer 400.
+    Reject,
+}
+
+impl UnderscoreHeaders {
+    const ALL: [(&'static str, UnderscoreHeaders); 3] = [
+        ("allow", UnderscoreHeaders::Allow),
+        ("drop", UnderscoreHeaders::Drop),
+        ("reject", UnderscoreHeaders::Reject),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UnderscoreHeaders::Allow => "allow",
+            UnderscoreHeaders::Drop => "drop",
+            UnderscoreHeaders::Reject => "reject",
+        }
+    }
+}
+
+impl EscapedSlashes {
+    const ALL: [(&'static str, EscapedSlashes); 3] = [
+        ("keep", EscapedSlashes::Keep),
+        ("reject", EscapedSlashes::Reject),
+        ("decode", EscapedSlashes::Decode),
+    ];
+}
+
+fn escaped_slashes_name(e: EscapedSlashes) -> &'static str {
+    match e {
+        EscapedSlashes::Keep => "keep",
+        EscapedSlashes::Reject => "reject",
+        EscapedSlashes::Decode => "decode",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +210,8 @@ pub struct Route {
     pub methods: Option<Vec<http::Method>>,
     /// Index into `Config::clusters`.
     pub cluster: usize,
+    /// Overrides the listener's `max_request_body_bytes` for this route.
+    pub max_request_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,19 +320,35 @@ impl fmt::Display for Summary<'_> {
         let l = &c.limits;
         writeln!(
             f,
-            "limits: head {} B, {} headers, header {}, idle {}, body {}, drain {}",
+            "limits: head {} B, {} headers, header {}, idle {}, body {}, request {}, drain {}",
             l.max_request_head_bytes,
             l.max_headers,
             hd(l.header_timeout),
             hd(l.idle_timeout),
             hd(l.body_timeout),
+            hd(l.request_timeout),
             hd(l.drain_timeout)
         )?;
+        let limit = |v: Option<u64>| v.map_or("unlimited".to_owned(), |v| v.to_string());
         for lis in &c.listeners {
             writeln!(
                 f,
                 "listener {} on {} (backlog {})",
                 lis.name, lis.address, lis.backlog
+            )?;
+            let h = &lis.http;
+            let trusted: Vec<String> = h.trusted_proxies.iter().map(|n| n.to_string()).collect();
+            writeln!(
+                f,
+                "  connections {}, request body {}, paths: normalize {}, merge slashes {}, \
+                 escaped slashes {}; underscore headers {}; trusted proxies [{}]",
+                limit(h.max_connections.map(|n| n as u64)),
+                limit(h.max_request_body_bytes),
+                h.path.normalize,
+                h.path.merge_slashes,
+                escaped_slashes_name(h.path.escaped_slashes),
+                h.headers_with_underscores.name(),
+                trusted.join(", ")
             )?;
             for v in &lis.virtual_hosts {
                 let domains: Vec<String> = v.domains.iter().map(Domain::to_string).collect();

@@ -86,11 +86,13 @@ fn full_example_parses() {
         path: PathMatch::Prefix("/api/".into()),
         methods: Some(vec![http::Method::GET, http::Method::POST]),
         cluster: 0,
+        max_request_body_bytes: None,
     };
     let r1 = Route {
         path: PathMatch::Exact("/healthz".into()),
         methods: None,
         cluster: 1,
+        max_request_body_bytes: None,
     };
     assert_eq!(v.routes, [r0, r1]);
     let api = &c.clusters[0];
@@ -203,7 +205,63 @@ a.example.com" | a.example.com", "A.Example.COM" | listeners[0].virtual_hosts[0]
 + | limits: { idle_timeout: 10 }\n | limits.idle_timeout | invalid duration "10"
 + | limits: { body_timeout: 1x }\n | limits.body_timeout | invalid duration
 + | limits: { drain_timeout: "" }\n | limits.drain_timeout | invalid duration
++ | limits: { request_timeout: 0s }\n | limits.request_timeout | greater than zero
+- name: c\n | - name: c\n    send_timeout: never\n | clusters[0].send_timeout | invalid duration "never"
+:10000\n | :10000\n    max_connections: 0\n | listeners[0].max_connections | between 1 and 100000000, got 0
+:10000\n | :10000\n    max_request_body_bytes: -1\n | listeners[0].max_request_body_bytes | got -1
+:10000\n | :10000\n    path_with_escaped_slashes: unescape\n | listeners[0].path_with_escaped_slashes | unknown action "unescape" (accepted: keep, reject, decode)
+:10000\n | :10000\n    headers_with_underscores: keep\n | listeners[0].headers_with_underscores | unknown action "keep" (accepted: allow, drop, reject)
+:10000\n | :10000\n    trusted_proxies: ["10.0.0.0/8", "10.0.0.0/33"]\n | listeners[0].trusted_proxies[1] | invalid network "10.0.0.0/33"
+:10000\n | :10000\n    normalize_path: sometimes\n | listeners[0].normalize_path | invalid type
+cluster: c } | cluster: c, max_request_body_bytes: -5 } | listeners[0].virtual_hosts[0].routes[0].route.max_request_body_bytes | got -5
 "#;
+
+#[test]
+fn listener_http_options_default_safe_and_parse() {
+    let c = parse(BASE, "t").unwrap();
+    let h = &c.listeners[0].http;
+    assert_eq!(h, &HttpOptions::default());
+    assert_eq!(
+        (
+            h.path.normalize,
+            h.path.merge_slashes,
+            h.path.escaped_slashes
+        ),
+        (true, false, EscapedSlashes::Reject)
+    );
+    assert_eq!(h.headers_with_underscores, UnderscoreHeaders::Drop);
+    assert!(h.trusted_proxies.is_empty() && h.max_connections.is_none());
+    assert_eq!(c.limits.request_timeout, Duration::from_secs(300));
+    assert_eq!(c.clusters[0].send_timeout, Duration::from_secs(60));
+
+    let yaml = BASE.replacen(
+        ":10000\n",
+        ":10000\n    max_connections: 5000\n    max_request_body_bytes: 1048576\n    \
+         normalize_path: false\n    merge_slashes: true\n    path_with_escaped_slashes: keep\n    \
+         headers_with_underscores: reject\n    trusted_proxies: [\"10.1.2.3/8\", \"192.0.2.7\", \"::1\"]\n",
+        1,
+    )
+    .replacen("cluster: c }", "cluster: c, max_request_body_bytes: 0 }", 1);
+    let c = parse(&yaml, "t").unwrap();
+    let h = &c.listeners[0].http;
+    assert_eq!(h.max_connections, Some(5000));
+    assert_eq!(h.max_request_body_bytes, Some(1 << 20));
+    assert_eq!(
+        h.path,
+        PathOptions {
+            normalize: false,
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Keep
+        }
+    );
+    assert_eq!(h.headers_with_underscores, UnderscoreHeaders::Reject);
+    let nets: Vec<String> = h.trusted_proxies.iter().map(|n| n.to_string()).collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]);
+    assert_eq!(
+        c.listeners[0].virtual_hosts[0].routes[0].max_request_body_bytes,
+        Some(0)
+    );
+}
 
 #[test]
 fn each_error_class_has_its_exact_path() {
@@ -440,7 +498,7 @@ fn summary_mentions_everything() {
         "gw.yaml",
         "workers: auto",
         "admin: 127.0.0.1:9901",
-        "limits: head 65536 B, 100 headers, header 10s, idle 1m, body 1m, drain 30s",
+        "limits: head 65536 B, 100 headers, header 10s, idle 1m, body 1m, request 5m, drain 30s",
         "listener ingress on 0.0.0.0:10000",
         "vhost bill: bill.example.com, *.bill.example.com, *",
         "    GET,POST prefix /api/ -> bill_api",

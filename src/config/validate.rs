@@ -73,6 +73,25 @@ impl Checker {
         parsed.ok()
     }
 
+    /// One of a fixed set of names; an unknown one is reported with the accepted ones.
+    fn one_of<T: Copy + Default>(
+        &mut self,
+        raw: &str,
+        all: &[(&str, T)],
+        what: &str,
+        path: &str,
+    ) -> T {
+        match all.iter().find(|(n, _)| *n == raw.trim()) {
+            Some(&(_, v)) => v,
+            None => {
+                let accepted: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
+                let why = format!("unknown {what} {raw:?} (accepted: {})", accepted.join(", "));
+                self.err(path, why);
+                T::default()
+            }
+        }
+    }
+
     fn name(&mut self, raw: &str, path: &str) {
         if raw.trim().is_empty() {
             self.err(path, "must not be empty");
@@ -122,6 +141,11 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
             header_timeout: c.dur(&l.header_timeout, d.header_timeout, "limits.header_timeout"),
             idle_timeout: c.dur(&l.idle_timeout, d.idle_timeout, "limits.idle_timeout"),
             body_timeout: c.dur(&l.body_timeout, d.body_timeout, "limits.body_timeout"),
+            request_timeout: c.dur(
+                &l.request_timeout,
+                d.request_timeout,
+                "limits.request_timeout",
+            ),
             drain_timeout: c.dur(&l.drain_timeout, d.drain_timeout, "limits.drain_timeout"),
         },
     };
@@ -215,11 +239,13 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
                 routes,
             });
         }
+        let http = http_options(&mut c, l, &p);
         let (name, address) = (l.name.clone(), address.unwrap_or(NO_ADDR));
         listeners.push(Listener {
             name,
             address,
             backlog,
+            http,
             virtual_hosts,
         });
     }
@@ -239,6 +265,68 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
         listeners,
         clusters,
     })
+}
+
+/// Largest body limit accepted (2^62 bytes: far beyond any real body, and still a positive i64).
+const MAX_BODY_LIMIT: i64 = 1 << 62;
+
+fn http_options(c: &mut Checker, l: &RawListener, p: &dyn Fn(&str) -> String) -> HttpOptions {
+    let d = PathOptions::default();
+    let escaped_slashes = match &l.path_with_escaped_slashes {
+        None => d.escaped_slashes,
+        Some(v) => c.one_of(
+            v,
+            &EscapedSlashes::ALL,
+            "action",
+            &p("path_with_escaped_slashes"),
+        ),
+    };
+    let headers_with_underscores = match &l.headers_with_underscores {
+        None => UnderscoreHeaders::default(),
+        Some(v) => c.one_of(
+            v,
+            &UnderscoreHeaders::ALL,
+            "action",
+            &p("headers_with_underscores"),
+        ),
+    };
+    let mut trusted_proxies = Vec::new();
+    for (i, raw) in l.trusted_proxies.iter().flatten().enumerate() {
+        let raw = raw.trim();
+        // A bare address is a network of one.
+        let net = raw
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match net {
+            Ok(net) => trusted_proxies.push(net.trunc()),
+            Err(_) => {
+                let why = format!(
+                    "invalid network {raw:?}: expected a CIDR like \"10.0.0.0/8\" or an address"
+                );
+                c.err(&p(&format!("trusted_proxies[{i}]")), why);
+            }
+        }
+    }
+    HttpOptions {
+        max_connections: l
+            .max_connections
+            .map(|v| c.int(Some(v), 1usize, 1..=100_000_000, &p("max_connections"))),
+        max_request_body_bytes: l.max_request_body_bytes.map(|v| {
+            c.int(
+                Some(v),
+                0u64,
+                0..=MAX_BODY_LIMIT,
+                &p("max_request_body_bytes"),
+            )
+        }),
+        path: PathOptions {
+            normalize: l.normalize_path.unwrap_or(d.normalize),
+            merge_slashes: l.merge_slashes.unwrap_or(d.merge_slashes),
+            escaped_slashes,
+        },
+        headers_with_underscores,
+        trusted_proxies,
+    }
 }
 
 fn route(
@@ -289,10 +377,15 @@ fn route(
         c.err(&format!("{rp}.route.cluster"), why);
         0
     });
+    let max_request_body_bytes = r.route.max_request_body_bytes.map(|v| {
+        let path = format!("{rp}.route.max_request_body_bytes");
+        c.int(Some(v), 0u64, 0..=MAX_BODY_LIMIT, &path)
+    });
     Route {
         path,
         methods,
         cluster,
+        max_request_body_bytes,
     }
 }
 
@@ -315,16 +408,7 @@ fn cluster(c: &mut Checker, cl: &RawCluster, ci: usize, index: &HashMap<&str, us
     let max_idle = c.int(cl.max_idle_per_core, 128usize, 0..=65536, max_idle);
     let lb_policy = match &cl.lb_policy {
         None => LbPolicy::default(),
-        Some(name) => LbPolicy::ALL.iter().find(|(n, _)| n == name).map_or_else(
-            || {
-                let accepted: Vec<&str> = LbPolicy::ALL.iter().map(|(n, _)| *n).collect();
-                let accepted = accepted.join(", ");
-                let why = format!("unknown policy {name:?} (accepted: {accepted})");
-                c.err(&p("lb_policy"), why);
-                LbPolicy::default()
-            },
-            |&(_, policy)| policy,
-        ),
+        Some(name) => c.one_of(name, &LbPolicy::ALL, "policy", &p("lb_policy")),
     };
     if cl.endpoints.is_empty() {
         c.err(&p("endpoints"), "at least one endpoint is required");

@@ -194,32 +194,87 @@ fn version(v: Option<u8>) -> Version {
     }
 }
 
-/// Valid characters of a Host value or absolute-form authority (RFC 3986 §3.2, without userinfo).
+/// Whether a Host value or absolute-form authority is `uri-host [ ":" port ]` (RFC 9110 §7.2,
+/// RFC 3986 §3.2.2-3.2.3): an IPv6 literal in brackets, or a non-empty reg-name / IPv4 address
+/// (unreserved, sub-delims, percent-encodings), then an optional port of digits that fits in 16
+/// bits. No userinfo. A Host that is not (`bill.example.com:evil`, `[::1`) is a 400: it would
+/// route as one name and be forwarded as another.
 fn is_authority(v: &[u8]) -> bool {
-    v.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b':'
-                    | b'['
-                    | b']'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b'%'
-            )
+    let port = if let Some(rest) = v.strip_prefix(b"[") {
+        let Some(close) = memchr::memchr(b']', rest) else {
+            return false;
+        };
+        let literal = std::str::from_utf8(&rest[..close]).ok();
+        if literal
+            .and_then(|l| l.parse::<std::net::Ipv6Addr>().ok())
+            .is_none()
+        {
+            return false;
+        }
+        match &rest[close + 1..] {
+            [] => None,
+            [b':', port @ ..] => Some(port),
+            _ => return false,
+        }
+    } else {
+        let (host, port) = match memchr::memchr(b':', v) {
+            Some(colon) => (&v[..colon], Some(&v[colon + 1..])),
+            None => (v, None),
+        };
+        if host.is_empty() || !is_reg_name(host) {
+            return false;
+        }
+        port
+    };
+    // port = *DIGIT; an empty port is allowed and means the default.
+    port.is_none_or(|p| {
+        p.len() <= 5
+            && p.iter().all(u8::is_ascii_digit)
+            && p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535
     })
+}
+
+/// reg-name = *( unreserved / pct-encoded / sub-delims ) (RFC 3986 §3.2.2); IPv4 addresses
+/// are reg-names too.
+fn is_reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = host.get(i) {
+        let ok = match b {
+            b'%' => {
+                let hex = |j: usize| host.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 2;
+                true
+            }
+            _ => {
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b'-' | b'.'
+                            | b'_'
+                            | b'~'
+                            | b'!'
+                            | b'$'
+                            | b'&'
+                            | b'\''
+                            | b'('
+                            | b')'
+                            | b'*'
+                            | b'+'
+                            | b','
+                            | b';'
+                            | b'='
+                    )
+            }
+        };
+        if !ok {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Splits an absolute-form target (RFC 9112 §3.2.2) into authority and origin-form target.
@@ -290,7 +345,7 @@ pub fn parse_request(
     if target.first() == Some(&b'/') || (target == b"*" && options) {
         head.set_target(target);
     } else if let Some((authority, path)) = split_absolute(target) {
-        if !is_authority(authority) || authority.contains(&b'@') {
+        if !is_authority(authority) {
             return Err(ProxyError::bad_request("invalid authority in target\n"));
         }
         head.set_authority(authority);
@@ -337,7 +392,9 @@ pub fn parse_request(
             head.headers.append(name, value);
         }
     }
-    if hosts == 0 && version == Version::HTTP_11 && !authority_from_target {
+    // Even with an absolute-form target, an HTTP/1.1 request without Host is a 400 (RFC 9112
+    // §3.2): a client that omits it is not speaking HTTP/1.1.
+    if hosts == 0 && version == Version::HTTP_11 {
         return Err(ProxyError::bad_request("missing Host header\n"));
     }
 
@@ -849,6 +906,51 @@ mod tests {
             out,
             b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn host_must_be_a_valid_authority() {
+        for good in [
+            "a",
+            "bill.example.com:8080",
+            "bill.example.com:",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:443",
+            "[2001:db8::7]:65535",
+            "xn--bcher-kva.example",
+            "a%41b",
+            "under_score.example",
+        ] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n");
+            assert!(req(&raw).is_ok_and(|r| r.is_some()), "{good} is valid");
+        }
+        for bad in [
+            "bill.example.com:evil",
+            "bill.example.com:65536",
+            "bill.example.com:123456",
+            "[::1",
+            "[::1]x",
+            "[not-ipv6]",
+            "[::1]:http",
+            "user@host",
+            "a b",
+            "a%4",
+            ":80",
+            "",
+            "a/b",
+        ] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+            assert_eq!(status_of(&raw), 400, "Host {bad:?}");
+            let raw = format!("GET http://{bad}/x HTTP/1.1\r\nHost: a\r\n\r\n");
+            if !bad.is_empty() && !bad.contains(['/', ' ']) {
+                assert_eq!(status_of(&raw), 400, "authority {bad:?}");
+            }
+        }
+        // Absolute-form does not excuse a missing Host in HTTP/1.1; HTTP/1.0 may omit it.
+        assert_eq!(status_of("GET http://a/ HTTP/1.1\r\n\r\n"), 400);
+        let (_, head) = req("GET http://a/x HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.authority(), b"a");
     }
 
     #[test]
