@@ -31,16 +31,16 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes drained while lingering.
 const LINGER_BYTES: usize = 1 << 20;
 
-/// Serves one accepted connection to its end.
+/// Serves one accepted connection to its end; `tracked` counts it out when it ends, or when
+/// its task is dropped (a drain cut short, before or during a request).
 pub async fn serve<S: Stream>(
     worker: Rc<Worker>,
     slot: Rc<ListenerSlot>,
     io: S,
     peer: SocketAddr,
-    key: usize,
+    tracked: Tracked,
 ) {
-    // Counted out by a guard: a connection cut by a drain deadline is dropped mid-request.
-    let _tracked = Tracked::new(&worker, &slot, key);
+    let _tracked = tracked;
     let client_ip = peer.ip().to_string();
     let mut conn = H1 {
         io,
@@ -54,6 +54,7 @@ pub async fn serve<S: Stream>(
             expect_continue: false,
             timeout: Duration::from_secs(60),
             started: Instant::now(),
+            deadline: Instant::now(),
         },
         output: Output {
             wbuf: Vec::new(),
@@ -77,14 +78,15 @@ pub async fn serve<S: Stream>(
 }
 
 /// Keeps a connection counted in its worker's stats and its listener slot while it lives.
-struct Tracked {
+pub struct Tracked {
     worker: Rc<Worker>,
     slot: Rc<ListenerSlot>,
     key: usize,
 }
 
 impl Tracked {
-    fn new(worker: &Rc<Worker>, slot: &Rc<ListenerSlot>, key: usize) -> Tracked {
+    /// Counts in the connection that reserved `key` in `slot`.
+    pub fn new(worker: &Rc<Worker>, slot: &Rc<ListenerSlot>, key: usize) -> Tracked {
         worker.stats.connections_accepted.inc();
         worker.stats.connections_active.inc();
         Tracked {
@@ -163,9 +165,12 @@ struct Input {
     /// The current request's body.
     body: BodyDecoder,
     expect_continue: bool,
+    /// Longest wait for each piece of the body.
     timeout: Duration,
-    /// When the current request's first byte was at hand.
+    /// When the current request's first byte was at hand, and when all of it must have
+    /// arrived (a body that trickles in just under `timeout` per read is cut there).
     started: Instant,
+    deadline: Instant,
 }
 
 /// The writing direction: responses.
@@ -264,6 +269,7 @@ impl<S: Stream> H1<S> {
         // The trailer section of a chunked body is bounded like a head.
         input.body = BodyDecoder::new(parsed.framing, limits.max_request_head_bytes);
         input.timeout = limits.body_timeout;
+        input.deadline = input.started + limits.request_timeout;
         input.expect_continue = parsed.expect_continue;
         let output = &mut self.output;
         output.client_keep_alive = parsed.keep_alive;
@@ -596,7 +602,8 @@ impl<S: Stream> RequestBody for BodyHalf<'_, S> {
             input.rbuf = rt::take_buffer();
         }
         let read = rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ);
-        match timer::within(input.timeout, read).await {
+        let until = (timer::now() + input.timeout).min(input.deadline);
+        match timer::until(until, read).await {
             None => Err(ProxyError::downstream(ErrorKind::RequestTimeout)),
             Some(Ok(n)) if n > 0 => Ok(()),
             _ => Err(ProxyError::client_gone()),

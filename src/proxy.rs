@@ -340,9 +340,16 @@ impl Exchange<'_> {
                                 .await
                                 .unwrap_or(Err(ProxyError::upstream(ErrorKind::UpstreamTimeout)))?
                         }
-                        Either::Left((Err(e), _)) if e.side != Side::Upstream => return Err(e),
+                        // The client failed, or the upstream stopped reading for the whole
+                        // send timeout (an answer it had would have come in meanwhile).
+                        Either::Left((Err(e), _))
+                            if e.side != Side::Upstream
+                                || e.kind == ErrorKind::UpstreamSendTimeout =>
+                        {
+                            return Err(e);
+                        }
                         Either::Left((Err(e), receiving)) => {
-                            // The upstream stopped reading: it may have answered already.
+                            // The upstream closed its reading side: it may have answered.
                             uploading = false;
                             timer::within(response_timeout, receiving)
                                 .await

@@ -4,11 +4,13 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use slab::Slab;
 
 use crate::notify::{Notify, Wait};
 use crate::rt::{Task, TcpListener};
+use crate::stats::ListenerStats;
 
 /// One listener on one core. Connections keep their slot; its index into the current
 /// snapshot's listeners is updated on reload.
@@ -25,10 +27,17 @@ pub struct ListenerSlot {
     /// The connection tasks, so that a drain can be cut short at its deadline. An entry is
     /// reserved at accept and filled with the task right after it is spawned.
     connections: RefCell<Slab<Option<Task>>>,
+    /// The listener's connections over every core (for `max_connections`).
+    stats: Arc<ListenerStats>,
 }
 
 impl ListenerSlot {
-    pub fn new(name: &str, index: usize, socket: TcpListener) -> ListenerSlot {
+    pub fn new(
+        name: &str,
+        index: usize,
+        socket: TcpListener,
+        stats: Arc<ListenerStats>,
+    ) -> ListenerSlot {
         ListenerSlot {
             name: name.to_owned(),
             index: Cell::new(index),
@@ -36,6 +45,7 @@ impl ListenerSlot {
             closing: Notify::new(),
             accepting: RefCell::new(None),
             connections: RefCell::new(Slab::new()),
+            stats,
         }
     }
 
@@ -88,9 +98,12 @@ impl ListenerSlot {
         }
     }
 
-    /// A place for a new connection's task.
-    pub fn reserve(&self) -> usize {
-        self.connections.borrow_mut().insert(None)
+    /// A place for a new connection's task, unless the listener has `max` connections open
+    /// over every core already (None: the connection is to be closed).
+    pub fn reserve(&self, max: Option<usize>) -> Option<usize> {
+        self.stats
+            .admit(max)
+            .then(|| self.connections.borrow_mut().insert(None))
     }
 
     /// Files the task of the connection that reserved `key`.
@@ -102,6 +115,7 @@ impl ListenerSlot {
 
     /// Called by a connection as it ends (or is dropped by an abort).
     pub fn untrack(&self, key: usize) {
+        self.stats.release();
         let task = self.connections.borrow_mut().try_remove(key).flatten();
         if let Some(task) = task {
             task.detach();

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -62,6 +62,8 @@ pub struct WorkerStats {
     pub tid: Counter,
     pub connections_accepted: Counter,
     pub connections_active: Counter,
+    /// Connections closed at accept because their listener had `max_connections` open.
+    pub connections_overflow: Counter,
     pub requests: Counter,
     pub responses_1xx: Counter,
     pub responses_2xx: Counter,
@@ -85,6 +87,32 @@ impl WorkerStats {
             400..=499 => self.responses_4xx.inc(),
             _ => self.responses_5xx.inc(),
         }
+    }
+}
+
+/// One listener over every core.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections open on the listener, over every core: the one counter cores share a
+    /// read-modify-write on, touched at accept and close only (never per request), so that
+    /// `max_connections` holds for the listener as a whole however the kernel spreads clients.
+    pub active: AtomicUsize,
+}
+
+impl ListenerStats {
+    /// Counts a new connection in, unless `max` are open already (false).
+    pub fn admit(&self, max: Option<usize>) -> bool {
+        let before = self.active.fetch_add(1, Relaxed);
+        if max.is_some_and(|max| before >= max) {
+            self.active.fetch_sub(1, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Counts a connection out.
+    pub fn release(&self) {
+        self.active.fetch_sub(1, Relaxed);
     }
 }
 
@@ -161,6 +189,8 @@ pub struct Registry {
     workers: Vec<Arc<WorkerStats>>,
     /// Written when a worker builds a config generation, never on the request path.
     endpoints: Mutex<BTreeMap<EndpointKey, Arc<EndpointStats>>>,
+    /// By listener name; kept across reloads so that open connections stay counted.
+    listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
     /// Each worker's latencies up to its last fold (about a second ago at most).
     latencies: Vec<Mutex<Latency>>,
     pub reloads_ok: Counter,
@@ -203,6 +233,7 @@ impl Registry {
                 })
                 .collect(),
             endpoints: Mutex::new(BTreeMap::new()),
+            listeners: Mutex::new(BTreeMap::new()),
             latencies: (0..workers).map(|_| Mutex::default()).collect(),
             reloads_ok: Counter::default(),
             reloads_failed: Counter::default(),
@@ -220,6 +251,14 @@ impl Registry {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         map.entry((worker, cluster.to_owned(), addr))
+            .or_default()
+            .clone()
+    }
+
+    /// A listener's counters, created on first use.
+    pub fn listener(&self, name: &str) -> Arc<ListenerStats> {
+        lock(&self.listeners)
+            .entry(name.to_owned())
             .or_default()
             .clone()
     }
@@ -265,9 +304,10 @@ impl Registry {
         use std::fmt::Write;
         let mut out = String::new();
         let sum = |f: Field| -> u64 { self.workers.iter().map(|w| f(w).get()).sum() };
-        let fields: [(&str, Field); 12] = [
+        let fields: [(&str, Field); 13] = [
             ("connections_accepted", |w| &w.connections_accepted),
             ("connections_active", |w| &w.connections_active),
+            ("connections_overflow", |w| &w.connections_overflow),
             ("requests", |w| &w.requests),
             ("responses_1xx", |w| &w.responses_1xx),
             ("responses_2xx", |w| &w.responses_2xx),
@@ -295,6 +335,10 @@ impl Registry {
         let _ = writeln!(out, "downstream.latency_max_us {}", latency.max_us());
         let _ = writeln!(out, "control.reloads_ok {}", self.reloads_ok.get());
         let _ = writeln!(out, "control.reloads_failed {}", self.reloads_failed.get());
+        for (name, l) in lock(&self.listeners).iter() {
+            let active = l.active.load(Relaxed);
+            let _ = writeln!(out, "listener.{name}.connections_active {active}");
+        }
         for w in &self.workers {
             for (name, f) in fields {
                 let _ = writeln!(out, "worker.{}.{name} {}", w.worker, f(w).get());

@@ -198,14 +198,32 @@ impl Worker {
             name,
             index,
             TcpListener::from_std(socket)?,
+            self.registry.listener(name),
         ));
         let (worker, weak) = (self.clone(), Rc::downgrade(&slot));
         listener::open(&slot, move |stream, peer| {
             // The accept loop belongs to the slot: while it runs, the slot exists.
             let Some(slot) = weak.upgrade() else { return };
-            let key = slot.reserve();
-            let task =
-                rt::spawn_handle(conn::serve(worker.clone(), slot.clone(), stream, peer, key));
+            let max = worker
+                .generation()
+                .snapshot
+                .listeners
+                .get(slot.index.get())
+                .and_then(|l| l.http.max_connections);
+            let Some(key) = slot.reserve(max) else {
+                // Over the limit: closed at once, before a byte is read.
+                worker.stats.connections_overflow.inc();
+                drop(stream);
+                return;
+            };
+            let tracked = conn::Tracked::new(&worker, &slot, key);
+            let task = rt::spawn_handle(conn::serve(
+                worker.clone(),
+                slot.clone(),
+                stream,
+                peer,
+                tracked,
+            ));
             // Spawned, not yet run: it is in place before it can end and untrack itself.
             slot.track(key, task);
         });
