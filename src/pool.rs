@@ -76,6 +76,11 @@ impl<C> Pool<C> {
         before - idle.len()
     }
 
+    /// Keeps only the idle connections for which `keep` is true.
+    pub fn retain(&self, mut keep: impl FnMut(&mut C) -> bool) {
+        self.idle.borrow_mut().retain_mut(|(conn, _)| keep(conn));
+    }
+
     pub fn clear(&self) {
         self.idle.borrow_mut().clear();
     }
@@ -115,6 +120,20 @@ mod tests {
         assert_eq!(p.evict_expired(t + Duration::from_millis(1500)), 1);
         assert_eq!(p.checkout(t + Duration::from_secs(3)), None);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn retain_drops_what_fails_the_check() {
+        let p = Pool::new(4, Duration::from_secs(10));
+        let t = Instant::now();
+        for c in 1..=4 {
+            p.checkin(c, t);
+        }
+        p.retain(|c| *c % 2 == 0);
+        assert_eq!(
+            (p.checkout(t), p.checkout(t), p.checkout(t)),
+            (Some(4), Some(2), None)
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use tracing::debug;
 use crate::config::Cluster;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::message::{BodyLength, Headers, Method, RequestHead, ResponseHead};
+use crate::route::RouteId;
 use crate::sanitize::sanitize;
 use crate::timer;
 use crate::upstream::{Head, Idle, ResponseReader, UpstreamConn, UpstreamRequest};
@@ -93,7 +94,8 @@ pub struct Context<'a> {
 pub struct Outcome {
     /// The status the client got; None when the exchange ended without a complete response.
     pub status: Option<u16>,
-    /// Index of the cluster the route chose, in the snapshot the request used.
+    /// The route that matched, and the index of its cluster, in the snapshot the request used.
+    pub route: Option<RouteId>,
     pub cluster: Option<usize>,
     pub endpoint: Option<SocketAddr>,
     /// The request went out on a pooled connection.
@@ -134,6 +136,7 @@ pub async fn forward<D: Downstream>(
     ) else {
         return Err(ProxyError::downstream(ErrorKind::NoRoute));
     };
+    outcome.route = Some(route.id);
     outcome.cluster = Some(route.cluster);
     // A body announced larger than allowed is refused before anything is sent; a chunked one
     // as soon as it passes the limit.

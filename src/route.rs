@@ -11,9 +11,17 @@ use crate::config::{Domain, PathMatch, VirtualHost};
 /// only reach the `*` virtual host.
 const MAX_HOST: usize = 255;
 
+/// Where a route is in its listener's config: its virtual host's index and its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteId {
+    pub vhost: u32,
+    pub route: u32,
+}
+
 /// A compiled route: the match and the index of its cluster in the snapshot.
 #[derive(Debug, Clone)]
 pub struct Route {
+    pub id: RouteId,
     pub path: PathMatch,
     pub methods: Option<Box<[Method]>>,
     pub cluster: usize,
@@ -241,7 +249,12 @@ impl Router {
                 routes: RouteTable::new(
                     vh.routes
                         .iter()
-                        .map(|r| Route {
+                        .enumerate()
+                        .map(|(ri, r)| Route {
+                            id: RouteId {
+                                vhost: i,
+                                route: ri as u32,
+                            },
                             path: r.path.clone(),
                             methods: r.methods.clone().map(Vec::into_boxed_slice),
                             cluster: r.cluster,
@@ -434,6 +447,7 @@ mod tests {
                 let path = random_path(i as u64 % 4, &mut next);
                 let methods = (i % 3 == 0).then(|| vec![Method::GET].into_boxed_slice());
                 routes.push(Route {
+                    id: RouteId::default(),
                     path: if i % 5 == 0 {
                         PathMatch::Exact(path)
                     } else {

@@ -23,7 +23,7 @@ use crate::slot::ListenerSlot;
 use crate::snapshot::Snapshot;
 use crate::stats::{EndpointStats, Latency, Registry, WorkerStats};
 use crate::timer;
-use crate::upstream::UpstreamConn;
+use crate::upstream::{Idle, UpstreamConn};
 
 /// How often idle upstream connections past their idle timeout are closed.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -283,7 +283,7 @@ impl Worker {
     }
 
     /// Once a second, forever: closes pooled upstream connections that outlived their idle
-    /// timeout, and folds this core's latencies into the registry (the one lock, off the
+    /// timeout or received anything while idle, and folds this core's latencies into the registry (the one lock, off the
     /// request path).
     pub async fn sweep(self: Rc<Self>) {
         loop {
@@ -291,6 +291,23 @@ impl Worker {
             let now = timer::now();
             for pool in self.pools.borrow().values() {
                 pool.evict_expired(now);
+            }
+            // Idle connections the upstream closed or wrote to are closed now rather than at
+            // their next checkout, so that the upstream's side of them goes too.
+            for cluster in self.generation().clusters.iter() {
+                for ep in cluster.endpoints.iter() {
+                    ep.pool.retain(|conn| match conn.check() {
+                        Idle::Clean => true,
+                        Idle::Stray => {
+                            ep.stats.idle_stray_bytes.inc();
+                            false
+                        }
+                        Idle::Closed => {
+                            ep.stats.idle_closed.inc();
+                            false
+                        }
+                    });
+                }
             }
             self.fold_latency();
         }

@@ -263,3 +263,30 @@ fn a_request_body_cut_short_by_an_early_answer_never_leaves_its_connection_poole
         );
     }
 }
+
+/// An idle pooled connection that received stray bytes is closed within a sweep (a second),
+/// without waiting for a request to find it: the upstream sees the close.
+#[test]
+fn an_idle_connection_with_stray_bytes_is_closed_by_the_sweep() {
+    let answered = Gate::new();
+    let closed = Gate::new();
+    let (answered_in, closed_out) = (answered.clone(), closed.clone());
+    let up = RawUpstream::start(move |conn| {
+        if conn.read_request().is_none() {
+            return;
+        }
+        conn.write(&answer("ok"));
+        if answered_in.wait(T) {
+            conn.write(b"late");
+            // EOF from the gateway: the connection was retired.
+            if conn.read_request().is_none() {
+                closed_out.open();
+            }
+        }
+    });
+    let gw = TestGateway::start(&simple_config(&[(up.addr(), 1)], 1, "", "{}"));
+    assert_eq!(get(&gw, "/a"), "ok");
+    answered.open();
+    assert!(closed.wait(T), "the gateway closed the idle connection");
+    assert_eq!(gw.endpoint("backend", up.addr()).idle_stray_bytes, 1);
+}
