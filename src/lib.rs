@@ -5,8 +5,9 @@
 //! ```text
 //! listener   accept on this core's SO_REUSEPORT socket (io_uring, compio)
 //! conn       HTTP/1 codec: head (h1::head) + body framing (h1::body) -> neutral head (message)
-//! proxy      route (route) -> pick (balance) -> checkout (pool) or connect (upstream)
-//!            -> forward head and body -> relay the response -> checkin -> record (stats)
+//! proxy      sanitize (sanitize, path) -> route (route) -> pick (balance)
+//!            -> checkout (pool) or connect (upstream) -> forward head and body (upstream)
+//!            -> relay the response -> checkin -> record the Outcome (stats)
 //! ```
 //!
 //! Shared and immutable: the [`snapshot::Snapshot`] compiled from a validated
