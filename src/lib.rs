@@ -35,6 +35,8 @@ pub mod sanitize;
 pub mod slot;
 pub mod snapshot;
 pub mod stats;
+#[cfg(test)]
+mod testing;
 pub mod timer;
 pub mod upstream;
 pub mod worker;

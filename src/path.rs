@@ -870,21 +870,7 @@ mod tests {
 
     // ---- properties over random targets ----
 
-    /// Deterministic xorshift64* PRNG for test data.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::testing::Rng;
 
     fn all_options() -> Vec<PathOptions> {
         let mut v = Vec::new();

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use support::client::{RawClient, raw_exchange};
-use support::gateway::{TestGateway, simple_config};
+use support::gateway::{TestGateway, simple_config, single_host_config};
 use support::harness::{T, exchange, expect_status_and_close};
 use support::upstream::{HttpUpstream, Reply};
 
@@ -238,24 +238,7 @@ fn burst_larger_than_the_buffer_ring_is_served_in_full() {
     // The gateway answers them itself (no route for this host), so that the burst tests the
     // gateway's reads, not how fast a test upstream accepts.
     let (up, _) = gateway("{}");
-    let gw = TestGateway::start(&format!(
-        "workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: only
-        domains: [\"only.example\"]
-        routes:
-          - match: {{ prefix: \"/\" }}
-            route: {{ cluster: backend }}
-clusters:
-  - name: backend
-    endpoints:
-      - {{ address: \"{}\" }}
-",
-        up.addr()
-    ));
+    let gw = TestGateway::start(&single_host_config("only.example", up.addr()));
     const BURST: usize = 600;
     let exhausted = || gw.gateway.registry().workers()[0].ring_exhausted.get();
     for round in 0..3 {

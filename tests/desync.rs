@@ -8,8 +8,8 @@ mod support;
 use std::time::Duration;
 
 use support::client::RawClient;
-use support::gateway::{TestGateway, simple_config};
-use support::harness::{Gate, T};
+use support::gateway::{TestGateway, simple_config, single_host_config};
+use support::harness::{Gate, T, Upload};
 use support::upstream::{RawUpstream, closed_port};
 
 /// An answer whose body is `body`.
@@ -162,24 +162,7 @@ fn local_answers_to_head_carry_no_body() {
     assert!(!c.is_closed(Duration::from_millis(50)), "kept alive");
 
     let up = RawUpstream::responding(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-    let gw = TestGateway::start(&format!(
-        "workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: only
-        domains: [\"only.example\"]
-        routes:
-          - match: {{ prefix: \"/\" }}
-            route: {{ cluster: backend }}
-clusters:
-  - name: backend
-    endpoints:
-      - {{ address: \"{}\" }}
-",
-        up.addr()
-    ));
+    let gw = TestGateway::start(&single_host_config("only.example", up.addr()));
     let mut c = RawClient::connect(gw.addr);
     c.send(b"HEAD / HTTP/1.1\r\nHost: other\r\n\r\nGET / HTTP/1.1\r\nHost: other\r\n\r\n");
     assert_eq!(c.read_head_response(T).status, 404);
@@ -197,9 +180,6 @@ clusters:
 /// run (at 110,592 bytes on this machine).
 #[test]
 fn a_request_body_cut_short_by_an_early_answer_never_leaves_its_connection_pooled() {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
-
     let up = RawUpstream::start_small_buffers(4096, 1024, |conn| {
         while let Some(head) = conn.read_head() {
             let target = head.split(' ').nth(1).unwrap_or("").to_owned();
@@ -231,31 +211,14 @@ fn a_request_body_cut_short_by_an_early_answer_never_leaves_its_connection_poole
             "    response_timeout: 2s",
             "{}",
         ));
-        let client = TcpStream::connect(gw.addr).expect("connect");
-        client.set_read_timeout(Some(T)).expect("timeout");
-        let mut writer = client.try_clone().expect("clone");
-        writer.set_write_timeout(Some(T)).expect("timeout");
-        let upload = std::thread::spawn(move || {
-            let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n");
-            let _ = writer.write_all(head.as_bytes());
-            let _ = writer.write_all(&vec![b'x'; len]);
-        });
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        let mut reader = &client;
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            match reader.read(&mut buf) {
-                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-                _ => break,
-            }
-        }
+        let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n");
+        let mut upload = Upload::start(gw.addr, head, len);
+        let answer = upload.response_head();
         assert!(
-            got.starts_with(b"HTTP/1.1 401"),
-            "body of {len}: {:?}",
-            String::from_utf8_lossy(&got)
+            answer.starts_with("HTTP/1.1 401"),
+            "body of {len}: {answer:?}"
         );
-        drop(client);
-        let _ = upload.join();
+        drop(upload);
         assert_eq!(
             get(&gw, &format!("/after-{len}")),
             format!("/after-{len}"),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use support::client::{RawClient, raw_exchange};
 use support::gateway::{TestGateway, simple_config};
-use support::harness::{Gate, T, expect_status_and_close};
+use support::harness::{Gate, T, Upload, expect_status_and_close};
 use support::upstream::{HttpUpstream, RawUpstream};
 
 /// One listener with `listener` lines added, routes `/big/` (with `route` added to its action)
@@ -143,35 +143,12 @@ fn an_upstream_that_stops_reading_is_cut_at_the_send_timeout() {
         "    send_timeout: 300ms",
         "{}",
     ));
-    let client = TcpStream::connect(gw.addr).expect("connect");
-    client.set_read_timeout(Some(T)).expect("timeout");
-    let mut writer = client.try_clone().expect("clone");
-    writer.set_write_timeout(Some(T)).expect("timeout");
-    let upload = std::thread::spawn(move || {
-        let _ =
-            writer.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 67108864\r\n\r\n");
-        let chunk = vec![b'u'; 1 << 20];
-        for _ in 0..64 {
-            if writer.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-    });
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut reader = &client;
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        match reader.read(&mut buf) {
-            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-            _ => break,
-        }
-    }
-    let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 504"), "{text:?}");
+    let head = "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 67108864\r\n\r\n".to_owned();
+    let mut upload = Upload::start(gw.addr, head, 64 << 20);
+    let answer = upload.response_head();
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer:?}");
     answered.open();
     assert!(dropped.wait(T), "the upstream connection was closed");
-    drop(client);
-    let _ = upload.join();
 }
 
 /// `max_connections: 2` over two workers: a third connection is closed at accept, whichever

@@ -97,3 +97,25 @@ clusters:
 {eps}"
     )
 }
+
+/// One worker, one listener whose only virtual host answers `host` (any other host gets 404),
+/// everything routed to `endpoint`.
+pub fn single_host_config(host: &str, endpoint: SocketAddr) -> String {
+    format!(
+        "workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: only
+        domains: [\"{host}\"]
+        routes:
+          - match: {{ prefix: \"/\" }}
+            route: {{ cluster: backend }}
+clusters:
+  - name: backend
+    endpoints:
+      - {{ address: \"{endpoint}\" }}
+"
+    )
+}

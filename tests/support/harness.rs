@@ -120,6 +120,68 @@ pub fn wait_for_listener(addr: SocketAddr, timeout: Duration) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
+// An upload that may block
+// ---------------------------------------------------------------------------------------------
+
+/// A client that writes a request head and `len` body bytes from a thread of its own (the
+/// writes may block while nobody reads them), while the test reads the answer.
+pub struct Upload {
+    stream: TcpStream,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upload {
+    pub fn start(addr: SocketAddr, head: String, len: usize) -> Upload {
+        let stream = TcpStream::connect(addr).expect("Upload: connect");
+        stream.set_read_timeout(Some(T)).expect("Upload: timeout");
+        let mut writer = stream.try_clone().expect("Upload: clone");
+        writer.set_write_timeout(Some(T)).expect("Upload: timeout");
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            if writer.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            let chunk = vec![b'u'; len.min(1 << 20)];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if writer.write_all(&chunk[..n]).is_err() {
+                    return;
+                }
+                left -= n;
+            }
+        });
+        Upload {
+            stream,
+            writer: Some(writer),
+        }
+    }
+
+    /// The response head, up to its empty line (less if the connection closes first).
+    pub fn response_head(&mut self) -> String {
+        use std::io::Read;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match (&self.stream).read(&mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // A one-shot gate for RawUpstream scripts
 // ---------------------------------------------------------------------------------------------
 
