@@ -424,19 +424,34 @@ fn parse_other_version(
     head: &mut RequestHead,
 ) -> Result<Option<Parsed>, ProxyError> {
     let malformed = || ProxyError::bad_request("malformed request line\n");
-    let line_end = memchr::memchr(b'\n', buf).ok_or_else(malformed)?;
+    // The line is not complete yet: the version may still turn out valid.
+    let Some(line_end) = memchr::memchr(b'\n', buf) else {
+        return Ok(None);
+    };
     let line = &buf[..line_end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let at = memchr::memrchr(b' ', line).ok_or_else(malformed)? + 1;
+    // request-line = method SP request-target SP HTTP-version (RFC 9112 §3): exactly two
+    // spaces, the version last.
+    let mut spaces = memchr::memchr_iter(b' ', line);
+    let (Some(_), Some(at), None) = (spaces.next(), spaces.next(), spaces.next()) else {
+        return Err(malformed());
+    };
+    let at = at + 1;
     match line.get(at..) {
         // HTTP-version = "HTTP" "/" DIGIT "." DIGIT (RFC 9112 §2.3)
-        Some([b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor]) if minor.is_ascii_digit() => {
+        Some([b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor])
+            if minor.is_ascii_digit() && *minor > b'1' =>
+        {
             let mut patched = buf.to_vec();
             patched[at + 7] = b'1';
-            parse_request(&patched, max_headers, head)
+            match parse_request(&patched, max_headers, head) {
+                // Whatever else is wrong with it, it is not the version any more.
+                Err(e) if e.kind == ErrorKind::VersionNotSupported => Err(malformed()),
+                other => other,
+            }
         }
         Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor])
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+            if major.is_ascii_digit() && minor.is_ascii_digit() && *major != b'1' =>
         {
             Err(ProxyError::downstream(ErrorKind::VersionNotSupported))
         }
@@ -831,6 +846,15 @@ mod tests {
         assert_eq!(status_of("GET / HTTP/1.10\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status_of("GET / http/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status_of("GET / HTTP/1\r\nHost: a\r\n\r\n"), 400);
+        // Found by fuzzing: a version httparse refuses for another reason must not be retried
+        // (it recursed), and a line cut before its end is incomplete, not malformed.
+        assert_eq!(status_of("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status_of("GET /a b HTTP/1.2\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status_of("GET  / HTTP/1.2\r\nHost: a\r\n\r\n"), 400);
+        let full = "GET / HTTP/1.2\r\nHost: a\r\n\r\n";
+        for cut in 0..full.len() {
+            assert!(req(&full[..cut]).is_ok_and(|r| r.is_none()), "cut at {cut}");
+        }
     }
 
     #[test]
