@@ -287,31 +287,36 @@ impl ResponseReader {
     ) -> Result<Head, ProxyError> {
         loop {
             let unparsed = &self.buf[self.pos..];
-            if let Some(len) = head::head_end(unparsed, self.scanned.saturating_sub(2)) {
-                match head::parse_response(unparsed, MAX_RESPONSE_HEADERS, head_request, head)? {
-                    Some(parsed) => {
-                        self.pos += parsed.head_len;
-                        self.scanned = 0;
-                        match head.status {
-                            100 => continue,
-                            101 => {
-                                return Err(ProxyError::bad_response(
-                                    "unexpected 101 Switching Protocols from upstream\n",
-                                ));
-                            }
-                            102..=199 => return Ok(Head::Interim),
-                            _ => {
-                                self.decoder = BodyDecoder::new(parsed.framing, MAX_RESPONSE_HEAD);
-                                return Ok(Head::Final(parsed));
-                            }
-                        }
-                    }
-                    // Leading empty lines: the head goes on after them.
-                    None => self.scanned = len,
-                }
+            // Bytes not looked at yet are parsed at once (a head usually arrives whole); after
+            // that, only once the empty line that ends the head is in, so that a head trickling
+            // in is scanned once rather than parsed again with every read.
+            let complete = match self.scanned {
+                0 => !unparsed.is_empty(),
+                scanned => head::head_end(unparsed, scanned.saturating_sub(2)).is_some(),
+            };
+            let parsed = if complete {
+                head::parse_response(unparsed, MAX_RESPONSE_HEADERS, head_request, head)?
             } else {
-                self.scanned = unparsed.len();
+                None
+            };
+            if let Some(parsed) = parsed {
+                self.pos += parsed.head_len;
+                self.scanned = 0;
+                match head.status {
+                    100 => continue,
+                    101 => {
+                        return Err(ProxyError::bad_response(
+                            "unexpected 101 Switching Protocols from upstream\n",
+                        ));
+                    }
+                    102..=199 => return Ok(Head::Interim),
+                    _ => {
+                        self.decoder = BodyDecoder::new(parsed.framing, MAX_RESPONSE_HEAD);
+                        return Ok(Head::Final(parsed));
+                    }
+                }
             }
+            self.scanned = unparsed.len();
             if self.buf.len() - self.pos > MAX_RESPONSE_HEAD {
                 return Err(ProxyError::bad_response(
                     "upstream response head too large\n",
