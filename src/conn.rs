@@ -33,19 +33,12 @@ const LINGER_BYTES: usize = 1 << 20;
 
 /// Serves one accepted connection to its end; `tracked` counts it out when it ends, or when
 /// its task is dropped (a drain cut short, before or during a request).
-pub async fn serve<S: Stream>(
-    worker: Rc<Worker>,
-    slot: Rc<ListenerSlot>,
-    io: S,
-    peer: SocketAddr,
-    tracked: Tracked,
-) {
-    let _tracked = tracked;
-    let client_ip = peer.ip().to_string();
+pub async fn serve<S: Stream>(io: S, peer: SocketAddr, tracked: Tracked) {
     let mut conn = H1 {
         io,
-        worker,
-        slot,
+        tracked,
+        peer: peer.ip(),
+        client_ip: peer.ip().to_string().into_bytes().into(),
         input: Input {
             rbuf: Vec::new(),
             pos: 0,
@@ -68,7 +61,7 @@ pub async fn serve<S: Stream>(
             timeout: Duration::from_secs(60),
         },
     };
-    match conn.run(peer.ip(), client_ip.as_bytes()).await {
+    match conn.run().await {
         End::Clean => {}
         // Boxed, like the other rare paths, to keep the waiting connection small.
         End::Linger => Box::pin(conn.linger()).await,
@@ -77,7 +70,7 @@ pub async fn serve<S: Stream>(
     rt::recycle_buffer(std::mem::take(&mut conn.input.rbuf));
 }
 
-/// Keeps a connection counted in its worker's stats and its listener slot while it lives.
+/// A connection's worker and listener slot, which count it in while it lives.
 pub struct Tracked {
     worker: Rc<Worker>,
     slot: Rc<ListenerSlot>,
@@ -114,11 +107,13 @@ enum End {
     Abort,
 }
 
-/// One HTTP/1 connection: the stream and its two directions.
+/// One HTTP/1 connection: the stream, who it is from, and its two directions.
 struct H1<S> {
     io: S,
-    worker: Rc<Worker>,
-    slot: Rc<ListenerSlot>,
+    tracked: Tracked,
+    peer: IpAddr,
+    /// The peer address preformatted for X-Forwarded-For.
+    client_ip: Rc<[u8]>,
     input: Input,
     output: Output,
 }
@@ -193,40 +188,21 @@ struct Output {
 }
 
 impl<S: Stream> H1<S> {
-    async fn run(&mut self, peer: IpAddr, client_ip: &[u8]) -> End {
-        let worker = self.worker.clone();
+    async fn run(&mut self) -> End {
         // Empty between requests: storage is taken when a head arrives and given back after
         // the exchange.
         let mut head = RequestHead::default();
         let mut first = true;
         loop {
-            let mut outcome = Outcome::default();
-            let result = match self.next_request(&mut head, first).await {
+            let outcome = match self.next_request(&mut head, first).await {
                 Ok(false) => return End::Clean,
-                Ok(true) => {
-                    let cx = Context {
-                        worker: &worker,
-                        listener: self.slot.index.get(),
-                        peer,
-                        client_ip,
-                        scheme: b"http",
-                    };
-                    // Boxed: the exchange's state (~6 KiB of nested I/O futures) exists only
-                    // while a request is under way, so a connection waiting for its next
-                    // request is a few hundred bytes. One allocation per request.
-                    Box::pin(proxy::forward(&cx, &mut head, self, &mut outcome)).await
-                }
-                Err(e) => Err(e),
+                // Boxed: the exchange's state (~6 KiB of nested I/O futures, the outcome and
+                // the context) exists only while a request is under way, so a connection
+                // waiting for its next request is small. One allocation per request.
+                Ok(true) => Box::pin(self.exchange(&mut head)).await,
+                Err(e) => Box::pin(self.fail(e, Outcome::default())).await,
             };
             first = false;
-            match result {
-                Ok(status) => outcome.status = Some(status),
-                Err(e) => {
-                    debug!(error = %e, "request failed");
-                    outcome.error = Some(e);
-                    outcome.status = Box::pin(self.answer(e)).await;
-                }
-            }
             self.record(&outcome);
             head.recycle();
             if outcome.status.is_none() {
@@ -247,6 +223,34 @@ impl<S: Stream> H1<S> {
         }
     }
 
+    /// Proxies the request whose head was read, answering it if it fails.
+    async fn exchange(&mut self, head: &mut RequestHead) -> Outcome {
+        let (worker, client_ip) = (self.tracked.worker.clone(), self.client_ip.clone());
+        let cx = Context {
+            worker: &worker,
+            listener: self.tracked.slot.index.get(),
+            peer: self.peer,
+            client_ip: &client_ip,
+            scheme: b"http",
+        };
+        let mut outcome = Outcome::default();
+        match proxy::forward(&cx, head, self, &mut outcome).await {
+            Ok(status) => {
+                outcome.status = Some(status);
+                outcome
+            }
+            Err(e) => self.fail(e, outcome).await,
+        }
+    }
+
+    /// Answers a request that failed with `e`, if its response has not started.
+    async fn fail(&mut self, e: ProxyError, mut outcome: Outcome) -> Outcome {
+        debug!(error = %e, "request failed");
+        outcome.error = Some(e);
+        outcome.status = self.answer(e).await;
+        outcome
+    }
+
     /// Reads the next request head and prepares the exchange. Ok(false): the connection ends
     /// quietly.
     async fn next_request(
@@ -254,7 +258,7 @@ impl<S: Stream> H1<S> {
         head: &mut RequestHead,
         first: bool,
     ) -> Result<bool, ProxyError> {
-        let generation = self.worker.generation();
+        let generation = self.tracked.worker.generation();
         let limits = &generation.snapshot.limits;
         self.input.body = BodyDecoder::new(Framing::None, 0);
         self.output.reset();
@@ -282,9 +286,11 @@ impl<S: Stream> H1<S> {
 
     /// The one place where every finished request is counted.
     fn record(&self, outcome: &Outcome) {
-        let stats = &self.worker.stats;
+        let stats = &self.tracked.worker.stats;
         stats.requests.inc();
-        self.worker.record_latency(self.input.started.elapsed());
+        self.tracked
+            .worker
+            .record_latency(self.input.started.elapsed());
         match outcome.status {
             Some(status) => stats.record_status(status),
             None => stats.requests_aborted.inc(),
@@ -402,7 +408,7 @@ impl<S: Stream> H1<S> {
         input.pos = 0;
         let pooled = {
             let read = pin!(timer::within(wait, self.io.read_pooled()));
-            match select(read, pin!(self.slot.closed())).await {
+            match select(read, pin!(self.tracked.slot.closed())).await {
                 Either::Left((Some(read), _)) => read,
                 _ => return Ok(Waited::Closed),
             }
@@ -413,7 +419,7 @@ impl<S: Stream> H1<S> {
             Ok(_) => return Ok(Waited::Closed),
             Err(e) if rt::out_of_buffers(&e) => {
                 // The ring ran dry in a burst: wait again with a buffer of our own.
-                self.worker.stats.ring_exhausted.inc();
+                self.tracked.worker.stats.ring_exhausted.inc();
                 return Box::pin(self.wait_owned(wait)).await;
             }
             Err(_) => return Ok(Waited::Closed),
@@ -442,7 +448,7 @@ impl<S: Stream> H1<S> {
             wait,
             rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ)
         ));
-        match select(read, pin!(self.slot.closed())).await {
+        match select(read, pin!(self.tracked.slot.closed())).await {
             Either::Left((Some(Ok(n)), _)) if n > 0 => {
                 input.started = Instant::now();
                 Ok(Waited::Partial)
@@ -556,7 +562,7 @@ impl<S: Stream> Downstream for H1<S> {
             },
             SinkHalf {
                 io: &self.io,
-                slot: &self.slot,
+                slot: &self.tracked.slot,
                 output: &mut self.output,
             },
         )

@@ -217,13 +217,7 @@ impl Worker {
                 return;
             };
             let tracked = conn::Tracked::new(&worker, &slot, key);
-            let task = rt::spawn_handle(conn::serve(
-                worker.clone(),
-                slot.clone(),
-                stream,
-                peer,
-                tracked,
-            ));
+            let task = rt::spawn_handle(conn::serve(stream, peer, tracked));
             // Spawned, not yet run: it is in place before it can end and untrack itself.
             slot.track(key, task);
         });
