@@ -77,7 +77,7 @@ impl UpstreamConn {
             let mut read: ArmedRead = Box::pin(async move { stream.read_pooled().await });
             // The first poll submits the receive; nothing can have arrived yet.
             let _ = read.as_mut().poll(&mut Context::from_waker(Waker::noop()));
-            self.armed = Cell::new(Some(read));
+            *self.armed.get_mut() = Some(read);
         }
         self
     }
@@ -88,12 +88,17 @@ impl UpstreamConn {
         let Some(read) = self.armed.get_mut().as_mut() else {
             return Idle::Clean;
         };
-        match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Pending => Idle::Clean,
-            Poll::Ready(Ok(Some(bytes))) if !bytes.is_empty() => Idle::Stray,
+        let Poll::Ready(received) = read.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        else {
+            return Idle::Clean;
+        };
+        // Done: it must not be polled again.
+        *self.armed.get_mut() = None;
+        match received {
+            Ok(Some(bytes)) if !bytes.is_empty() => Idle::Stray,
             // The ring was empty when bytes arrived: they are still in the socket.
-            Poll::Ready(Err(e)) if rt::out_of_buffers(&e) => Idle::Stray,
-            Poll::Ready(_) => Idle::Closed,
+            Err(e) if rt::out_of_buffers(&e) => Idle::Stray,
+            _ => Idle::Closed,
         }
     }
 
