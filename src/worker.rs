@@ -27,10 +27,9 @@ use crate::upstream::{Idle, UpstreamConn};
 
 /// How often idle upstream connections past their idle timeout are closed.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-/// How often a draining listener checks whether its connections are gone.
-const DRAIN_POLL: Duration = Duration::from_millis(10);
-/// How often a stopping worker checks whether its connections are gone.
-const STOP_POLL: Duration = Duration::from_millis(5);
+/// How often a draining listener, or a stopping worker, checks whether its connections are
+/// gone.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 /// A pool's identity: cluster name and endpoint address.
 type PoolKey = (String, SocketAddr);
@@ -427,7 +426,7 @@ async fn serve(
     worker.stop();
     let deadline = Instant::now() + drain;
     while worker.connections() > 0 && Instant::now() < deadline {
-        timer::sleep(STOP_POLL).await;
+        timer::sleep(DRAIN_POLL).await;
     }
     worker.fold_latency();
 }
