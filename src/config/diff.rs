@@ -100,11 +100,12 @@ fn cluster_settings(c: &Cluster) -> Cluster {
 /// endpoints +1 -1 ~2", or "no changes".
 pub fn diff(old: &Config, new: &Config) -> String {
     let mut parts: Vec<String> = Vec::new();
-    // A listener changes with its socket (address, backlog); its vhosts are counted apart.
+    // A listener changes with its socket (address, backlog) or its HTTP options (limits,
+    // paths, trusted proxies); its vhosts are counted apart.
     let sockets = |c: &Config| {
         c.listeners
             .iter()
-            .map(|l| (l.name.clone(), (l.address, l.backlog)))
+            .map(|l| (l.name.clone(), (l.address, l.backlog, l.http.clone())))
             .collect::<Vec<_>>()
     };
     let listeners = Delta::of(sockets(old), sockets(new));
@@ -203,5 +204,8 @@ clusters:
         assert!(d.contains("routes 2 -> 3"), "{d}");
         assert!(d.contains("endpoints +1 -1 ~1"), "{d}");
         assert!(!d.contains("clusters"), "settings unchanged: {d}");
+        let trusting = BASE.replace("8080\n", "8080\n    trusted_proxies: [\"10.0.0.0/8\"]\n");
+        let c = parse(&trusting, "c").unwrap();
+        assert_eq!(diff(&a, &c), "listeners ~main");
     }
 }
