@@ -29,12 +29,14 @@ fn many_vhosts(n: usize) -> Router {
                 Domain::Suffix(format!(".tenant-{i}.example.net")),
             ],
             routes: vec![prefix_route("/".into(), 0)],
+            redirect_to_https: false,
         })
         .collect();
     vhosts.push(VirtualHost {
         name: "default".into(),
         domains: vec![Domain::Any],
         routes: vec![prefix_route("/".into(), 0)],
+        redirect_to_https: false,
     });
     Router::new(&vhosts)
 }
@@ -60,6 +62,7 @@ fn many_routes(n: usize) -> Router {
         name: "api".into(),
         domains: vec![Domain::Any],
         routes,
+        redirect_to_https: false,
     }])
 }
 

@@ -10,7 +10,7 @@ use coregate::config::HttpOptions;
 use coregate::h1::head::parse_request;
 use coregate::message::RequestHead;
 use coregate::path::{PathOptions, normalize_target};
-use coregate::sanitize::sanitize;
+use coregate::sanitize::{Origin, sanitize};
 
 const BROWSER_GET: &[u8] = b"GET /static/js/app.3f9a2c.js?v=20261125 HTTP/1.1\r\n\
 Host: www.example.com\r\n\
@@ -51,7 +51,14 @@ fn bench_sanitize(c: &mut Criterion) {
     c.bench_function("sanitize/browser_get", |b| {
         b.iter(|| {
             let _ = parse_request(BROWSER_GET, 100, &mut head);
-            sanitize(black_box(&mut head), &http, peer, b"198.51.100.7", b"http")
+            let origin = Origin {
+                peer,
+                client_ip: b"198.51.100.7",
+                scheme: b"http",
+                client_cert_header: None,
+                client_cert: None,
+            };
+            sanitize(black_box(&mut head), &http, &origin)
         })
     });
     c.bench_function("sanitize/parse_only_baseline", |b| {

@@ -258,7 +258,9 @@ pub mod api {
         let file = config.file.clone();
         let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let clusters = config.clusters.len();
-        let snapshot = coregate::snapshot::Snapshot::compile(config, 1);
+        let tickets = coregate::tls::Tickets::default();
+        let snapshot = coregate::snapshot::Snapshot::compile(config, 1, &tickets)
+            .expect("a validated config compiles");
         for name in &names {
             assert!(
                 snapshot.listener(name).is_some(),

@@ -18,9 +18,11 @@ use crate::h1::head::{
 };
 use crate::message::{Headers, Method, RequestHead, ResponseHead, Version};
 use crate::proxy::{self, Context, Downstream, Outcome, RequestBody, ResponseSink};
-use crate::rt::{self, AsyncWrite, Stream};
+use crate::rt::{self, Stream, TcpStream};
 use crate::slot::ListenerSlot;
 use crate::timer;
+use crate::tls::{self, Refused, TlsInfo};
+use crate::transport::Transport;
 use crate::worker::Worker;
 
 /// Least free space offered to a read.
@@ -31,14 +33,79 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes drained while lingering.
 const LINGER_BYTES: usize = 1 << 20;
 
-/// Serves one accepted connection to its end; `tracked` counts it out when it ends, or when
-/// its task is dropped (a drain cut short, before or during a request).
-pub async fn serve<S: Stream>(io: S, peer: SocketAddr, tracked: Tracked) {
+/// Serves one accepted connection to its end: the TLS handshake first on a TLS listener, then
+/// the protocol the client and the gateway agreed on (HTTP/1.x: ALPN `http/1.1` or none).
+/// `tracked` counts it out when it ends, or when its task is dropped (a drain cut short, before
+/// or during a request).
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, tracked: Tracked) {
+    let (tls, header, limit) = {
+        let generation = tracked.worker.generation();
+        let snapshot = &generation.snapshot;
+        let spec = snapshot.listeners.get(tracked.slot.index.get());
+        (
+            spec.and_then(|l| l.tls.clone()),
+            spec.is_some_and(|l| l.client_cert_header.is_some()),
+            snapshot.limits.header_timeout,
+        )
+    };
+    let Some(tls) = tls else {
+        return serve_h1(Transport::Plain(tcp), peer, None, tracked).await;
+    };
+    // Boxed: the handshake's state (the ClientHello reader, the first flights) is gone once it
+    // ends, and a plaintext connection never pays for it.
+    let handshake = {
+        let accept = Box::pin(timer::within(limit, tls::accept(tcp, &tls)));
+        match select(accept, pin!(tracked.slot.closed())).await {
+            Either::Left((done, _)) => done,
+            Either::Right(_) => return,
+        }
+    };
+    let ssl = &tracked.worker.stats.ssl;
+    match handshake {
+        Some(Ok((stream, info))) => {
+            ssl.handshake.inc();
+            if info.resumed {
+                ssl.session_reused.inc();
+            }
+            let client_cert = info
+                .client
+                .as_ref()
+                .filter(|_| header)
+                .map(|c| Box::from(c.header_value().into_bytes()));
+            let side = Rc::new(TlsSide { info, client_cert });
+            serve_h1(Transport::Tls(stream), peer, Some(side), tracked).await
+        }
+        Some(Err(refused)) => {
+            debug!(%peer, ?refused, "TLS handshake refused");
+            match refused {
+                Refused::Plaintext => ssl.plaintext_request.inc(),
+                Refused::HelloTooLarge => ssl.client_hello_too_large.inc(),
+                Refused::NoCertificate => ssl.no_certificate.inc(),
+                Refused::NoClientCertificate => ssl.fail_verify_no_cert.inc(),
+                Refused::BadClientCertificate => ssl.fail_verify_error.inc(),
+                Refused::Handshake(_) => ssl.connection_error.inc(),
+                Refused::Closed => ssl.handshake_aborted.inc(),
+            }
+        }
+        None => ssl.handshake_timeout.inc(),
+    }
+}
+
+/// What the TLS handshake told about a client.
+pub struct TlsSide {
+    pub info: TlsInfo,
+    /// The verified client certificate as the listener's `client_cert_header` carries it.
+    pub client_cert: Option<Box<[u8]>>,
+}
+
+/// Serves HTTP/1.x on an established connection.
+async fn serve_h1(io: Transport, peer: SocketAddr, tls: Option<Rc<TlsSide>>, tracked: Tracked) {
     let mut conn = H1 {
         io,
         tracked,
         peer: peer.ip(),
         client_ip: peer.ip().to_string().into_bytes().into(),
+        tls,
         input: Input {
             rbuf: Vec::new(),
             pos: 0,
@@ -114,6 +181,8 @@ struct H1<S> {
     peer: IpAddr,
     /// The peer address preformatted for X-Forwarded-For.
     client_ip: Rc<[u8]>,
+    /// Set on a TLS connection; shared with the exchange under way.
+    tls: Option<Rc<TlsSide>>,
     input: Input,
     output: Output,
 }
@@ -226,12 +295,15 @@ impl<S: Stream> H1<S> {
     /// Proxies the request whose head was read, answering it if it fails.
     async fn exchange(&mut self, head: &mut RequestHead) -> Outcome {
         let (worker, client_ip) = (self.tracked.worker.clone(), self.client_ip.clone());
+        let tls = self.tls.clone();
         let cx = Context {
             worker: &worker,
             listener: self.tracked.slot.index.get(),
             peer: self.peer,
             client_ip: &client_ip,
-            scheme: b"http",
+            scheme: if tls.is_some() { b"https" } else { b"http" },
+            tls: tls.as_deref().map(|t| &t.info),
+            client_cert: tls.as_deref().and_then(|t| t.client_cert.as_deref()),
         };
         let mut outcome = Outcome::default();
         match proxy::forward(&cx, head, self, &mut outcome).await {
@@ -383,7 +455,7 @@ impl<S: Stream> H1<S> {
                 None => input.scanned = unparsed.len(),
             }
             input.compact();
-            let read = rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ);
+            let read = self.io.read_some(&mut input.rbuf, MIN_READ);
             match timer::until(deadline, read).await {
                 None => return Err(ProxyError::downstream(ErrorKind::RequestTimeout)),
                 Some(Ok(n)) if n > 0 => {}
@@ -446,7 +518,7 @@ impl<S: Stream> H1<S> {
         }
         let read = pin!(timer::within(
             wait,
-            rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ)
+            self.io.read_some(&mut input.rbuf, MIN_READ)
         ));
         match select(read, pin!(self.tracked.slot.closed())).await {
             Either::Left((Some(Ok(n)), _)) if n > 0 => {
@@ -459,17 +531,14 @@ impl<S: Stream> H1<S> {
 
     /// Closes the sending side, then drains what the client still sends for a short while.
     async fn linger(&mut self) {
-        if timer::within(LINGER, self.io.io().shutdown())
-            .await
-            .is_none()
-        {
+        if timer::within(LINGER, self.io.shutdown()).await.is_none() {
             return;
         }
         let deadline = Instant::now() + LINGER;
         let mut drained = 0;
         while drained < LINGER_BYTES {
             self.input.rbuf.clear();
-            let read = rt::read_some(self.io.io(), &mut self.input.rbuf, MIN_READ);
+            let read = self.io.read_some(&mut self.input.rbuf, MIN_READ);
             match timer::until(deadline, read).await {
                 Some(Ok(n)) if n > 0 => drained += n,
                 _ => return,
@@ -607,7 +676,7 @@ impl<S: Stream> RequestBody for BodyHalf<'_, S> {
         if input.rbuf.capacity() == 0 {
             input.rbuf = rt::take_buffer();
         }
-        let read = rt::read_some(self.io.io(), &mut input.rbuf, MIN_READ);
+        let read = self.io.read_some(&mut input.rbuf, MIN_READ);
         let until = (timer::now() + input.timeout).min(input.deadline);
         match timer::until(until, read).await {
             None => Err(ProxyError::downstream(ErrorKind::RequestTimeout)),
@@ -680,7 +749,7 @@ impl<S: Stream> ResponseSink for SinkHalf<'_, S> {
 
     async fn flush(&mut self) -> Result<(), ProxyError> {
         let output = &mut *self.output;
-        let write = rt::write_all(self.io.io(), &mut output.wbuf);
+        let write = self.io.write_all(&mut output.wbuf);
         match timer::within(output.timeout, write).await {
             Some(Ok(())) => Ok(()),
             _ => Err(ProxyError::client_gone()),

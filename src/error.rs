@@ -36,6 +36,9 @@ pub enum ErrorKind {
     NoUpstream,
     /// 502: the upstream closed or reset before a complete response head.
     UpstreamClosed,
+    /// 502: no endpoint completed a TLS handshake (a certificate that does not verify, no
+    /// common version or protocol); the cause is logged and counted per endpoint.
+    UpstreamTls,
     /// 502: the upstream sent a malformed response or ambiguous framing.
     BadResponse(&'static str),
     /// 504: the upstream did not answer within the cluster's response timeout.
@@ -116,7 +119,7 @@ impl ProxyError {
             ErrorKind::NotImplemented(_) => 501,
             ErrorKind::NoRoute => 404,
             ErrorKind::NoUpstream => 503,
-            ErrorKind::UpstreamClosed | ErrorKind::BadResponse(_) => 502,
+            ErrorKind::UpstreamClosed | ErrorKind::UpstreamTls | ErrorKind::BadResponse(_) => 502,
             ErrorKind::UpstreamTimeout | ErrorKind::UpstreamSendTimeout => 504,
             ErrorKind::ClientGone | ErrorKind::Aborted => return None,
         })
@@ -150,6 +153,7 @@ impl ProxyError {
             ErrorKind::NoRoute => "no route matched this request\n",
             ErrorKind::NoUpstream => "no upstream endpoint available\n",
             ErrorKind::UpstreamClosed => "upstream closed the connection before responding\n",
+            ErrorKind::UpstreamTls => "upstream TLS handshake failed\n",
             ErrorKind::BadResponse(why) => why,
             ErrorKind::UpstreamTimeout => "upstream response timeout\n",
             ErrorKind::UpstreamSendTimeout => "upstream stopped reading the request\n",

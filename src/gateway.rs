@@ -15,6 +15,7 @@ use crate::config::{Config, Workers};
 use crate::listener::{self, BindError};
 use crate::snapshot::{Published, Snapshot};
 use crate::stats::Registry;
+use crate::tls::Tickets;
 use crate::worker::{self, Command};
 
 /// How long a reload waits for every worker to confirm it serves the new config.
@@ -26,6 +27,8 @@ pub enum StartError {
     Bind(#[from] BindError),
     #[error("worker {worker}: {reason}")]
     Worker { worker: usize, reason: String },
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Why a reload changed nothing.
@@ -35,6 +38,8 @@ pub enum ReloadError {
     Bind(#[from] BindError),
     #[error("worker {0} did not confirm the new config in time")]
     Unconfirmed(usize),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// What a successful reload did.
@@ -61,6 +66,9 @@ pub struct Gateway {
     /// Bound address of each listener (port 0 resolved).
     addresses: HashMap<String, SocketAddr>,
     published: Published,
+    /// Session ticket keys, kept for the life of the process: a reload that made new ones
+    /// would invalidate every ticket clients hold.
+    tickets: Tickets,
 }
 
 /// The worker count `workers: auto` resolves to: the CPUs this process may run on.
@@ -97,7 +105,8 @@ impl Gateway {
             Workers::Auto => cpus.len().max(1),
             Workers::Count(n) => n.max(1),
         };
-        let snapshot = Arc::new(Snapshot::compile(config, 1));
+        let tickets = Tickets::default();
+        let snapshot = Arc::new(Snapshot::compile(config, 1, &tickets).map_err(StartError::Tls)?);
         let registry = Arc::new(Registry::new(count));
 
         // sockets[worker] = [(listener name, socket)]
@@ -141,6 +150,7 @@ impl Gateway {
             registry,
             addresses,
             published: Arc::new(Mutex::new(snapshot)),
+            tickets,
         };
         for _ in 0..count {
             match ready_rx.recv() {
@@ -215,7 +225,10 @@ impl Gateway {
             config.admin = old.config.admin.clone();
         }
         let changes = crate::config::diff(&old.config, &config);
-        let snapshot = Arc::new(Snapshot::compile(config, old.generation + 1));
+        let snapshot = Arc::new(
+            Snapshot::compile(config, old.generation + 1, &self.tickets)
+                .map_err(ReloadError::Tls)?,
+        );
 
         // Listeners keep their sockets when their name and address stay; a listener that
         // moves is closed and opened again.

@@ -23,6 +23,7 @@ pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod h1;
+pub mod hosts;
 pub mod listener;
 pub mod message;
 pub mod notify;
@@ -38,6 +39,8 @@ pub mod stats;
 #[cfg(test)]
 mod testing;
 pub mod timer;
+pub mod tls;
+pub mod transport;
 pub mod upstream;
 pub mod worker;
 

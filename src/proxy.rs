@@ -13,9 +13,10 @@ use crate::config::Cluster;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::message::{BodyLength, Headers, Method, RequestHead, ResponseHead};
 use crate::route::RouteId;
-use crate::sanitize::sanitize;
+use crate::sanitize::{Origin, sanitize};
 use crate::timer;
-use crate::upstream::{Head, Idle, ResponseReader, UpstreamConn, UpstreamRequest};
+use crate::tls::{ClientTls, TlsInfo};
+use crate::upstream::{ConnectError, Head, Idle, ResponseReader, UpstreamConn, UpstreamRequest};
 use crate::worker::{ClusterState, EndpointState, Worker};
 
 /// The downstream side of one exchange (an HTTP/1 connection today, an HTTP/2 stream
@@ -84,8 +85,12 @@ pub struct Context<'a> {
     /// The address the connection comes from, and the same preformatted for X-Forwarded-For.
     pub peer: IpAddr,
     pub client_ip: &'a [u8],
-    /// The scheme the client used ("http").
+    /// The scheme the client used ("http" or "https").
     pub scheme: &'static [u8],
+    /// What the TLS handshake established, on a TLS connection.
+    pub tls: Option<&'a TlsInfo>,
+    /// The verified client certificate, as the listener's `client_cert_header` carries it.
+    pub client_cert: Option<&'a [u8]>,
 }
 
 /// What happened to one request: the one record step reads it (counters now, access logs
@@ -125,10 +130,27 @@ pub async fn forward<D: Downstream>(
         .listeners
         .get(cx.listener)
         .ok_or(ProxyError::downstream(ErrorKind::NoRoute))?;
-    sanitize(head, &listener.http, cx.peer, cx.client_ip, cx.scheme)?;
-    let route = listener
+    let origin = Origin {
+        peer: cx.peer,
+        client_ip: cx.client_ip,
+        scheme: cx.scheme,
+        client_cert_header: listener
+            .client_cert_header
+            .as_ref()
+            .map(|h| h.as_str().as_bytes()),
+        client_cert: cx.client_cert,
+    };
+    sanitize(head, &listener.http, &origin)?;
+    let vhost = listener
         .router
-        .route(head.authority(), head.path(), &head.method)
+        .virtual_host(head.authority())
+        .ok_or(ProxyError::downstream(ErrorKind::NoRoute))?;
+    if vhost.redirect_to_https {
+        return redirect_to_https(head, down).await;
+    }
+    let route = vhost
+        .routes
+        .find(head.path(), &head.method)
         .ok_or(ProxyError::downstream(ErrorKind::NoRoute))?;
     let (Some(spec), Some(cluster)) = (
         snapshot.clusters.get(route.cluster),
@@ -158,7 +180,11 @@ pub async fn forward<D: Downstream>(
     // Only a request held whole in memory can be sent again on another connection, and only
     // one whose repetition cannot change the outcome.
     let replayable = request.is_encoded() && head.is_idempotent();
-    let (endpoint, conn, reused) = connect_any(cluster, spec, replayable).await?;
+    let tls = snapshot
+        .upstream_tls
+        .get(route.cluster)
+        .and_then(Option::as_ref);
+    let (endpoint, conn, reused) = connect_any(cluster, spec, tls, replayable).await?;
     let ep = &cluster.endpoints[endpoint];
     ep.stats.requests.inc();
     outcome.endpoint = Some(ep.address);
@@ -166,6 +192,7 @@ pub async fn forward<D: Downstream>(
 
     let mut exchange = Exchange {
         spec,
+        tls,
         ep,
         conn,
         reused,
@@ -208,6 +235,41 @@ pub async fn forward<D: Downstream>(
     Ok(status)
 }
 
+/// Answers with a redirect to the same host (without its port) and target on https: 301 for
+/// GET and HEAD, 308 for other methods so that the client repeats the method and body.
+async fn redirect_to_https<D: Downstream>(
+    head: &RequestHead,
+    down: &mut D,
+) -> Result<u16, ProxyError> {
+    let authority = head.authority();
+    let host = match authority.first() {
+        Some(b'[') => memchr::memchr(b']', authority).map_or(authority, |end| &authority[..=end]),
+        _ => memchr::memchr(b':', authority).map_or(authority, |colon| &authority[..colon]),
+    };
+    let status = if head.method == Method::GET || head.method == Method::HEAD {
+        301
+    } else {
+        308
+    };
+    let mut location = Vec::with_capacity(8 + host.len() + head.target().len());
+    location.extend_from_slice(b"https://");
+    location.extend_from_slice(host);
+    location.extend_from_slice(head.target());
+    let mut response = ResponseHead::take();
+    response.status = status;
+    response.headers.append(b"location", &location);
+    response.body = BodyLength::Known(0);
+    let (mut body, mut sink) = down.split();
+    // A body that came with the request is not forwarded anywhere: read it off if it is
+    // already here (else the connection closes after the answer).
+    let _ = body.take_body(|_| Ok(()));
+    sink.start_response(&response);
+    response.recycle();
+    sink.end_body(None)?;
+    sink.flush().await?;
+    Ok(status)
+}
+
 /// Encodes the request body bytes the client has already sent, and the body's end when it is
 /// complete.
 fn pull_body<B: RequestBody>(
@@ -224,6 +286,7 @@ fn pull_body<B: RequestBody>(
 /// coming back.
 struct Exchange<'a> {
     spec: &'a Cluster,
+    tls: Option<&'a ClientTls>,
     ep: &'a EndpointState,
     conn: UpstreamConn,
     reused: bool,
@@ -263,12 +326,9 @@ impl Exchange<'_> {
                     self.outcome.retried = true;
                     self.ep.stats.retries.inc();
                     self.reader.reset();
-                    self.conn = UpstreamConn::connect(self.ep.address, self.spec.connect_timeout)
-                        .await
-                        .map_err(|e| {
-                            self.ep.stats.connect_failures.inc();
-                            ProxyError::upstream(ErrorKind::NoUpstream).caused_by(&e)
-                        })?;
+                    let connect =
+                        UpstreamConn::connect(self.ep.address, self.spec.connect_timeout, self.tls);
+                    self.conn = connect.await.map_err(|e| connect_failed(self.ep, e))?;
                     self.ep.stats.connections_new.inc();
                     self.reused = false;
                 }
@@ -414,6 +474,7 @@ impl Exchange<'_> {
 async fn connect_any(
     cluster: &ClusterState,
     spec: &Cluster,
+    tls: Option<&ClientTls>,
     replayable: bool,
 ) -> Result<(usize, UpstreamConn, bool), ProxyError> {
     let n = cluster.endpoints.len();
@@ -446,24 +507,35 @@ async fn connect_any(
                 Idle::Closed => ep.stats.idle_closed.inc(),
             }
         }
-        match UpstreamConn::connect(ep.address, spec.connect_timeout).await {
+        match UpstreamConn::connect(ep.address, spec.connect_timeout, tls).await {
             Ok(conn) => {
                 ep.stats.connections_new.inc();
                 return Ok((endpoint, conn, false));
             }
             Err(e) => {
-                debug!(endpoint = %ep.address, cluster = %spec.name, replayable, "connect failed: {e}");
-                ep.stats.connect_failures.inc();
-                cause = Some(e);
+                debug!(endpoint = %ep.address, cluster = %spec.name, replayable, "connect failed: {e:?}");
+                cause = Some(connect_failed(ep, e));
                 failed.push(endpoint);
             }
         }
     }
-    let err = ProxyError::upstream(ErrorKind::NoUpstream);
-    Err(match cause {
-        Some(e) => err.caused_by(&e),
-        None => err,
-    })
+    Err(cause.unwrap_or(ProxyError::upstream(ErrorKind::NoUpstream)))
+}
+
+/// Counts a failed connect and says what the client gets if no other endpoint does better:
+/// 503 when nothing accepted the connection, 502 when a TLS handshake failed.
+fn connect_failed(ep: &EndpointState, e: ConnectError) -> ProxyError {
+    match e {
+        ConnectError::Connect(e) => {
+            ep.stats.connect_failures.inc();
+            ProxyError::upstream(ErrorKind::NoUpstream).caused_by(&e)
+        }
+        ConnectError::Tls(e) => {
+            ep.stats.tls_handshake_failures.inc();
+            debug!(endpoint = %ep.address, "upstream TLS handshake failed: {e}");
+            ProxyError::upstream(ErrorKind::UpstreamTls).caused_by(&e)
+        }
+    }
 }
 
 /// Streams the rest of the request body from the client to the upstream.

@@ -1,15 +1,10 @@
 //! Pure: (host, path, method) -> route. The host picks the virtual host (exact name, then the
 //! longest wildcard suffix, then `*`); its routes are tried in order and the first match wins.
 
-use std::collections::HashMap;
-
 use http::Method;
 
-use crate::config::{Domain, PathMatch, VirtualHost};
-
-/// Longest host name that is looked up (RFC 1035 names are at most 253 bytes); longer ones can
-/// only reach the `*` virtual host.
-const MAX_HOST: usize = 255;
+use crate::config::{PathMatch, VirtualHost};
+use crate::hosts::HostIndex;
 
 /// Where a route is in its listener's config: its virtual host's index and its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +46,8 @@ impl Route {
 #[derive(Debug, Clone)]
 pub struct VirtualRoutes {
     pub name: String,
+    /// Every request is answered with a redirect to https.
+    pub redirect_to_https: bool,
     pub routes: RouteTable,
 }
 
@@ -219,10 +216,7 @@ impl Radix {
 /// The routing table of one listener.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
-    exact: HashMap<Box<[u8]>, u32>,
-    /// Wildcard suffixes with their leading dot (".example.com").
-    suffixes: HashMap<Box<[u8]>, u32>,
-    fallback: Option<u32>,
+    hosts: HostIndex,
     vhosts: Vec<VirtualRoutes>,
 }
 
@@ -234,18 +228,11 @@ impl Router {
         for (i, vh) in vhosts.iter().enumerate() {
             let i = i as u32;
             for d in &vh.domains {
-                match d {
-                    Domain::Exact(name) => {
-                        router.exact.insert(name.as_bytes().into(), i);
-                    }
-                    Domain::Suffix(suffix) => {
-                        router.suffixes.insert(suffix.as_bytes().into(), i);
-                    }
-                    Domain::Any => router.fallback = Some(i),
-                }
+                router.hosts.insert(d, i);
             }
             router.vhosts.push(VirtualRoutes {
                 name: vh.name.clone(),
+                redirect_to_https: vh.redirect_to_https,
                 routes: RouteTable::new(
                     vh.routes
                         .iter()
@@ -269,27 +256,9 @@ impl Router {
 
     /// The virtual host for an authority ("Host" value, port and case ignored).
     pub fn virtual_host(&self, authority: &[u8]) -> Option<&VirtualRoutes> {
-        let mut buf = [0u8; MAX_HOST];
-        let index = match normalize_host(authority, &mut buf) {
-            Some(host) => self
-                .exact
-                .get(host)
-                .or_else(|| self.longest_suffix(host))
-                .or(self.fallback.as_ref()),
-            None => self.fallback.as_ref(),
-        };
-        index.and_then(|&i| self.vhosts.get(i as usize))
-    }
-
-    fn longest_suffix(&self, host: &[u8]) -> Option<&u32> {
-        if self.suffixes.is_empty() {
-            return None;
-        }
-        // Each '.' starts a candidate suffix; scanning left to right tries the longest first.
-        // "*.example.com" matches "a.example.com" but not "example.com" itself.
-        memchr::memchr_iter(b'.', host)
-            .filter(|&dot| dot > 0)
-            .find_map(|dot| self.suffixes.get(&host[dot..]))
+        self.hosts
+            .find(authority)
+            .and_then(|i| self.vhosts.get(i as usize))
     }
 
     /// The first route of the matching virtual host that accepts this path and method.
@@ -302,36 +271,10 @@ impl Router {
     }
 }
 
-/// Lowercases the host part of an authority into `buf`, without port and trailing dot.
-/// None when it is empty or too long to be a DNS name.
-fn normalize_host<'a>(authority: &[u8], buf: &'a mut [u8; MAX_HOST]) -> Option<&'a [u8]> {
-    let host = if authority.first() == Some(&b'[') {
-        // IPv6 literal: the port, if any, follows the closing bracket.
-        match memchr::memchr(b']', authority) {
-            Some(end) => &authority[..=end],
-            None => authority,
-        }
-    } else {
-        match memchr::memrchr(b':', authority) {
-            Some(colon) => &authority[..colon],
-            None => authority,
-        }
-    };
-    let host = host.strip_suffix(b".").unwrap_or(host);
-    if host.is_empty() || host.len() > MAX_HOST {
-        return None;
-    }
-    let out = &mut buf[..host.len()];
-    for (o, &b) in out.iter_mut().zip(host) {
-        *o = b.to_ascii_lowercase();
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::config::{self, Domain};
 
     fn vhost(name: &str, domains: &[&str], routes: Vec<config::Route>) -> VirtualHost {
         VirtualHost {
@@ -345,6 +288,7 @@ mod tests {
                 })
                 .collect(),
             routes,
+            redirect_to_https: false,
         }
     }
 

@@ -15,23 +15,36 @@ pub use compio::io::{AsyncRead, AsyncWrite};
 use compio::io::{AsyncReadExt, AsyncReadManaged, AsyncWriteExt};
 pub use compio::net::{TcpListener, TcpStream};
 
-/// A byte stream the proxy can serve: plain TCP today, TLS over TCP tomorrow. Reading and
-/// writing go through shared handles, so that a response can be written while the request body
-/// is still being read. Its futures never leave their core.
+/// A byte stream the proxy can serve: plain TCP, or TLS over TCP (`tls`). One read and one
+/// write may be in flight at once (a response is written while the request body is still being
+/// read). Buffers are owned and lent to each operation, as the completion model wants. Its
+/// futures never leave their core.
 #[allow(async_fn_in_trait)]
 pub trait Stream: 'static {
-    type Io<'a>: AsyncRead + AsyncWrite
-    where
-        Self: 'a;
+    /// Waits for bytes and returns them in a buffer of this core's io_uring buffer ring, chosen
+    /// by the kernel only when data arrives: a connection waiting for its next request holds
+    /// no buffer (a TLS stream hands over the plaintext in a recycled buffer). Ok(None): end of
+    /// stream. An error for which [`out_of_buffers`] holds means the ring was empty: read with
+    /// [`read_some`](Stream::read_some) instead.
+    async fn read_pooled(&self) -> io::Result<Option<Received>>;
 
-    /// A handle for one read or one write; one of each may be in flight at once.
-    fn io(&self) -> Self::Io<'_>;
+    /// Reads once, appending to `buf` (grown to at least `min_spare` free bytes first). Returns
+    /// the number of bytes read; 0 means end of stream.
+    async fn read_some(&self, buf: &mut Vec<u8>, min_spare: usize) -> io::Result<usize>;
 
-    /// Waits for bytes and reads them into a buffer of this core's io_uring buffer ring,
-    /// chosen by the kernel only when data arrives: a connection waiting for its next request
-    /// holds no buffer. Ok(None): end of stream. An error for which [`out_of_buffers`] holds
-    /// means the ring was empty: read into an owned buffer instead.
-    async fn read_pooled(&self) -> io::Result<Option<PooledBuf>>;
+    /// Writes all of `buf` and leaves it intact, so that the same bytes can be sent again (a
+    /// retry on a fresh connection).
+    async fn write_kept(&self, buf: &mut Vec<u8>) -> io::Result<()>;
+
+    /// Writes all of `buf`, then clears it (keeping its capacity).
+    async fn write_all(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        let res = self.write_kept(buf).await;
+        buf.clear();
+        res
+    }
+
+    /// Ends the sending direction (after a TLS close_notify).
+    async fn shutdown(&self) -> io::Result<()>;
 
     /// Makes the coming close abortive: the peer sees a reset, not a clean end of stream. Used
     /// when a response was cut short, so that a close-delimited body is never taken for
@@ -40,19 +53,52 @@ pub trait Stream: 'static {
 }
 
 impl Stream for TcpStream {
-    type Io<'a> = &'a TcpStream;
-
-    fn io(&self) -> &TcpStream {
-        self
+    async fn read_pooled(&self) -> io::Result<Option<Received>> {
+        let mut stream = self;
+        Ok(stream.read_managed(0).await?.map(Received::Ring))
     }
 
-    async fn read_pooled(&self) -> io::Result<Option<PooledBuf>> {
+    async fn read_some(&self, buf: &mut Vec<u8>, min_spare: usize) -> io::Result<usize> {
+        read_some(self, buf, min_spare).await
+    }
+
+    async fn write_kept(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        write_kept(self, buf).await
+    }
+
+    async fn shutdown(&self) -> io::Result<()> {
         let mut stream = self;
-        stream.read_managed(0).await
+        AsyncWrite::shutdown(&mut stream).await
     }
 
     fn abort(&self) {
         let _ = self.set_zero_linger();
+    }
+}
+
+/// Bytes one read delivered: in a buffer of the core's ring (plain TCP), or in a buffer of the
+/// core's free list (plaintext a TLS stream decrypted). Dropping it gives the buffer back.
+pub enum Received {
+    Ring(PooledBuf),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Received {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Received::Ring(buf) => buf,
+            Received::Owned(buf) => buf,
+        }
+    }
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        if let Received::Owned(buf) = self {
+            recycle_buffer(mem::take(buf));
+        }
     }
 }
 
@@ -163,7 +209,7 @@ pub fn out_of_buffers(e: &io::Error) -> bool {
 
 /// Reads once, appending to `buf` (growing it to at least `min_spare` free bytes first).
 /// Returns the number of bytes read; 0 means end of stream.
-pub async fn read_some<S: AsyncRead>(
+async fn read_some<S: AsyncRead>(
     mut io: S,
     buf: &mut Vec<u8>,
     min_spare: usize,
@@ -177,16 +223,8 @@ pub async fn read_some<S: AsyncRead>(
     res
 }
 
-/// Writes all of `buf`, then clears it (keeping its capacity).
-pub async fn write_all<S: AsyncWrite>(io: S, buf: &mut Vec<u8>) -> io::Result<()> {
-    let res = write_kept(io, buf).await;
-    buf.clear();
-    res
-}
-
-/// Writes all of `buf` and leaves it intact, so that the same bytes can be sent again (a retry
-/// on a fresh connection).
-pub async fn write_kept<S: AsyncWrite>(mut io: S, buf: &mut Vec<u8>) -> io::Result<()> {
+/// Writes all of `buf` and leaves it intact.
+async fn write_kept<S: AsyncWrite>(mut io: S, buf: &mut Vec<u8>) -> io::Result<()> {
     if buf.is_empty() {
         return Ok(());
     }

@@ -25,16 +25,37 @@ fn is_forwarding(name: &[u8]) -> bool {
     candidates.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// Prepares `head` for routing and forwarding under the listener's `opts`. `peer` is the
-/// address the connection comes from (`client_ip` the same, formatted), `scheme` the one the
-/// client used. Err: the request is refused with 400.
+/// Where a request comes from, as the connection knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The address the connection comes from, and the same formatted.
+    pub peer: IpAddr,
+    pub client_ip: &'a [u8],
+    /// The scheme the client used.
+    pub scheme: &'a [u8],
+    /// The listener's header for the verified client certificate, and its value when the
+    /// client presented one (TLS).
+    pub client_cert_header: Option<&'a [u8]>,
+    pub client_cert: Option<&'a [u8]>,
+}
+
+/// The header that carries a client certificate by convention (Envoy's XFCC): only a trusted
+/// proxy may send it.
+const XFCC: &[u8] = b"x-forwarded-client-cert";
+
+/// Prepares `head` for routing and forwarding under the listener's `opts`. Err: the request is
+/// refused with 400.
 pub fn sanitize(
     head: &mut RequestHead,
     opts: &HttpOptions,
-    peer: IpAddr,
-    client_ip: &[u8],
-    scheme: &[u8],
+    origin: &Origin<'_>,
 ) -> Result<(), ProxyError> {
+    let Origin {
+        peer,
+        client_ip,
+        scheme,
+        ..
+    } = *origin;
     // Allocates only when the path changes, which well-behaved clients never make it do.
     let mut normalized = Vec::new();
     if path::normalize_target(head.target(), &opts.path, &mut normalized)
@@ -52,6 +73,16 @@ pub fn sanitize(
             refused |= underscores == UnderscoreHeaders::Reject;
             return false;
         }
+        // The listener's client certificate header is the gateway's to set, whoever sends it.
+        if origin
+            .client_cert_header
+            .is_some_and(|h| h.eq_ignore_ascii_case(name))
+        {
+            return false;
+        }
+        if name.eq_ignore_ascii_case(XFCC) {
+            return trusted;
+        }
         if !is_forwarding(name) {
             return true;
         }
@@ -66,6 +97,9 @@ pub fn sanitize(
         head.headers.append(b"x-forwarded-proto", scheme);
     }
     head.headers.append_to_list(b"x-forwarded-for", client_ip);
+    if let (Some(name), Some(value)) = (origin.client_cert_header, origin.client_cert) {
+        head.headers.append(name, value);
+    }
     Ok(())
 }
 
@@ -107,7 +141,14 @@ mod tests {
     ];
 
     fn run(h: &mut RequestHead, opts: &HttpOptions) -> Result<(), ProxyError> {
-        sanitize(h, opts, PEER.parse().unwrap(), PEER.as_bytes(), b"http")
+        let origin = Origin {
+            peer: PEER.parse().unwrap(),
+            client_ip: PEER.as_bytes(),
+            scheme: b"http",
+            client_cert_header: None,
+            client_cert: None,
+        };
+        sanitize(h, opts, &origin)
     }
 
     #[test]

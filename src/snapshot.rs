@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::{Cluster, Config, HttpOptions, Limits};
 use crate::route::Router;
+use crate::tls::{ClientTls, ServerTls, Tickets};
 
 /// A listener as the workers serve it.
 #[derive(Debug, Clone)]
@@ -15,6 +16,10 @@ pub struct ListenerSpec {
     pub address: SocketAddr,
     pub backlog: u32,
     pub http: HttpOptions,
+    /// Set: connections are TLS, served with these certificates.
+    pub tls: Option<Arc<ServerTls>>,
+    /// The request header that carries a verified client certificate upstream.
+    pub client_cert_header: Option<http::HeaderName>,
     pub router: Router,
 }
 
@@ -28,32 +33,59 @@ pub struct Snapshot {
     pub limits: Limits,
     pub listeners: Vec<ListenerSpec>,
     pub clusters: Vec<Cluster>,
+    /// Each cluster's TLS client config (by cluster index), for clusters with `tls`.
+    pub upstream_tls: Vec<Option<ClientTls>>,
     /// The validated config it was compiled from, for summaries and reload diffs.
     pub config: Config,
 }
 
 impl Snapshot {
-    /// Compiles a validated config. Infallible: everything that can be wrong was caught by
-    /// validation.
-    pub fn compile(config: Config, generation: u64) -> Snapshot {
-        let listeners = config
-            .listeners
-            .iter()
-            .map(|l| ListenerSpec {
+    /// Compiles a validated config. Fails only where building the TLS configs does (which
+    /// validation has checked the material of); session ticket keys come from `tickets`, so
+    /// that tickets issued before a reload still resume after it.
+    pub fn compile(config: Config, generation: u64, tickets: &Tickets) -> Result<Snapshot, String> {
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let tls = match &l.tls {
+                Some(t) => Some(Arc::new(
+                    ServerTls::new(&l.name, &t.server, tickets)
+                        .map_err(|e| format!("listener {}: {e}", l.name))?,
+                )),
+                None => None,
+            };
+            let client_cert_header = l
+                .tls
+                .as_ref()
+                .and_then(|t| t.client_cert_header.as_deref())
+                .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok());
+            listeners.push(ListenerSpec {
                 name: l.name.clone(),
                 address: l.address,
                 backlog: l.backlog,
                 http: l.http.clone(),
+                tls,
+                client_cert_header,
                 router: Router::new(&l.virtual_hosts),
+            });
+        }
+        let upstream_tls = config
+            .clusters
+            .iter()
+            .map(|c| match &c.tls {
+                Some(t) => ClientTls::new(t)
+                    .map(Some)
+                    .map_err(|e| format!("cluster {}: {e}", c.name)),
+                None => Ok(None),
             })
-            .collect();
-        Snapshot {
+            .collect::<Result<_, _>>()?;
+        Ok(Snapshot {
             generation,
             limits: config.limits.clone(),
             listeners,
             clusters: config.clusters.clone(),
+            upstream_tls,
             config,
-        }
+        })
     }
 
     pub fn listener(&self, name: &str) -> Option<&ListenerSpec> {

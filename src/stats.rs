@@ -76,6 +76,52 @@ pub struct WorkerStats {
     /// empty (a burst of arrivals larger than the ring).
     pub ring_exhausted: Counter,
     pub config_generation: Counter,
+    /// TLS handshakes on this core's listeners.
+    pub ssl: TlsStats,
+}
+
+/// TLS handshakes on one core, by result; named as Envoy names them (`ssl.*`).
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    /// Handshakes completed.
+    pub handshake: Counter,
+    /// ... of which resumed from a session ticket.
+    pub session_reused: Counter,
+    /// Handshakes that failed for a reason not counted below (no common version, cipher or
+    /// protocol; a malformed message).
+    pub connection_error: Counter,
+    /// No certificate for the SNI name and no default (`unrecognized_name`).
+    pub no_certificate: Counter,
+    /// A required client certificate was not sent.
+    pub fail_verify_no_cert: Counter,
+    /// The client certificate did not verify against the CA.
+    pub fail_verify_error: Counter,
+    /// Plaintext HTTP sent to a TLS listener (answered 400).
+    pub plaintext_request: Counter,
+    /// ClientHello over the size bound.
+    pub client_hello_too_large: Counter,
+    /// Handshakes not done within the header timeout.
+    pub handshake_timeout: Counter,
+    /// The client went away during the handshake.
+    pub handshake_aborted: Counter,
+}
+
+/// Reads one TLS counter.
+type TlsField = fn(&TlsStats) -> &Counter;
+
+impl TlsStats {
+    pub const FIELDS: [(&'static str, TlsField); 10] = [
+        ("handshake", |t| &t.handshake),
+        ("session_reused", |t| &t.session_reused),
+        ("connection_error", |t| &t.connection_error),
+        ("no_certificate", |t| &t.no_certificate),
+        ("fail_verify_no_cert", |t| &t.fail_verify_no_cert),
+        ("fail_verify_error", |t| &t.fail_verify_error),
+        ("plaintext_request", |t| &t.plaintext_request),
+        ("client_hello_too_large", |t| &t.client_hello_too_large),
+        ("handshake_timeout", |t| &t.handshake_timeout),
+        ("handshake_aborted", |t| &t.handshake_aborted),
+    ];
 }
 
 impl WorkerStats {
@@ -133,6 +179,8 @@ pub struct EndpointStats {
     pub idle_stray_bytes: Counter,
     /// Pooled connections the upstream closed while they were idle.
     pub idle_closed: Counter,
+    /// TLS handshakes with the endpoint that failed (a bad certificate, no common protocol).
+    pub tls_handshake_failures: Counter,
 }
 
 /// Request durations in microseconds, 1 µs to 1 hour at 3 significant digits (~40 KiB).
@@ -207,6 +255,7 @@ pub struct EndpointTotals {
     pub retries: u64,
     pub idle_stray_bytes: u64,
     pub idle_closed: u64,
+    pub tls_handshake_failures: u64,
 }
 
 impl EndpointTotals {
@@ -218,6 +267,7 @@ impl EndpointTotals {
         self.retries += s.retries.get();
         self.idle_stray_bytes += s.idle_stray_bytes.get();
         self.idle_closed += s.idle_closed.get();
+        self.tls_handshake_failures += s.tls_handshake_failures.get();
     }
 }
 
@@ -324,6 +374,10 @@ impl Registry {
                 let _ = writeln!(out, "downstream.{name} {}", sum(f));
             }
         }
+        for (name, f) in TlsStats::FIELDS {
+            let total: u64 = self.workers.iter().map(|w| f(&w.ssl).get()).sum();
+            let _ = writeln!(out, "ssl.{name} {total}");
+        }
         let latency = self.latency();
         for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)] {
             let _ = writeln!(
@@ -361,6 +415,8 @@ impl Registry {
             let _ = writeln!(out, "{p}.retries {}", t.retries);
             let _ = writeln!(out, "{p}.idle_stray_bytes {}", t.idle_stray_bytes);
             let _ = writeln!(out, "{p}.idle_closed {}", t.idle_closed);
+            let failures = t.tls_handshake_failures;
+            let _ = writeln!(out, "{p}.tls_handshake_failures {failures}");
         }
         out
     }

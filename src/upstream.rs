@@ -15,8 +15,10 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::h1::body::{BodyDecoder, BodyEncoder, Framing};
 use crate::h1::head::{self, Parsed};
 use crate::message::{Headers, RequestHead, ResponseHead};
-use crate::rt::{self, PooledBuf, Stream, TcpStream};
+use crate::rt::{self, Received, Stream};
 use crate::timer;
+use crate::tls::ClientTls;
+use crate::transport::Transport;
 
 /// Bytes of upstream response head accepted; larger heads are a bad response.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -26,11 +28,11 @@ const MAX_RESPONSE_HEADERS: usize = 256;
 const MIN_READ: usize = 4096;
 
 /// A read armed on an idle connection: it completes when the upstream sends anything or closes.
-type ArmedRead = Pin<Box<dyn Future<Output = io::Result<Option<PooledBuf>>>>>;
+type ArmedRead = Pin<Box<dyn Future<Output = io::Result<Option<Received>>>>>;
 
 /// An open connection to an endpoint, idle in a pool or serving one exchange.
 pub struct UpstreamConn {
-    stream: TcpStream,
+    stream: Transport,
     /// Set while the connection idles in a pool, and until the response's first bytes are
     /// taken from it: the upstream's next bytes land in a buffer of the core's ring only when
     /// they arrive, so an idle connection holds no buffer. One small allocation per checkin.
@@ -59,10 +61,43 @@ pub enum Idle {
     Closed,
 }
 
+/// Why a connection to an endpoint could not be made.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The TCP connect failed or timed out.
+    Connect(io::Error),
+    /// The TLS handshake failed (or did not finish within the connect timeout).
+    Tls(io::Error),
+}
+
 impl UpstreamConn {
-    pub async fn connect(addr: SocketAddr, limit: Duration) -> io::Result<UpstreamConn> {
+    /// Connects to `addr`, with a TLS handshake when the cluster has `tls`; both within
+    /// `limit`.
+    pub async fn connect(
+        addr: SocketAddr,
+        limit: Duration,
+        tls: Option<&ClientTls>,
+    ) -> Result<UpstreamConn, ConnectError> {
+        let started = timer::now();
+        let tcp = rt::connect(addr, limit)
+            .await
+            .map_err(ConnectError::Connect)?;
+        let stream = match tls {
+            None => Transport::Plain(tcp),
+            Some(tls) => {
+                let left = limit.saturating_sub(started.elapsed());
+                match timer::within(left, Box::pin(tls.connect(tcp, addr.ip()))).await {
+                    Some(Ok(stream)) => Transport::Tls(stream),
+                    Some(Err(e)) => return Err(ConnectError::Tls(e)),
+                    None => {
+                        let e = io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out");
+                        return Err(ConnectError::Tls(e));
+                    }
+                }
+            }
+        };
         Ok(UpstreamConn {
-            stream: rt::connect(addr, limit).await?,
+            stream,
             armed: Cell::new(None),
         })
     }
@@ -116,7 +151,7 @@ impl UpstreamConn {
                 Err(e) => return Err(e),
             }
         }
-        rt::read_some(&self.stream, buf, MIN_READ).await
+        self.stream.read_some(buf, MIN_READ).await
     }
 }
 
@@ -212,9 +247,9 @@ impl UpstreamRequest {
         let stream = &conn.stream;
         let write = async {
             if keep {
-                rt::write_kept(stream, &mut self.bytes).await
+                stream.write_kept(&mut self.bytes).await
             } else {
-                rt::write_all(stream, &mut self.bytes).await
+                stream.write_all(&mut self.bytes).await
             }
         };
         match timer::within(limit, write).await {

@@ -82,8 +82,48 @@ pub(super) struct RawListener {
     pub(super) path_with_escaped_slashes: Option<String>,
     pub(super) headers_with_underscores: Option<String>,
     pub(super) trusted_proxies: Option<Vec<String>>,
+    pub(super) tls: Option<RawListenerTls>,
     #[serde(default)]
     pub(super) virtual_hosts: Vec<RawVirtualHost>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListenerTls {
+    #[serde(default)]
+    pub(super) certificates: Vec<RawCertificate>,
+    pub(super) min_version: Option<String>,
+    pub(super) alpn: Option<Vec<String>>,
+    pub(super) client_auth: Option<RawClientAuth>,
+    pub(super) client_cert_header: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub(super) cert: String,
+    pub(super) key: String,
+    #[serde(default)]
+    pub(super) server_names: Vec<String>,
+    pub(super) client_auth: Option<RawClientAuth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClientAuth {
+    pub(super) ca: String,
+    pub(super) mode: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstreamTls {
+    pub(super) sni: Option<String>,
+    pub(super) ca: Option<String>,
+    pub(super) verify: Option<bool>,
+    pub(super) client_cert: Option<String>,
+    pub(super) client_key: Option<String>,
+    pub(super) alpn: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +134,7 @@ pub(super) struct RawVirtualHost {
     pub(super) domains: Vec<String>,
     #[serde(default)]
     pub(super) routes: Vec<RawRoute>,
+    pub(super) redirect_to_https: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +170,7 @@ pub(super) struct RawCluster {
     pub(super) idle_timeout: Option<String>,
     pub(super) max_idle_per_core: Option<i64>,
     pub(super) lb_policy: Option<String>,
+    pub(super) tls: Option<RawUpstreamTls>,
     #[serde(default)]
     pub(super) endpoints: Vec<RawEndpoint>,
 }

@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use crate::hosts::Domain;
 pub use crate::path::{EscapedSlashes, PathOptions};
+pub use crate::tls::{ClientAuthMode, TlsVersion};
 
 // ---------------------------------------------------------------- errors
 
@@ -113,7 +115,20 @@ pub struct Listener {
     pub address: SocketAddr,
     pub backlog: u32,
     pub http: HttpOptions,
+    /// Set: the listener terminates TLS.
+    pub tls: Option<ListenerTls>,
     pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// A listener's TLS: its certificates (read and checked), versions, ALPN, client certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    pub server: crate::tls::ServerSettings,
+    /// The certificate files, in the order of `server.certificates`.
+    pub files: Vec<String>,
+    /// A request header that carries the verified client certificate upstream (lowercase). A
+    /// copy the client sent is always removed.
+    pub client_cert_header: Option<String>,
 }
 
 /// How a listener treats what its clients send. The defaults are the safe ones for an edge.
@@ -183,24 +198,8 @@ pub struct VirtualHost {
     pub name: String,
     pub domains: Vec<Domain>,
     pub routes: Vec<Route>,
-}
-
-/// Stored lowercased; `Suffix` keeps its leading dot so matching is a plain `ends_with`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Domain {
-    Exact(String),
-    Suffix(String),
-    Any,
-}
-
-impl fmt::Display for Domain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Domain::Exact(d) => f.write_str(d),
-            Domain::Suffix(s) => write!(f, "*{s}"),
-            Domain::Any => f.write_str("*"),
-        }
-    }
+    /// On a plaintext listener: every request is answered with a redirect to https.
+    pub redirect_to_https: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,6 +242,8 @@ pub struct Cluster {
     /// 0 disables pooling.
     pub max_idle_per_core: usize,
     pub lb_policy: LbPolicy,
+    /// Set: connections to the endpoints use TLS.
+    pub tls: Option<crate::tls::ClientSettings>,
     pub endpoints: Vec<Endpoint>,
 }
 

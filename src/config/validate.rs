@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::*;
 use super::*;
+use crate::tls::{self, ClientAuth, ClientSettings, ServedCertificate, ServerSettings};
 
 // ---------------------------------------------------------------- validate
 
@@ -232,25 +234,37 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
                 let rp = p(&format!("routes[{ri}]"));
                 routes.push(route(&mut c, r, &rp, &cluster_index, &known));
             }
+            let redirect_to_https = v.redirect_to_https.unwrap_or(false);
+            if redirect_to_https && l.tls.is_some() {
+                let why = "this listener already serves TLS; redirect_to_https is for a \
+                           plaintext listener";
+                c.err(&p("redirect_to_https"), why);
+            }
             let name = v.name.clone();
             virtual_hosts.push(VirtualHost {
                 name,
                 domains,
                 routes,
+                redirect_to_https,
             });
         }
         let http = http_options(&mut c, l, &p);
+        let tls = l
+            .tls
+            .as_ref()
+            .map(|t| listener_tls(&mut c, t, &p("tls"), file));
         let (name, address) = (l.name.clone(), address.unwrap_or(NO_ADDR));
         listeners.push(Listener {
             name,
             address,
             backlog,
             http,
+            tls,
             virtual_hosts,
         });
     }
     let clusters = (raw.clusters.iter().enumerate())
-        .map(|(ci, cl)| cluster(&mut c, cl, ci, &cluster_index))
+        .map(|(ci, cl)| cluster(&mut c, cl, ci, &cluster_index, file))
         .collect();
 
     if !c.errors.is_empty() {
@@ -389,7 +403,13 @@ fn route(
     }
 }
 
-fn cluster(c: &mut Checker, cl: &RawCluster, ci: usize, index: &HashMap<&str, usize>) -> Cluster {
+fn cluster(
+    c: &mut Checker,
+    cl: &RawCluster,
+    ci: usize,
+    index: &HashMap<&str, usize>,
+    file: &str,
+) -> Cluster {
     let p = |field: &str| format!("clusters[{ci}].{field}");
     c.name(&cl.name, &p("name"));
     if let Some(first) = index.get(cl.name.as_str()).filter(|&&f| f != ci) {
@@ -440,7 +460,212 @@ fn cluster(c: &mut Checker, cl: &RawCluster, ci: usize, index: &HashMap<&str, us
         idle_timeout,
         max_idle_per_core: max_idle,
         lb_policy,
+        tls: cl.tls.as_ref().map(|t| upstream_tls(c, t, &p("tls"), file)),
         endpoints,
+    }
+}
+
+/// A file named in the config: relative paths are taken from the config file's directory, so
+/// that a config and its certificates move together.
+fn resolve(file: &str, path: &str) -> PathBuf {
+    let path = Path::new(path.trim());
+    match Path::new(file).parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_owned(),
+    }
+}
+
+const TLS_VERSIONS: [(&str, TlsVersion); 4] = [
+    ("1.2", TlsVersion::Tls12),
+    ("1.3", TlsVersion::Tls13),
+    ("TLSv1.2", TlsVersion::Tls12),
+    ("TLSv1.3", TlsVersion::Tls13),
+];
+
+const CLIENT_AUTH_MODES: [(&str, ClientAuthMode); 2] = [
+    ("required", ClientAuthMode::Required),
+    ("optional", ClientAuthMode::Optional),
+];
+
+/// ALPN protocol names the gateway can speak.
+const ALPN_PROTOCOLS: [&str; 1] = ["http/1.1"];
+
+fn alpn(c: &mut Checker, raw: &Option<Vec<String>>, path: &str) -> Vec<String> {
+    let Some(list) = raw else {
+        return vec!["http/1.1".to_owned()];
+    };
+    if list.is_empty() {
+        c.err(
+            path,
+            "an empty list offers no protocol; omit `alpn` for http/1.1",
+        );
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        let p = p.trim();
+        let ip = format!("{path}[{i}]");
+        if !ALPN_PROTOCOLS.contains(&p) {
+            let why = format!(
+                "unsupported protocol {p:?} (supported: {})",
+                ALPN_PROTOCOLS.join(", ")
+            );
+            c.err(&ip, why);
+        } else if out.iter().any(|o| o == p) {
+            c.err(&ip, format!("duplicate {p}"));
+        } else {
+            out.push(p.to_owned());
+        }
+    }
+    out
+}
+
+fn client_auth(c: &mut Checker, raw: &RawClientAuth, path: &str, file: &str) -> Option<ClientAuth> {
+    let mode = match &raw.mode {
+        None => ClientAuthMode::Required,
+        Some(m) => c.one_of(m, &CLIENT_AUTH_MODES, "mode", &format!("{path}.mode")),
+    };
+    match tls::load_ca(&resolve(file, &raw.ca)) {
+        Ok(ca) => Some(ClientAuth { ca, mode }),
+        Err(why) => {
+            c.err(&format!("{path}.ca"), why);
+            None
+        }
+    }
+}
+
+fn listener_tls(c: &mut Checker, t: &RawListenerTls, path: &str, file: &str) -> ListenerTls {
+    let min_version = match &t.min_version {
+        None => TlsVersion::default(),
+        Some(v) => c.one_of(v, &TLS_VERSIONS, "version", &format!("{path}.min_version")),
+    };
+    let alpn = alpn(c, &t.alpn, &format!("{path}.alpn"));
+    let listener_auth = t
+        .client_auth
+        .as_ref()
+        .and_then(|a| client_auth(c, a, &format!("{path}.client_auth"), file));
+    if t.certificates.is_empty() {
+        c.err(
+            &format!("{path}.certificates"),
+            "at least one certificate is required",
+        );
+    }
+    let mut owner: HashMap<Domain, usize> = HashMap::new();
+    let mut certificates = Vec::new();
+    let mut files = Vec::new();
+    for (i, raw) in t.certificates.iter().enumerate() {
+        let p = |field: &str| format!("{path}.certificates[{i}].{field}");
+        if raw.server_names.is_empty() {
+            let why = "at least one name is required (\"*\" makes it the default certificate)";
+            c.err(&p("server_names"), why);
+        }
+        let mut server_names = Vec::new();
+        for (ni, name) in raw.server_names.iter().enumerate() {
+            let np = p(&format!("server_names[{ni}]"));
+            match parse_domain(name) {
+                Err(why) => c.err(&np, why),
+                Ok(d) => {
+                    if let Some(first) = owner.insert(d.clone(), i) {
+                        let why = format!("\"{d}\" is already served by certificates[{first}]");
+                        c.err(&np, why);
+                    }
+                    server_names.push(d);
+                }
+            }
+        }
+        let auth = match &raw.client_auth {
+            Some(a) => client_auth(c, a, &p("client_auth"), file),
+            None => listener_auth.clone(),
+        };
+        let (cert, key) = (resolve(file, &raw.cert), resolve(file, &raw.key));
+        match tls::load_certificate(&cert, &key) {
+            Ok(certificate) => certificates.push(ServedCertificate {
+                certificate,
+                server_names,
+                client_auth: auth,
+            }),
+            Err((field, why)) => c.err(&p(field), why),
+        }
+        files.push(cert.display().to_string());
+    }
+    let client_cert_header = t.client_cert_header.as_ref().and_then(|h| {
+        let h = h.trim().to_ascii_lowercase();
+        if h.is_empty() || !h.bytes().all(is_tchar) {
+            let why = format!("invalid header name {h:?}: only RFC 9110 token characters");
+            c.err(&format!("{path}.client_cert_header"), why);
+            return None;
+        }
+        Some(h)
+    });
+    ListenerTls {
+        server: ServerSettings {
+            certificates,
+            min_version,
+            alpn,
+        },
+        files,
+        client_cert_header,
+    }
+}
+
+fn upstream_tls(c: &mut Checker, t: &RawUpstreamTls, path: &str, file: &str) -> ClientSettings {
+    let p = |field: &str| format!("{path}.{field}");
+    let verify = t.verify.unwrap_or(true);
+    let ca =
+        t.ca.as_ref()
+            .and_then(|ca| match tls::load_ca(&resolve(file, ca)) {
+                Ok(ca) => Some(ca),
+                Err(why) => {
+                    c.err(&p("ca"), why);
+                    None
+                }
+            });
+    if !verify && t.ca.is_some() {
+        c.err(
+            &p("verify"),
+            "`verify: false` ignores the `ca` given; remove one of them",
+        );
+    }
+    let sni = t.sni.as_ref().map(|s| s.trim().to_ascii_lowercase());
+    if let Some(name) = &sni
+        && let Err(why) = parse_domain(name).and_then(|d| match d {
+            Domain::Exact(_) => Ok(()),
+            _ => Err(format!(
+                "invalid server name {name:?}: a wildcard cannot be sent"
+            )),
+        })
+    {
+        c.err(&p("sni"), why);
+    }
+    let client_certificate = match (&t.client_cert, &t.client_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            match tls::load_certificate(&resolve(file, cert), &resolve(file, key)) {
+                Ok(certificate) => Some(certificate),
+                Err(("cert", why)) => {
+                    c.err(&p("client_cert"), why);
+                    None
+                }
+                Err((_, why)) => {
+                    c.err(&p("client_key"), why);
+                    None
+                }
+            }
+        }
+        (Some(_), None) => {
+            c.err(&p("client_key"), "client_cert needs its client_key");
+            None
+        }
+        (None, Some(_)) => {
+            c.err(&p("client_cert"), "client_key needs its client_cert");
+            None
+        }
+    };
+    ClientSettings {
+        sni,
+        ca,
+        verify,
+        client_certificate,
+        alpn: alpn(c, &t.alpn, &p("alpn")),
     }
 }
 
