@@ -129,6 +129,10 @@ async fn serve_h1(io: Transport, peer: SocketAddr, tls: Option<Rc<TlsSide>>, tra
         },
     };
     match conn.run().await {
+        // A TLS client learns the close is deliberate (close_notify), not a truncation.
+        End::Clean if matches!(conn.io, Transport::Tls(_)) => {
+            let _ = timer::within(LINGER, conn.io.shutdown()).await;
+        }
         End::Clean => {}
         // Boxed, like the other rare paths, to keep the waiting connection small.
         End::Linger => Box::pin(conn.linger()).await,

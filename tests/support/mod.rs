@@ -5,4 +5,5 @@ pub mod client;
 pub mod gateway;
 pub mod harness;
 pub mod process;
+pub mod tls;
 pub mod upstream;
