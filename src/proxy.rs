@@ -229,7 +229,11 @@ pub async fn forward<D: Downstream>(
     // The upstream is done with: it goes back to the pool before the client gets the last
     // bytes, so that the next request (maybe this client's) finds it there.
     if reusable {
-        ep.pool.checkin(conn.park(), timer::now());
+        match conn.park() {
+            Ok(conn) => ep.pool.checkin(conn, timer::now()),
+            Err(Idle::Stray) => ep.stats.idle_stray_bytes.inc(),
+            Err(_) => ep.stats.idle_closed.inc(),
+        }
     }
     sink.flush().await?;
     Ok(status)

@@ -106,15 +106,22 @@ impl UpstreamConn {
     /// on idle upstream connections for the same reason). The read is submitted now; its
     /// completion is looked at by [`check`](Self::check) and, if it never completes while idle,
     /// it becomes the first read of the next response: no extra operation per request.
-    pub fn park(mut self) -> UpstreamConn {
+    ///
+    /// Err: the connection cannot idle, because the read completed at once: a TLS session can
+    /// hold what came after the response (a close_notify, stray records) before any new read.
+    pub fn park(mut self) -> Result<UpstreamConn, Idle> {
         if self.armed.get_mut().is_none() {
             let stream = self.stream.clone();
             let mut read: ArmedRead = Box::pin(async move { stream.read_pooled().await });
-            // The first poll submits the receive; nothing can have arrived yet.
-            let _ = read.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            // The first poll submits the receive.
+            if let Poll::Ready(received) =
+                read.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+            {
+                return Err(idle_verdict(received));
+            }
             *self.armed.get_mut() = Some(read);
         }
-        self
+        Ok(self)
     }
 
     /// Whether the connection can carry a request: nothing arrived while it was idle. A
@@ -129,12 +136,7 @@ impl UpstreamConn {
         };
         // Done: it must not be polled again.
         *self.armed.get_mut() = None;
-        match received {
-            Ok(Some(bytes)) if !bytes.is_empty() => Idle::Stray,
-            // The ring was empty when bytes arrived: they are still in the socket.
-            Err(e) if rt::out_of_buffers(&e) => Idle::Stray,
-            _ => Idle::Closed,
-        }
+        idle_verdict(received)
     }
 
     /// Reads once, appending to `buf`: the armed read's bytes first, if it is still pending.
@@ -152,6 +154,16 @@ impl UpstreamConn {
             }
         }
         self.stream.read_some(buf, MIN_READ).await
+    }
+}
+
+/// What a read that completed on an idle connection means.
+fn idle_verdict(received: io::Result<Option<Received>>) -> Idle {
+    match received {
+        Ok(Some(bytes)) if !bytes.is_empty() => Idle::Stray,
+        // The ring was empty when bytes arrived: they are still in the socket.
+        Err(e) if rt::out_of_buffers(&e) => Idle::Stray,
+        _ => Idle::Closed,
     }
 }
 

@@ -341,18 +341,30 @@ pub struct TlsOrigin {
 
 impl TlsOrigin {
     pub fn start(leaf: &Leaf) -> TlsOrigin {
+        Self::start_with(leaf, None)
+    }
+
+    /// An origin that requires a client certificate issued by `clients`.
+    pub fn start_with(leaf: &Leaf, clients: Option<&Ca>) -> TlsOrigin {
         let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .expect("chain");
         let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key");
-        let config = Arc::new(
-            ServerConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .expect("versions")
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .expect("origin cert"),
-        );
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions");
+        let builder = match clients {
+            Some(ca) => builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(ca.roots()),
+                    provider(),
+                )
+                .build()
+                .expect("client verifier"),
+            ),
+            None => builder.with_no_client_auth(),
+        };
+        let config = Arc::new(builder.with_single_cert(chain, key).expect("origin cert"));
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -408,11 +420,10 @@ fn serve_origin(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(conn.server_name().map(str::to_owned));
-    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let n = tls.read(&mut chunk)?;
+        let n = rustls::Stream::new(&mut conn, &mut sock).read(&mut chunk)?;
         if n == 0 {
             return Ok(());
         }
@@ -426,7 +437,15 @@ fn serve_origin(
                 "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
                 body.len()
             );
-            tls.write_all(answer.as_bytes())?;
+            rustls::Stream::new(&mut conn, &mut sock).write_all(answer.as_bytes())?;
+            if path == "/close" {
+                // Answers, then ends the session cleanly while the connection idles.
+                conn.send_close_notify();
+                while conn.wants_write() {
+                    conn.write_tls(&mut sock)?;
+                }
+                return Ok(());
+            }
         }
     }
 }
