@@ -76,10 +76,14 @@ fn reload(gateway: &mut Gateway, path: &Path) {
             return;
         }
     };
+    let warnings = config.warnings();
     match gateway.reload(config) {
         Ok(done) => {
             for kept in &done.kept {
                 warn!("reload: {kept}");
+            }
+            for w in &warnings {
+                warn!("{w}");
             }
             info!(
                 generation = done.generation,

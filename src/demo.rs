@@ -3,11 +3,40 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-/// The config `coregate demo` serves when no file is given.
+/// The config `coregate demo` serves when no file is given; see [`demo_config`].
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.yaml");
+
+/// Where the demo config expects its certificate's directory.
+const TLS_DIR_PLACEHOLDER: &str = "@DEMO_TLS_DIR@";
+
+/// The demo config, with a self-signed certificate for `localhost` and 127.0.0.1 made now in
+/// `dir` (the private key is written only there, readable by its owner).
+pub fn demo_config(dir: &Path) -> io::Result<String> {
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(io::Error::other)?;
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .map_err(io::Error::other)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "coregate demo");
+    let cert = params.self_signed(&key).map_err(io::Error::other)?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("demo.pem"), cert.pem())?;
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create(true).truncate(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    file.open(dir.join("demo.key"))?
+        .write_all(key.serialize_pem().as_bytes())?;
+    let dir = dir
+        .to_str()
+        .ok_or_else(|| io::Error::other("non-UTF-8 temp directory"))?;
+    Ok(DEMO_CONFIG.replace(TLS_DIR_PLACEHOLDER, dir))
+}
 
 /// The demo services: (address, answer).
 pub const SERVICES: [(&str, &str); 2] = [

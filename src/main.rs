@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing::info;
+use tracing::{info, warn};
 
 use coregate::config::{self, Config};
 use coregate::{Gateway, admin, control, demo};
@@ -85,12 +85,18 @@ fn load(path: &Path) -> anyhow::Result<Config> {
 fn check(path: &Path) -> anyhow::Result<u8> {
     let config = load(path)?;
     print!("{} is valid\n{}", path.display(), config.summary());
+    for w in config.warnings() {
+        println!("warning: {w}");
+    }
     Ok(0)
 }
 
 /// Serves `config` until a termination signal; SIGHUP re-reads `path` when there is one.
 fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<u8> {
     let admin_address = config.admin.as_ref().map(|a| a.address);
+    for w in config.warnings() {
+        warn!("{w}");
+    }
     let control = control::install().context("cannot install signal handlers")?;
     let gateway = Gateway::start(config).context("cannot start")?;
     for l in &gateway.snapshot().listeners {
@@ -106,20 +112,28 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<u8> {
 }
 
 fn run_demo(path: Option<PathBuf>) -> anyhow::Result<u8> {
+    let tls_dir = std::env::temp_dir().join(format!("coregate-demo-{}", std::process::id()));
     let config = match &path {
         Some(path) => load(path)?,
-        None => config::parse(demo::DEMO_CONFIG, "config/demo.yaml")
-            .map_err(|errors| anyhow::anyhow!("invalid demo config:\n{errors}"))?,
+        None => {
+            let yaml = demo::demo_config(&tls_dir)
+                .with_context(|| format!("cannot write the demo certificate in {tls_dir:?}"))?;
+            config::parse(&yaml, "config/demo.yaml")
+                .map_err(|errors| anyhow::anyhow!("invalid demo config:\n{errors}"))?
+        }
     };
     let services = demo::start_services().context("cannot start the demo services")?;
     for (addr, (_, answer)) in services.iter().zip(demo::SERVICES) {
         info!(address = %addr, answer = answer.trim_end(), "demo service");
     }
     for l in &config.listeners {
-        println!(
-            "coregate demo: try `curl {}` (repeat it: the answers alternate)",
-            l.address
-        );
+        let curl = match l.tls {
+            Some(_) => format!("curl -k https://{}", l.address),
+            None => format!("curl {}", l.address),
+        };
+        println!("coregate demo: try `{curl}` (repeat it: the answers alternate)");
     }
-    serve(config, path)
+    let code = serve(config, path);
+    let _ = std::fs::remove_dir_all(&tls_dir);
+    code
 }

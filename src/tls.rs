@@ -92,9 +92,10 @@ pub struct Certificate {
     key: Arc<CertifiedKey>,
     /// Over the chain and key bytes: whether a reload changed the certificate.
     fingerprint: [u8; 32],
-    /// The leaf's subject, and its validity end (Unix seconds).
+    /// The leaf's subject, and its validity end (Unix seconds, and as text).
     pub subject: String,
     pub not_after: i64,
+    pub not_after_text: String,
 }
 
 impl PartialEq for Certificate {
@@ -139,7 +140,7 @@ fn load_with_chain(
         .key_provider
         .load_private_key(key_der)
         .map_err(|e| format!("{}: unsupported private key ({e})", key.display()))?;
-    let (subject, not_after) = leaf_facts(&chain[0]).map_err(|e| {
+    let (subject, not_after, not_after_text) = leaf_facts(&chain[0]).map_err(|e| {
         format!(
             "{}: the first certificate does not parse ({e})",
             cert.display()
@@ -160,16 +161,42 @@ fn load_with_chain(
         fingerprint,
         subject,
         not_after,
+        not_after_text,
     })
 }
 
 /// The subject and the end of validity of a DER certificate.
-fn leaf_facts(der: &[u8]) -> Result<(String, i64), String> {
+fn leaf_facts(der: &[u8]) -> Result<(String, i64, String), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    let not_after = cert.validity().not_after;
     Ok((
         cert.subject().to_string(),
-        cert.validity().not_after.timestamp(),
+        not_after.timestamp(),
+        not_after.to_string(),
     ))
+}
+
+impl Certificate {
+    /// A warning when the certificate has expired or expires within `days` of `now` (Unix
+    /// seconds).
+    pub fn expiry_warning(&self, now: i64, days: i64) -> Option<String> {
+        let left = self.not_after - now;
+        if left < 0 {
+            Some(format!(
+                "certificate \"{}\" expired on {}",
+                self.subject, self.not_after_text
+            ))
+        } else if left < days * 86_400 {
+            Some(format!(
+                "certificate \"{}\" expires in {} days ({})",
+                self.subject,
+                left / 86_400,
+                self.not_after_text
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// Certificate authorities, from a PEM bundle: to verify clients (mTLS) or upstreams.

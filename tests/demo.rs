@@ -60,5 +60,25 @@ fn demo_answers_alternate_between_the_two_bill_services() {
     for pair in answers.windows(2) {
         assert_ne!(pair[0], pair[1], "the answers alternate: {answers:?}");
     }
+
+    // The HTTPS listener, with the certificate the demo made at start.
+    let https: Vec<String> = (0..2)
+        .map(|i| {
+            let out = Command::new("curl")
+                .args(["-sk", "--max-time", "5", "https://127.0.0.1:10443/"])
+                .output()
+                .expect("curl runs");
+            assert!(
+                out.status.success(),
+                "https request {i}; output:\n{}",
+                log_text()
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect();
+    assert!(
+        https.iter().all(|a| a == V1 || a == V2) && https[0] != https[1],
+        "answers over https alternate too: {https:?}"
+    );
     assert!(demo.exited().is_none(), "the demo is still running");
 }

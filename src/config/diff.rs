@@ -112,6 +112,18 @@ pub fn diff(old: &Config, new: &Config) -> String {
     if !listeners.is_empty() {
         parts.push(format!("listeners {}", listeners.names()));
     }
+    // Certificates, keys, CAs and TLS settings: a renewed certificate shows here.
+    let tls = |c: &Config| {
+        c.listeners
+            .iter()
+            .filter(|l| l.tls.is_some())
+            .map(|l| (l.name.clone(), l.tls.clone()))
+            .collect::<Vec<_>>()
+    };
+    let tls = Delta::of(tls(old), tls(new));
+    if !tls.is_empty() {
+        parts.push(format!("tls {}", tls.names()));
+    }
     let hosts = Delta::of(vhosts(old), vhosts(new));
     if !hosts.is_empty() {
         parts.push(format!("vhosts {}", hosts.counts()));

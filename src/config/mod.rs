@@ -297,10 +297,37 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
 
 // ---------------------------------------------------------------- summary
 
+/// Certificates that expire within this many days are warned about.
+const EXPIRY_WARNING_DAYS: i64 = 30;
+
 impl Config {
     /// One screen for `coregate check`.
     pub fn summary(&self) -> String {
         Summary(self).to_string()
+    }
+
+    /// What is valid but deserves the operator's attention: certificates that have expired or
+    /// expire within 30 days, each with its file.
+    pub fn warnings(&self) -> Vec<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut out = Vec::new();
+        for l in &self.listeners {
+            let Some(tls) = &l.tls else { continue };
+            for (served, file) in tls.server.certificates.iter().zip(&tls.files) {
+                if let Some(w) = served.certificate.expiry_warning(now, EXPIRY_WARNING_DAYS) {
+                    out.push(format!("listener {}: {file}: {w}", l.name));
+                }
+            }
+        }
+        for c in &self.clusters {
+            let cert = c.tls.as_ref().and_then(|t| t.client_certificate.as_ref());
+            if let Some(w) = cert.and_then(|c| c.expiry_warning(now, EXPIRY_WARNING_DAYS)) {
+                out.push(format!("cluster {}: client certificate: {w}", c.name));
+            }
+        }
+        out
     }
 }
 
@@ -351,6 +378,28 @@ impl fmt::Display for Summary<'_> {
                 h.headers_with_underscores.name(),
                 trusted.join(", ")
             )?;
+            if let Some(t) = &lis.tls {
+                let names: Vec<String> = t
+                    .server
+                    .certificates
+                    .iter()
+                    .map(|c| {
+                        let names: Vec<String> =
+                            c.server_names.iter().map(Domain::to_string).collect();
+                        format!("{} [{}]", c.certificate.subject, names.join(", "))
+                    })
+                    .collect();
+                let version = match t.server.min_version {
+                    TlsVersion::Tls12 => "1.2",
+                    TlsVersion::Tls13 => "1.3",
+                };
+                writeln!(
+                    f,
+                    "  tls: min {version}, alpn {}, certificates: {}",
+                    t.server.alpn.join(","),
+                    names.join("; ")
+                )?;
+            }
             for v in &lis.virtual_hosts {
                 let domains: Vec<String> = v.domains.iter().map(Domain::to_string).collect();
                 writeln!(f, "  vhost {}: {}", v.name, domains.join(", "))?;
@@ -376,6 +425,15 @@ impl fmt::Display for Summary<'_> {
                 hd(cl.idle_timeout),
                 cl.max_idle_per_core
             )?;
+            if let Some(t) = &cl.tls {
+                let verify = match (t.verify, &t.ca) {
+                    (false, _) => "NOT verified (verify: false)",
+                    (true, Some(_)) => "verified against the cluster's CA",
+                    (true, None) => "verified against the system roots",
+                };
+                let sni = t.sni.as_deref().unwrap_or("(endpoint address)");
+                writeln!(f, "  tls: server name {sni}, {verify}")?;
+            }
             for e in &cl.endpoints {
                 writeln!(f, "  {} weight {}", e.address, e.weight)?;
             }

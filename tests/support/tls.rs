@@ -194,6 +194,8 @@ pub struct ClientOptions {
     pub client_cert: Option<(String, String)>,
     /// Send no SNI.
     pub no_sni: bool,
+    /// Keep no session: every handshake is a full one.
+    pub no_resumption: bool,
 }
 
 /// A client config trusting `ca`; its session store is shared by every connection made with it
@@ -222,6 +224,9 @@ pub fn client_config(ca: &Ca, opts: &ClientOptions) -> Arc<ClientConfig> {
     };
     config.alpn_protocols = opts.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     config.enable_sni = !opts.no_sni;
+    if opts.no_resumption {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Arc::new(config)
 }
 
