@@ -16,6 +16,7 @@ fn prefix_route(p: String, cluster: usize) -> Route {
         methods: None,
         cluster,
         max_request_body_bytes: None,
+        client_certificate: None,
     }
 }
 
@@ -51,6 +52,7 @@ fn many_routes(n: usize) -> Router {
                     methods: Some(vec![Method::GET]),
                     cluster: i,
                     max_request_body_bytes: None,
+                    client_certificate: None,
                 }
             } else {
                 prefix_route(format!("/v1/resource-{i}/"), i)

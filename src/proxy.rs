@@ -148,9 +148,10 @@ pub async fn forward<D: Downstream>(
     if vhost.redirect_to_https {
         return redirect_to_https(head, down).await;
     }
+    let certified = cx.tls.is_some_and(|t| t.client.is_some());
     let route = vhost
         .routes
-        .find(head.path(), &head.method)
+        .find_for(head.path(), &head.method, certified)
         .ok_or(ProxyError::downstream(ErrorKind::NoRoute))?;
     let (Some(spec), Some(cluster)) = (
         snapshot.clusters.get(route.cluster),

@@ -22,23 +22,28 @@ pub struct Route {
     pub cluster: usize,
     /// Overrides the listener's request body limit.
     pub max_request_body_bytes: Option<u64>,
+    /// Set: matches only requests whose connection presented (true) or did not present
+    /// (false) a verified client certificate.
+    pub client_certificate: Option<bool>,
 }
 
 impl Route {
     #[inline]
-    fn matches(&self, path: &[u8], method: &Method) -> bool {
+    fn matches(&self, path: &[u8], method: &Method, certified: bool) -> bool {
         let path_ok = match &self.path {
             PathMatch::Prefix(p) => path.starts_with(p.as_bytes()),
             PathMatch::Exact(p) => path == p.as_bytes(),
         };
-        path_ok && self.accepts_method(method)
+        path_ok && self.accepts(method, certified)
     }
 
     #[inline]
-    fn accepts_method(&self, method: &Method) -> bool {
-        self.methods
-            .as_ref()
-            .is_none_or(|m| m.iter().any(|x| x == method))
+    fn accepts(&self, method: &Method, certified: bool) -> bool {
+        self.client_certificate.is_none_or(|want| want == certified)
+            && self
+                .methods
+                .as_ref()
+                .is_none_or(|m| m.iter().any(|x| x == method))
     }
 }
 
@@ -74,15 +79,25 @@ impl RouteTable {
         &self.routes
     }
 
-    /// The first route, in config order, that accepts this path and method.
+    /// The first route, in config order, that accepts this path and method from a connection
+    /// without a client certificate.
     pub fn find(&self, path: &[u8], method: &Method) -> Option<&Route> {
+        self.find_for(path, method, false)
+    }
+
+    /// The first route, in config order, that accepts this path and method, from a connection
+    /// that presented a verified client certificate (`certified`) or not.
+    pub fn find_for(&self, path: &[u8], method: &Method, certified: bool) -> Option<&Route> {
         match &self.index {
-            None => self.routes.iter().find(|r| r.matches(path, method)),
+            None => self
+                .routes
+                .iter()
+                .find(|r| r.matches(path, method, certified)),
             Some(radix) => radix
                 .first_match(path, |i| {
                     self.routes
                         .get(i as usize)
-                        .is_some_and(|r| r.accepts_method(method))
+                        .is_some_and(|r| r.accepts(method, certified))
                 })
                 .and_then(|i| self.routes.get(i as usize)),
         }
@@ -246,6 +261,7 @@ impl Router {
                             methods: r.methods.clone().map(Vec::into_boxed_slice),
                             cluster: r.cluster,
                             max_request_body_bytes: r.max_request_body_bytes,
+                            client_certificate: r.client_certificate,
                         })
                         .collect(),
                 ),
@@ -298,6 +314,7 @@ mod tests {
             methods: None,
             cluster,
             max_request_body_bytes: None,
+            client_certificate: None,
         }
     }
 
@@ -312,6 +329,7 @@ mod tests {
                         methods: Some(vec![Method::GET]),
                         cluster: 9,
                         max_request_body_bytes: None,
+                        client_certificate: None,
                     },
                     prefix("/v1/", 1),
                     prefix("/", 2),
@@ -400,6 +418,7 @@ mod tests {
                     methods,
                     cluster: i,
                     max_request_body_bytes: None,
+                    client_certificate: None,
                 });
             }
             let table = RouteTable::new(routes.clone().into_boxed_slice());
@@ -408,7 +427,9 @@ mod tests {
                 let n = 1 + next() % 5;
                 let path = random_path(n, &mut next);
                 for method in [Method::GET, Method::POST] {
-                    let linear = routes.iter().find(|r| r.matches(path.as_bytes(), &method));
+                    let linear = routes
+                        .iter()
+                        .find(|r| r.matches(path.as_bytes(), &method, false));
                     let indexed = table.find(path.as_bytes(), &method);
                     assert_eq!(
                         linear.map(|r| r.cluster),

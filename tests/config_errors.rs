@@ -128,3 +128,67 @@ fn check_command_accepts_a_valid_file_and_summarises_it() {
         assert!(stdout.contains(name), "stdout mentions {name}: {stdout}");
     }
 }
+
+#[test]
+fn tls_mistakes_are_all_reported_with_their_field_paths() {
+    let dir = support::tls::Dir::new("tls-errors");
+    let ca = support::tls::Ca::new("errors ca");
+    let (cert, key) = ca
+        .server(&["a.test"], support::tls::Key::EcdsaP256)
+        .write(&dir, "a");
+    let yaml = format!(
+        "listeners:
+  - name: secure
+    address: 127.0.0.1:0
+    tls:
+      certificates:
+        - {{ cert: \"{cert}\", key: \"{key}\", server_names: [\"a.test\", \"*.*.test\"] }}
+        - {{ cert: \"{missing}\", key: \"{key}\", server_names: [\"a.test\"] }}
+      min_version: \"1.1\"
+      alpn: [h3]
+      client_auth: {{ ca: \"{cert}\", mode: sometimes }}
+      client_cert_header: \"bad header\"
+    virtual_hosts:
+      - name: all
+        domains: [\"*\"]
+        redirect_to_https: true
+        routes:
+          - match: {{ prefix: \"/\", tls_context: {{ presented: true, validated: false }} }}
+            route: {{ cluster: c }}
+clusters:
+  - name: c
+    tls: {{ verify: false, ca: \"{cert}\", sni: \"*.test\", client_cert: \"{cert}\" }}
+    endpoints:
+      - {{ address: 127.0.0.1:1 }}
+",
+        cert = cert.display(),
+        key = key.display(),
+        missing = dir.path("missing.pem").display(),
+    );
+    let errors = config::parse(&yaml, "tls.yaml").expect_err("invalid");
+    let got: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+    let want = [
+        "listeners[0].tls.min_version",
+        "listeners[0].tls.alpn[0]",
+        "listeners[0].tls.client_auth.mode",
+        "listeners[0].tls.certificates[0].server_names[1]",
+        "listeners[0].tls.certificates[1].server_names[0]",
+        "listeners[0].tls.certificates[1].cert",
+        "listeners[0].tls.client_cert_header",
+        "listeners[0].virtual_hosts[0].redirect_to_https",
+        "listeners[0].virtual_hosts[0].routes[0].match.tls_context",
+        "clusters[0].tls.verify",
+        "clusters[0].tls.sni",
+        "clusters[0].tls.client_key",
+    ];
+    for path in want {
+        assert!(got.contains(&path), "{path} not reported; got {errors}");
+    }
+    assert_eq!(got.len(), want.len(), "one error per mistake:\n{errors}");
+    let missing = errors
+        .0
+        .iter()
+        .find(|e| e.path.ends_with("certificates[1].cert"))
+        .unwrap();
+    assert!(missing.reason.contains("missing.pem") && missing.reason.contains("cannot read"));
+}

@@ -590,3 +590,60 @@ fn curl_reaches_the_upstream_through_tls() {
     let seen = up.wait_requests(1, T);
     assert_eq!(seen[0].path, "/via-curl");
 }
+
+#[test]
+fn routes_can_match_on_a_presented_client_certificate() {
+    let trusted = HttpUpstream::builder().name("trusted").start();
+    let anyone = HttpUpstream::builder().name("anyone").start();
+    let dir = Dir::new("route-cert");
+    let ca = Ca::new("route ca");
+    let clients = Ca::new("route clients");
+    let ca_path = dir.write("clients.pem", &clients.pem);
+    let (cert, key) = ca
+        .server(&["site.test"], Key::EcdsaP256)
+        .write(&dir, "site");
+    let gw = TestGateway::start(&format!(
+        "workers: 1
+listeners:
+  - name: secure
+    address: 127.0.0.1:0
+    tls:
+      certificates:
+        - {{ cert: \"{}\", key: \"{}\", server_names: [\"*\"] }}
+      client_auth: {{ ca: \"{}\", mode: optional }}
+    virtual_hosts:
+      - name: all
+        domains: [\"*\"]
+        routes:
+          - match: {{ prefix: \"/admin/\", tls_context: {{ presented: true }} }}
+            route: {{ cluster: trusted }}
+          - match: {{ prefix: \"/\" }}
+            route: {{ cluster: anyone }}
+clusters:
+  - name: trusted
+    endpoints:
+      - {{ address: \"{}\" }}
+  - name: anyone
+    endpoints:
+      - {{ address: \"{}\" }}
+",
+        cert.display(),
+        key.display(),
+        ca_path.display(),
+        trusted.addr(),
+        anyone.addr()
+    ));
+    let leaf = clients.client("ops", "spiffe://test/ops");
+    let with = client_config(
+        &ca,
+        &ClientOptions {
+            client_cert: Some((leaf.cert_pem, leaf.key_pem)),
+            ..Default::default()
+        },
+    );
+    let without = client_config(&ca, &ClientOptions::default());
+    tls_get(gw.addr, "site.test", &with, "/admin/x").expect("with a certificate");
+    tls_get(gw.addr, "site.test", &without, "/admin/y").expect("without");
+    assert_eq!(trusted.wait_requests(1, T)[0].path, "/admin/x");
+    assert_eq!(anyone.wait_requests(1, T)[0].path, "/admin/y");
+}

@@ -151,6 +151,15 @@ pub(super) struct RawMatch {
     pub(super) prefix: Option<String>,
     pub(super) path: Option<String>,
     pub(super) methods: Option<Vec<String>>,
+    pub(super) tls_context: Option<RawTlsContext>,
+}
+
+/// Envoy's route match on the connection's client certificate.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTlsContext {
+    pub(super) presented: Option<bool>,
+    pub(super) validated: Option<bool>,
 }
 
 #[derive(Deserialize)]

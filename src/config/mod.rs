@@ -211,6 +211,9 @@ pub struct Route {
     pub cluster: usize,
     /// Overrides the listener's `max_request_body_bytes` for this route.
     pub max_request_body_bytes: Option<u64>,
+    /// `match.tls_context`: set, the route matches only connections that presented (true) or
+    /// did not present (false) a verified client certificate.
+    pub client_certificate: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

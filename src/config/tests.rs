@@ -87,12 +87,14 @@ fn full_example_parses() {
         methods: Some(vec![http::Method::GET, http::Method::POST]),
         cluster: 0,
         max_request_body_bytes: None,
+        client_certificate: None,
     };
     let r1 = Route {
         path: PathMatch::Exact("/healthz".into()),
         methods: None,
         cluster: 1,
         max_request_body_bytes: None,
+        client_certificate: None,
     };
     assert_eq!(v.routes, [r0, r1]);
     let api = &c.clusters[0];

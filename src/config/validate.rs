@@ -395,11 +395,26 @@ fn route(
         let path = format!("{rp}.route.max_request_body_bytes");
         c.int(Some(v), 0u64, 0..=MAX_BODY_LIMIT, &path)
     });
+    // A presented certificate is always a validated one (an invalid one fails the
+    // handshake), so `presented` and `validated` say the same; both must agree when given.
+    let client_certificate =
+        m.tls_context
+            .as_ref()
+            .and_then(|t| match (t.presented, t.validated) {
+                (Some(p), Some(v)) if p != v => {
+                    let why = "presented and validated must agree: a client certificate that is \
+                       presented is always validated (an invalid one fails the handshake)";
+                    c.err(&format!("{rp}.match.tls_context"), why);
+                    None
+                }
+                (p, v) => p.or(v),
+            });
     Route {
         path,
         methods,
         cluster,
         max_request_body_bytes,
+        client_certificate,
     }
 }
 
