@@ -835,15 +835,24 @@ impl TlsStream {
         let mut tls = self.0.tls.borrow_mut();
         let mut stalled = false;
         while !bytes.is_empty() {
-            // Refused (Err) while undelivered plaintext fills the session; 0 after the peer's
-            // close_notify, when what follows is ignored.
+            // Refused (Err) while undelivered plaintext fills the session (taken below); 0 after
+            // the peer's close_notify.
             let taken = tls.read_tls(&mut bytes).unwrap_or(0);
             tls.process_new_packets().map_err(io_error)?;
             if let Some(out) = out.as_deref_mut() {
                 take_plain(&mut tls, out)?;
             }
             if taken == 0 {
-                if stalled || out.is_none() {
+                if out.is_none() {
+                    // Handshaking, with the session's plaintext buffer full: more application
+                    // data came with the last flight than a session holds. Never dropped
+                    // silently.
+                    return Err(io::Error::other(
+                        "more application data during the handshake than a session holds",
+                    ));
+                }
+                if stalled {
+                    // After close_notify: what follows is ignored.
                     break;
                 }
                 stalled = true;
