@@ -236,6 +236,36 @@ fn tls_1_2_and_1_3_and_min_version() {
     let reply = tls_get(gw.addr, "site.test", &old, "/").expect("1.2");
     assert_eq!(reply.version, rustls::ProtocolVersion::TLSv1_2);
     assert_eq!(reply.status(), Some(200));
+    // The server's suite order wins (AES-128-GCM first), whatever the client prefers.
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    for (suites, want) in [
+        (
+            vec![
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+                cs::TLS13_AES_256_GCM_SHA384,
+                cs::TLS13_AES_128_GCM_SHA256,
+            ],
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            vec![
+                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ],
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+    ] {
+        let config = client_config(
+            &ca,
+            &ClientOptions {
+                suites,
+                ..Default::default()
+            },
+        );
+        let reply = tls_get(gw.addr, "site.test", &config, "/").expect("suite order");
+        assert_eq!(reply.suite, Some(want));
+    }
     // A client that offers only h2 shares no protocol with an http/1.1 listener.
     let h2_only = client_config(
         &ca,

@@ -196,6 +196,8 @@ pub struct ClientOptions {
     pub no_sni: bool,
     /// Keep no session: every handshake is a full one.
     pub no_resumption: bool,
+    /// Offer only these suites, in this order (default: rustls's).
+    pub suites: Vec<rustls::SupportedCipherSuite>,
 }
 
 /// A client config trusting `ca`; its session store is shared by every connection made with it
@@ -206,7 +208,11 @@ pub fn client_config(ca: &Ca, opts: &ClientOptions) -> Arc<ClientConfig> {
     } else {
         &[&rustls::version::TLS13, &rustls::version::TLS12]
     };
-    let builder = ClientConfig::builder_with_provider(provider())
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if !opts.suites.is_empty() {
+        provider.cipher_suites = opts.suites.clone();
+    }
+    let builder = ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(versions)
         .expect("versions")
         .with_root_certificates(ca.roots());
@@ -236,6 +242,7 @@ pub struct TlsReply {
     /// The leaf certificate the server presented (DER).
     pub leaf: Vec<u8>,
     pub version: rustls::ProtocolVersion,
+    pub suite: Option<rustls::CipherSuite>,
     pub resumed: bool,
     pub alpn: Option<Vec<u8>>,
     /// Every byte of the response, up to the server's close_notify.
@@ -287,6 +294,7 @@ pub fn tls_exchange(
         .map(|c| c.to_vec())
         .unwrap_or_default();
     let version = conn.protocol_version().expect("version");
+    let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
     let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let alpn = conn.alpn_protocol().map(|p| p.to_vec());
     let mut tls = rustls::Stream::new(&mut conn, &mut sock);
@@ -297,6 +305,7 @@ pub fn tls_exchange(
     Ok(TlsReply {
         leaf,
         version,
+        suite,
         resumed,
         alpn,
         response,
@@ -328,6 +337,7 @@ pub fn tls_handshake(
     Ok(TlsReply {
         leaf: Vec::new(),
         version: conn.protocol_version().expect("version"),
+        suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
         resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         alpn: conn.alpn_protocol().map(|p| p.to_vec()),
         response,
