@@ -1,17 +1,28 @@
 #!/usr/bin/env python3
 """Loopback HTTP/1.1 helpers for the load-test harness (stdlib only).
 
-  idle_client.py probe PORT
+  idle_client.py probe PORT [--tls] [--http10]
       Two GET / requests on one keep-alive connection to 127.0.0.1:PORT; exits 0 when both
       answer 200 with the upstream's body "hello world\\n". Proves the proxy proxies, and keeps
-      the connection alive, before it is measured.
+      the connection alive, before it is measured. --tls: over TLS (no certificate check).
+      --http10: then also, on a new connection, the request `openssl s_time -www /` sends
+      ("GET / HTTP/1.0", no Host), which must answer 200 with the body and close.
 
-  idle_client.py hold --port PORT --count N --ready-file F --release-file R [...]
+  idle_client.py hold --port PORT --count N --ready-file F --release-file R [--tls] [...]
       Opens N keep-alive connections to 127.0.0.1:PORT in batches; on each it sends one
       GET / and reads the whole response, then leaves the connection open and idle. Once all
       are open it writes one JSON line to F ("ready"), holds them until R exists (or
       --hold-max seconds pass), counts how many the server closed meanwhile, prints a final
-      JSON line on stdout and closes them all. Every step is bounded in time.
+      JSON line on stdout and closes them all. Every step is bounded in time. --tls: each
+      connection does a full TLS handshake first (no session resumption; OpenSSL's default
+      versions and suites, or what OPENSSL_CONF says; no certificate check); the JSON lines
+      count the version and suite negotiated.
+
+  idle_client.py tls-counters (--coregate-admin PORT | --haproxy-socket PATH)
+      The proxy's own count of TLS handshakes so far, as one line "full=N resumed=N":
+      Coregate's ssl.handshake and ssl.session_reused from GET /stats on its admin port, or
+      HAProxy's frontend counters ssl_sess and ssl_reused_sess from `show stat typed` on its
+      stats socket.
 """
 
 import argparse
@@ -20,11 +31,44 @@ import json
 import os
 import resource
 import socket
+import ssl
 import sys
 import time
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: loadtest\r\nUser-Agent: coregate-loadtest-idle\r\n\r\n"
+# What `openssl s_time -www /` sends on each of its connections.
+REQUEST_S_TIME = b"GET / HTTP/1.0\r\n\r\n"
 BODY = b"hello world\n"
+TLS_READ = 16384
+
+
+def tls_context():
+    """A client context with OpenSSL's defaults (TLS 1.2-1.3, its suites in its order; the
+    harness pins a suite through OPENSSL_CONF) and no certificate check (self-signed)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def parse_response(buf):
+    """One response with a Content-Length body at the start of buf: (status, body, used), or
+    None while incomplete."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = buf[:end].split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length = None
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    if length is None:
+        raise ValueError("response without content-length")
+    if len(buf) < end + 4 + length:
+        return None
+    return status, buf[end + 4:end + 4 + length], end + 4 + length
 
 
 def raise_nofile():
@@ -54,8 +98,97 @@ async def read_response(reader):
     return status, body
 
 
-async def one_connection(port, timeout):
-    async def go():
+class PlainConnection:
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+
+    def closed_by_server(self):
+        return self.reader.at_eof()
+
+    def close(self):
+        self.writer.close()
+
+
+class TlsConnection:
+    """A TLS client connection: an ssl.SSLObject on memory BIOs over a non-blocking socket,
+    driven through the event loop's sock_* calls. (asyncio's own SSL transport keeps a 256 KiB
+    read buffer per connection: 2.5 GiB of client memory for 10,000 idle connections.)"""
+
+    def __init__(self, ctx):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setblocking(False)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_side=False)
+        self.loop = asyncio.get_running_loop()
+
+    async def _flush(self):
+        data = self.outgoing.read()
+        if data:
+            await self.loop.sock_sendall(self.sock, data)
+
+    async def _fill(self):
+        data = await self.loop.sock_recv(self.sock, TLS_READ)
+        if not data:
+            raise ConnectionError("closed by the server")
+        self.incoming.write(data)
+
+    async def open(self, port):
+        await self.loop.sock_connect(self.sock, ("127.0.0.1", port))
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self._flush()
+                await self._fill()
+        await self._flush()
+
+    async def request(self, request):
+        self.tls.write(request)
+        await self._flush()
+        buf = b""
+        while True:
+            try:
+                buf += self.tls.read(TLS_READ)
+            except ssl.SSLWantReadError:
+                await self._flush()
+                await self._fill()
+                continue
+            r = parse_response(buf)
+            if r:
+                return r[0], r[1]
+
+    def negotiated(self):
+        return f"{self.tls.version()} {self.tls.cipher()[0]}"
+
+    def closed_by_server(self):
+        """Takes what arrived while idle without blocking: the server closed if the socket
+        reached EOF or an error, or TLS saw close_notify."""
+        try:
+            while True:
+                data = self.sock.recv(TLS_READ)
+                if not data:
+                    return True
+                self.incoming.write(data)
+        except BlockingIOError:
+            pass
+        except OSError:
+            return True
+        try:
+            while self.tls.read(TLS_READ):
+                pass
+        except ssl.SSLWantReadError:
+            return False
+        except (ssl.SSLZeroReturnError, ssl.SSLError):
+            return True
+        return True
+
+    def close(self):
+        self.sock.close()
+
+
+async def one_connection(port, timeout, ctx=None):
+    async def plain():
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(REQUEST)
         await writer.drain()
@@ -63,19 +196,34 @@ async def one_connection(port, timeout):
         if status != 200 or body != BODY:
             writer.close()
             raise ValueError(f"unexpected response {status} {body[:40]!r}")
-        return reader, writer
+        return PlainConnection(reader, writer)
 
-    return await asyncio.wait_for(go(), timeout)
+    async def tls(conn):
+        await conn.open(port)
+        status, body = await conn.request(REQUEST)
+        if status != 200 or body != BODY:
+            raise ValueError(f"unexpected response {status} {body[:40]!r}")
+        return conn
+
+    if ctx is None:
+        return await asyncio.wait_for(plain(), timeout)
+    conn = TlsConnection(ctx)
+    try:
+        return await asyncio.wait_for(tls(conn), timeout)
+    except BaseException:
+        conn.close()
+        raise
 
 
 async def hold(args):
     deadline_open = time.monotonic() + args.open_timeout
     conns, failures, errors = [], 0, {}
+    ctx = tls_context() if args.tls else None
     started = time.monotonic()
     while len(conns) < args.count and time.monotonic() < deadline_open:
         n = min(args.batch, args.count - len(conns))
         results = await asyncio.gather(
-            *(one_connection(args.port, args.conn_timeout) for _ in range(n)),
+            *(one_connection(args.port, args.conn_timeout, ctx) for _ in range(n)),
             return_exceptions=True,
         )
         for r in results:
@@ -96,6 +244,12 @@ async def hold(args):
         "errors": errors,
         "open_seconds": round(open_seconds, 3),
     }
+    if args.tls:
+        negotiated = {}
+        for c in conns:
+            key = c.negotiated()
+            negotiated[key] = negotiated.get(key, 0) + 1
+        ready["tls_negotiated"] = negotiated
     tmp = args.ready_file + ".tmp"
     with open(tmp, "w") as f:
         f.write(json.dumps(ready) + "\n")
@@ -105,9 +259,9 @@ async def hold(args):
     while time.monotonic() < hold_until and not os.path.exists(args.release_file):
         await asyncio.sleep(0.05)
     released = os.path.exists(args.release_file)
-    closed_by_server = sum(1 for reader, _ in conns if reader.at_eof())
-    for _, writer in conns:
-        writer.close()
+    closed_by_server = sum(1 for c in conns if c.closed_by_server())
+    for c in conns:
+        c.close()
     await asyncio.sleep(0.2)
     result = dict(ready)
     result.update(
@@ -121,8 +275,20 @@ async def hold(args):
     return 0 if conns else 1
 
 
-def probe(port, timeout=3.0):
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def connect(port, timeout, ctx):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if ctx is None:
+        return s
+    try:
+        return ctx.wrap_socket(s)
+    except BaseException:
+        s.close()
+        raise
+
+
+def probe(port, tls=False, http10=False, timeout=3.0):
+    ctx = tls_context() if tls else None
+    with connect(port, timeout, ctx) as s:
         f = s.makefile("rb")
         for _ in range(2):
             s.sendall(REQUEST)
@@ -143,6 +309,91 @@ def probe(port, timeout=3.0):
             if body != BODY:
                 print(f"probe: unexpected body {body!r}", file=sys.stderr)
                 return 1
+    if http10:
+        return probe_http10(port, ctx, timeout)
+    return 0
+
+
+def probe_http10(port, ctx, timeout):
+    """The request of `openssl s_time -www /` on a connection of its own: 200, the body, and
+    the server closes the connection (s_time reads until it does)."""
+    with connect(port, timeout, ctx) as s:
+        s.sendall(REQUEST_S_TIME)
+        buf = b""
+        while True:
+            try:
+                data = s.recv(TLS_READ)
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError):
+                data = b""
+            except socket.timeout:
+                print(f"probe: HTTP/1.0 request: the connection was not closed within {timeout}s "
+                      f"(read {buf[:60]!r})", file=sys.stderr)
+                return 1
+            if not data:
+                break
+            buf += data
+    r = parse_response(buf)
+    if not r or r[0] != 200 or r[1] != BODY:
+        print(f"probe: HTTP/1.0 request: unexpected response {buf[:80]!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def http_get(port, path, timeout):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        buf = b""
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            buf += data
+    head, _, body = buf.partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1] if head.startswith(b"HTTP/") else b"?"
+    if status != b"200":
+        raise ValueError(f"GET {path}: status {status.decode(errors='replace')}")
+    return body.decode(errors="replace")
+
+
+def unix_command(path, command, timeout):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(command.encode() + b"\n")
+        buf = b""
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            buf += data
+    return buf.decode(errors="replace")
+
+
+def tls_counters(args, timeout=5.0):
+    if args.coregate_admin:
+        values = {}
+        for line in http_get(args.coregate_admin, "/stats", timeout).splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("ssl.handshake", "ssl.session_reused"):
+                values[name] = int(value)
+        if len(values) != 2:
+            raise ValueError("no ssl.handshake / ssl.session_reused in Coregate's /stats")
+        full = values["ssl.handshake"] - values["ssl.session_reused"]
+        resumed = values["ssl.session_reused"]
+    else:
+        # Lines like "F.2.0.103.ssl_sess.1:MCP:u64:8": frontends only (F.), summed.
+        values = {"ssl_sess": 0, "ssl_reused_sess": 0}
+        seen = set()
+        for line in unix_command(args.haproxy_socket, "show stat typed", timeout).splitlines():
+            fields = line.split(":")
+            key = fields[0].split(".")
+            if len(fields) >= 4 and key[0] == "F" and len(key) >= 5 and key[4] in values:
+                values[key[4]] += int(fields[-1])
+                seen.add(key[4])
+        if len(seen) != 2:
+            raise ValueError("no ssl_sess / ssl_reused_sess frontend counters from HAProxy")
+        full, resumed = values["ssl_sess"], values["ssl_reused_sess"]
+    print(f"full={full} resumed={resumed}")
     return 0
 
 
@@ -151,6 +402,12 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     pr = sub.add_parser("probe")
     pr.add_argument("port", type=int)
+    pr.add_argument("--tls", action="store_true", help="over TLS")
+    pr.add_argument("--http10", action="store_true", help="also the request of openssl s_time -www /")
+    tc = sub.add_parser("tls-counters")
+    src = tc.add_mutually_exclusive_group(required=True)
+    src.add_argument("--coregate-admin", type=int, metavar="PORT")
+    src.add_argument("--haproxy-socket", metavar="PATH")
     h = sub.add_parser("hold")
     h.add_argument("--port", type=int, required=True)
     h.add_argument("--count", type=int, default=10000)
@@ -161,12 +418,19 @@ def main():
     h.add_argument("--open-timeout", type=float, default=60.0, help="seconds to open them all")
     h.add_argument("--conn-timeout", type=float, default=10.0, help="seconds per connection")
     h.add_argument("--max-failures", type=int, default=100)
+    h.add_argument("--tls", action="store_true", help="TLS connections (a full handshake each)")
     args = p.parse_args()
     if args.cmd == "probe":
         try:
-            return probe(args.port)
-        except (OSError, ValueError) as e:
-            print(f"probe: {e}", file=sys.stderr)
+            return probe(args.port, tls=args.tls, http10=args.http10)
+        except (OSError, ValueError, IndexError) as e:
+            print(f"probe: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+    if args.cmd == "tls-counters":
+        try:
+            return tls_counters(args)
+        except (OSError, ValueError, IndexError) as e:
+            print(f"tls-counters: {type(e).__name__}: {e}", file=sys.stderr)
             return 1
     limit = raise_nofile()
     if limit < args.count + 64:

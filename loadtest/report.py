@@ -4,6 +4,8 @@
 The harness (loadtest/run) calls it in three ways:
 
   report.py record-load --raw RAW.jsonl --wrk-output FILE ...   one wrk measurement -> RAW
+  report.py record-handshake --raw RAW.jsonl --client-output FILE... one TLS handshake
+                                     measurement (openssl s_time or wrk) -> RAW
   report.py record-idle --raw RAW.jsonl --client-output FILE ... one idle-memory run -> RAW
   report.py final --raw RAW.jsonl --out-dir DIR --stamp STAMP ...
 
@@ -94,6 +96,36 @@ def parse_wrk(text):
     return out
 
 
+def parse_s_time(text):
+    """Figures from one `openssl s_time -new` output: connections made, how many the client saw
+    resumed ("r" marks) or new ("*", "t", "3" marks: one per connection), bytes read."""
+    out = {"parsed": False, "connections": 0, "new": 0, "reused": 0, "bytes": 0, "error": None}
+    m = re.search(r"^(\d+) connections in ([\d.]+)s; [\d.]+ connections/user sec, bytes read (\d+)", text, re.M)
+    if m:
+        out.update(parsed=True, connections=int(m.group(1)), client_user_s=float(m.group(2)), bytes=int(m.group(3)))
+    marks = "".join(ln.strip() for ln in text.splitlines() if re.fullmatch(r"[*rt23]+", ln.strip()))
+    out["reused"] = marks.count("r")
+    out["new"] = len(marks) - out["reused"]
+    if "ERROR" in text or not m:
+        tail = [ln for ln in text.splitlines() if ln.strip() and not re.fullmatch(r"[*rt23]+", ln.strip())]
+        out["error"] = " / ".join(tail[-3:])[:200] or "no output"
+    return out
+
+
+def suite_of(negotiated):
+    """"TLSv1.3 TLS_AES_256_GCM_SHA384 X25519 ECDSA" -> "TLSv1.3 TLS_AES_256_GCM_SHA384"."""
+    return " ".join((negotiated or "").split()[:2])
+
+
+def tls_record(a):
+    """The TLS part of a record (None for a plain-HTTP case), and whether the suite is wrong."""
+    if a.negotiated is None:
+        return None, False
+    tls = {"negotiated": a.negotiated or None, "expected": a.expected_suite or None}
+    wrong = not a.negotiated or bool(a.expected_suite and suite_of(a.negotiated) != a.expected_suite)
+    return tls, wrong
+
+
 STAT_FIELDS = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
 
 
@@ -172,6 +204,12 @@ def cmd_record_load(a):
     if a.failure or not w["parsed"] or a.wrk_rc != 0:
         rec["errors"]["harness"] = 1
         rec["errors_total"] += 1
+    tls, wrong_suite = tls_record(a)
+    if tls is not None:
+        rec["tls"] = tls
+        if wrong_suite and not a.failure:
+            rec["errors"]["cipher"] = 1
+            rec["errors_total"] += 1
     with open(a.raw, "a") as f:
         f.write(json.dumps(rec) + "\n")
     lat = rec["latency_us"] or {}
@@ -180,6 +218,8 @@ def cmd_record_load(a):
     steal = (rec["system_cpu"].get("cpu") or {}).get("steal_pct", 0)
     if steal >= 2:
         flag += f"  (hypervisor steal {steal}%)"
+    if tls and wrong_suite:
+        flag += f"  (negotiated {tls['negotiated']}, expected {tls['expected']})"
     print(
         f"  [{a.layout} run {a.run}] {a.case:<9} c={a.connections:<4} {a.proxy:<8} "
         f"{human_rate(rec['rps']):>7} req/s  p99 {fmt_lat(lat.get('p99')):>7}  "
@@ -204,7 +244,7 @@ def cmd_record_idle(a):
         "kind": "idle",
         "layout": a.layout,
         "run": a.run,
-        "case": "idle-memory",
+        "case": a.case,
         "connections": a.requested,
         "proxy": a.proxy,
         "opened": opened,
@@ -224,15 +264,168 @@ def cmd_record_idle(a):
     problems += client.get("failed") or 0
     problems += client.get("closed_by_server_while_idle") or 0
     problems += max(0, a.requested - opened)
+    tls, wrong_suite = tls_record(a)
+    if tls is not None:
+        # What s_client negotiated before, and what the idle client itself negotiated.
+        tls["client"] = client.get("tls_negotiated", {})
+        rec["tls"] = tls
+        if wrong_suite or (a.expected_suite and any(k != a.expected_suite for k in tls["client"])):
+            rec["wrong_suite"] = True
+            problems += 1
     rec["errors_total"] = problems
     with open(a.raw, "a") as f:
         f.write(json.dumps(rec) + "\n")
     bpc = rec["bytes_per_conn"]
     flag = "" if problems == 0 else f"  PROBLEMS: failed={rec['failed']} closed={rec['closed_by_server_while_idle']}"
+    if rec.get("wrong_suite"):
+        flag += f"  (negotiated {tls['negotiated']} / {tls['client']}, expected {tls['expected']})"
     print(
-        f"  [{a.layout} run {a.run}] idle-memory {a.proxy:<8} held {opened}/{a.requested}  "
+        f"  [{a.layout} run {a.run}] {a.case} {a.proxy:<8} held {opened}/{a.requested}  "
         f"RSS {a.rss_before / 1024:.1f} -> {a.rss_held / 1024:.1f} MiB  "
         f"{'-' if bpc is None else f'{bpc:,.0f}'} bytes/conn{flag}",
+        flush=True,
+    )
+
+
+def parse_counts(text):
+    """"FULL RESUMED" from the harness's tls_counts: ints, None for "-" (not counted), "?" for
+    a count that could not be read."""
+    parts = (text or "? ?").split()
+    out = []
+    for p in (parts + ["?", "?"])[:2]:
+        out.append(int(p) if p.isdigit() else (None if p == "-" else "?"))
+    return out
+
+
+def cmd_record_handshake(a):
+    outputs = []
+    for path in a.client_output or []:
+        try:
+            with open(path, errors="replace") as f:
+                outputs.append(f.read())
+        except OSError:
+            outputs.append("")
+    rec = {
+        "kind": "handshake",
+        "layout": a.layout,
+        "run": a.run,
+        "case": a.case,
+        "connections": a.clients,
+        "proxy": a.proxy,
+        "mode": a.mode,
+        "tool": a.tool,
+        "duration_requested_s": a.duration,
+        "wall_s": a.wall,
+    }
+    errors = {"client": 0, "verify": 0, "cipher": 0, "harness": 0}
+    problems = []
+    client_new = client_reused = None
+    measured = bool(outputs)  # False: the proxy did not start, nothing ran
+    if not measured:
+        handshakes = 0
+        rec["client"] = {}
+    elif a.tool == "s_time":
+        parsed = [parse_s_time(t) for t in outputs]
+        handshakes = sum(p["connections"] for p in parsed)
+        client_new = sum(p["new"] for p in parsed)
+        client_reused = sum(p["reused"] for p in parsed)
+        bytes_read = sum(p["bytes"] for p in parsed)
+        failed = [p["error"] for p in parsed if p["error"]]
+        if failed:
+            errors["client"] += len(failed)
+            problems.append(f"{len(failed)} s_time client(s) failed: {failed[0]}")
+        rec["client"] = {"processes": len(parsed), "new": client_new, "reused": client_reused,
+                         "bytes_per_conn": (bytes_read / handshakes) if handshakes else None,
+                         "client_user_s": round(sum(p.get("client_user_s", 0) for p in parsed), 3)}
+        if handshakes and bytes_read / handshakes < 12:
+            errors["client"] += 1
+            problems.append(f"s_time read {bytes_read / handshakes:.0f} bytes per connection: no responses")
+        rec["client_outputs"] = [t[-400:] for t in outputs]
+    else:
+        w = parse_wrk(outputs[0] if outputs else "")
+        handshakes = w.get("requests", 0)
+        rec["latency_us"] = w.get("latency_us")
+        rec["client"] = {"wrk_errors": w["errors"]}
+        errors["client"] += w["errors_total"]
+        if not w["parsed"]:
+            errors["harness"] += 1
+            problems.append("no wrk result")
+        rec["client_outputs"] = outputs
+    rec["handshakes"] = handshakes
+    rec["rate"] = handshakes / a.wall if a.wall and handshakes else 0.0
+    if a.client_rc and measured:
+        errors["harness"] += 1
+        problems.append(f"client exit code {a.client_rc}")
+    cpu_s = a.proxy_ticks / a.clk_tck if a.proxy_ticks is not None else None
+    up_s = a.upstream_ticks / a.clk_tck if a.upstream_ticks is not None else None
+    rec["proxy_cpu_s"] = cpu_s
+    rec["proxy_cpu_us_per_handshake"] = (cpu_s * 1e6 / handshakes) if (cpu_s is not None and handshakes) else None
+    rec["upstream_cpu_s"] = up_s
+    # The proxy's own counts over the measured run.
+    b, e = parse_counts(a.server_before), parse_counts(a.server_after)
+    server = {}
+    for i, k in enumerate(["full", "resumed"]):
+        if b[i] is None or e[i] is None:
+            server[k] = None
+        elif b[i] == "?" or e[i] == "?":
+            server[k] = "?"
+        else:
+            server[k] = e[i] - b[i]
+    rec["server"] = server
+    # Verification: the handshakes were of the kind the case claims.
+    if not measured:
+        pass
+    elif a.mode == "full":
+        if client_reused:
+            errors["verify"] += 1
+            problems.append(f"s_time saw {client_reused} resumed connections")
+        if isinstance(server["resumed"], int) and server["resumed"] > 0:
+            errors["verify"] += 1
+            problems.append(f"the proxy counted {server['resumed']} resumed handshakes")
+    else:
+        # One full handshake per wrk connection at its start (+2 in flight when the warm-up
+        # stopped), every other one resumed.
+        allowed = a.clients + 2
+        if not isinstance(server["full"], int):
+            errors["verify"] += 1
+            problems.append("resumption not verified: the proxy's full-handshake count is unavailable")
+        elif server["full"] > allowed:
+            errors["verify"] += 1
+            problems.append(f"the proxy did {server['full']} full handshakes (at most {allowed} expected): "
+                            "sessions were not resumed")
+    tls, wrong_suite = tls_record(a)
+    rec["tls"] = tls
+    if wrong_suite and not a.failure:
+        errors["cipher"] += 1
+        problems.append(f"negotiated {tls['negotiated'] if tls else None}, expected {tls['expected'] if tls else None}")
+    if a.failure:
+        errors["harness"] += 1
+        problems.insert(0, a.failure)
+        rec["failure"] = a.failure
+    rec["errors"] = errors
+    rec["errors_total"] = sum(errors.values())
+    rec["problems"] = problems
+    rec["system_cpu"] = sys_delta(a.sys_before, a.sys_after, a.clk_tck, a.wall)
+    rec["loadavg_after"] = open("/proc/loadavg").read().strip()
+    rec["proxy_log"] = log_lines(a.log)
+    with open(a.raw, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    cpu = rec["proxy_cpu_us_per_handshake"]
+
+    def cnt(v):
+        return "-" if v is None else str(v)
+
+    seen = (f"client new/resumed {cnt(client_new)}/{cnt(client_reused)}, " if a.tool == "s_time" else "")
+    seen += f"proxy full/resumed {cnt(server['full'])}/{cnt(server['resumed'])}"
+    flag = "" if rec["errors_total"] == 0 else "  ERRORS: " + "; ".join(problems)
+    steal = (rec["system_cpu"].get("cpu") or {}).get("steal_pct", 0)
+    if steal >= 2:
+        flag += f"  (hypervisor steal {steal}%)"
+    print(
+        f"  [{a.layout} run {a.run}] {a.case} {a.proxy:<8} {human_rate(rec['rate']):>6} handshakes/s  "
+        f"cpu {'-' if cpu is None else f'{cpu:.1f}':>6} us/handshake  {seen}  "
+        f"busy {'/'.join(str(round(v['busy_pct'])) + '%' for k, v in sorted(rec['system_cpu'].items()) if k != 'cpu')}"
+        f"{flag}",
         flush=True,
     )
 
@@ -261,9 +454,46 @@ def summarise(records):
         nginx_by_run = {r["run"]: r for r in by_proxy.get("nginx", [])}
         for proxy in sorted(by_proxy, key=proxy_rank):
             runs = sorted(by_proxy[proxy], key=lambda r: r["run"])
-            s = {"layout": layout, "case": case, "connections": conns, "proxy": proxy, "runs": len(runs)}
+            s = {"layout": layout, "case": case, "connections": conns, "proxy": proxy, "runs": len(runs),
+                 "kind": runs[0]["kind"]}
             s["errors_total"] = sum(r["errors_total"] for r in runs)
-            if runs[0]["kind"] == "load":
+            negotiated = sorted({(r.get("tls") or {}).get("negotiated") or "none" for r in runs if "tls" in r})
+            if negotiated:
+                s["negotiated"] = negotiated
+            if runs[0]["kind"] == "handshake":
+                s["mode"] = runs[0]["mode"]
+                s["tool"] = runs[0]["tool"]
+                s["handshakes_per_s"] = spread([r["rate"] for r in runs])
+                s["proxy_cpu_us_per_handshake"] = spread([r["proxy_cpu_us_per_handshake"] for r in runs])
+                cpu_ratio, rate_ratio = [], []
+                for r in runs:
+                    n = nginx_by_run.get(r["run"])
+                    if n and r["proxy_cpu_us_per_handshake"] and n["proxy_cpu_us_per_handshake"]:
+                        cpu_ratio.append(r["proxy_cpu_us_per_handshake"] / n["proxy_cpu_us_per_handshake"])
+                    if n and n["rate"]:
+                        rate_ratio.append(r["rate"] / n["rate"])
+                s["cpu_ratio_vs_nginx"] = spread(cpu_ratio)
+                s["rate_ratio_vs_nginx"] = spread(rate_ratio)
+                s["handshakes"] = sum(r["handshakes"] for r in runs)
+
+                def total(values):
+                    if any(v is None for v in values):
+                        return None
+                    if any(v == "?" for v in values):
+                        return "?"
+                    return sum(values)
+
+                s["client_new"] = total([(r.get("client") or {}).get("new") for r in runs])
+                s["client_reused"] = total([(r.get("client") or {}).get("reused") for r in runs])
+                s["server_full"] = total([r["server"]["full"] for r in runs])
+                s["server_resumed"] = total([r["server"]["resumed"] for r in runs])
+                errs = {}
+                for r in runs:
+                    for k, v in r["errors"].items():
+                        errs[k] = errs.get(k, 0) + v
+                s["errors"] = errs
+                s["problems"] = [p for r in runs for p in r.get("problems", [])]
+            elif runs[0]["kind"] == "load":
                 s["rps"] = spread([r["rps"] for r in runs])
                 s["proxy_cpu_us_per_req"] = spread([r["proxy_cpu_us_per_req"] for r in runs])
                 s["upstream_cpu_us_per_req"] = spread([r["upstream_cpu_us_per_req"] for r in runs])
@@ -360,19 +590,36 @@ def render_table(summary, meta, paint):
         blocks.setdefault((s["layout"], s["case"], s["connections"]), []).append(s)
     hdr_load = ["proxy", "req/s median (min-max)", "p50", "p99", "p99.9", "CPU us/req median (min-max)", "CPU vs nginx", "errors"]
     hdr_idle = ["proxy", "bytes/conn median (min-max)", "vs nginx", "held", "RSS before", "RSS held", "RSS after close", "problems"]
+    hdr_hs = ["proxy", "handshakes/s median (min-max)", "CPU us/handshake median (min-max)", "CPU vs nginx",
+              "client new/resumed", "proxy full/resumed", "errors"]
     current_layout = None
+
+    def negotiated(s):
+        v = s.get("negotiated") or []
+        text = " | ".join(v) if v else "-"
+        return paint.bad(f"!! {text}") if s.get("errors", {}).get("cipher") or len(v) > 1 else text
+
+    def count(v):
+        if v is None:
+            return "-"
+        return v if isinstance(v, str) else f"{v:,}"
+
     for (layout, case, conns), rows in blocks.items():
         n_runs = max(r["runs"] for r in rows)
+        kind = rows[0]["kind"]
+        tls = any("negotiated" in s for s in rows)
         lines.append("")
-        if case != "idle-memory" and layout != current_layout:
+        if kind != "idle" and layout != current_layout:
             current_layout = layout
             banner = f"=== {LAYOUT_TEXT.get(layout, layout)}"
             lines.append(paint.bold(banner))
             lines.append("")
-        if case == "idle-memory":
-            title = (f"=== idle-memory: {conns:,} idle keep-alive connections held, ran in the {layout} layout, "
+        if kind == "idle":
+            what = "idle TLS keep-alive connections (ECDSA; one full handshake and one request each)" if tls \
+                else "idle keep-alive connections"
+            title = (f"=== {case}: {conns:,} {what} held, ran in the {layout} layout, "
                      f"{n_runs} run(s); RSS = sum of VmRSS over the proxy's processes")
-            table = [hdr_idle]
+            table = [hdr_idle[:-1] + (["negotiated"] if tls else []) + hdr_idle[-1:]]
             for s in rows:
                 problems = s["errors_total"]
                 kinds = ", ".join(sorted(s.get("client_errors", {})))[:80]
@@ -388,12 +635,34 @@ def render_table(summary, meta, paint):
                     f"{s['rss_before_kb']['median'] / 1024:.1f} MiB" if s["rss_before_kb"] else "-",
                     f"{s['rss_held_kb']['median'] / 1024:.1f} MiB" if s["rss_held_kb"] else "-",
                     f"{s['rss_after_close_kb']['median'] / 1024:.1f} MiB" if s["rss_after_close_kb"] else "-",
-                    ptxt,
+                ] + ([negotiated(s)] if tls else []) + [ptxt])
+        elif kind == "handshake":
+            who = f"{conns} parallel openssl s_time -new" if rows[0]["tool"] == "s_time" else \
+                f"wrk, {conns} connections, Connection: close"
+            what = "full handshakes" if rows[0]["mode"] == "full" else "resumed handshakes"
+            title = (f"-- [{layout} layout] case {case}: TLS 1.3 {what}, {who}, a request per connection: "
+                     f"{n_runs} run(s) x {opts.get('duration', '?')} s, median of runs (min-max); "
+                     f"CPU = proxy's own CPU time per handshake")
+            table = [hdr_hs[:-1] + ["negotiated", hdr_hs[-1]]]
+            for s in rows:
+                e = s["errors_total"]
+                etxt = "0" if e == 0 else paint.bad(
+                    f"{e} !! " + "; ".join(dict.fromkeys(s.get("problems") or [])).strip()[:160])
+                is_nginx = s["proxy"] == "nginx"
+                table.append([
+                    s["proxy"],
+                    fmt_spread(s["handshakes_per_s"]),
+                    fmt_spread(s["proxy_cpu_us_per_handshake"], 1),
+                    "1.00" if is_nginx and s["proxy_cpu_us_per_handshake"] else fmt_spread(s["cpu_ratio_vs_nginx"], 2),
+                    f"{count(s['client_new'])}/{count(s['client_reused'])}",
+                    f"{count(s['server_full'])}/{count(s['server_resumed'])}",
+                    negotiated(s),
+                    etxt,
                 ])
         else:
             title = (f"-- [{layout} layout] case {case}, {conns} connections: {n_runs} run(s) x "
                      f"{opts.get('duration', '?')} s, median of runs (min-max); CPU = proxy's own CPU time")
-            table = [hdr_load]
+            table = [hdr_load[:-1] + (["negotiated"] if tls else []) + hdr_load[-1:]]
             for s in rows:
                 lat = s["latency_us"]
                 e = s["errors_total"]
@@ -408,15 +677,17 @@ def render_table(summary, meta, paint):
                     fmt_lat(lat["p99.9"]["median"] if lat["p99.9"] else None),
                     fmt_spread(s["proxy_cpu_us_per_req"], 2),
                     "1.00" if is_nginx and s["proxy_cpu_us_per_req"] else fmt_spread(s["cpu_ratio_vs_nginx"], 2),
-                    etxt,
-                ])
+                ] + ([negotiated(s)] if tls else []) + [etxt])
         lines.append(paint.bold(title))
         widths = [max(len(strip_ansi(row[i])) for row in table) for i in range(len(table[0]))]
+        left = {0, len(table[0]) - 1}
+        if table[0][-2] == "negotiated":
+            left.add(len(table[0]) - 2)
         for j, row in enumerate(table):
             cells = []
             for i, c in enumerate(row):
                 pad = widths[i] - len(strip_ansi(c))
-                cells.append(c + " " * pad if i in (0, len(row) - 1) else " " * pad + c)
+                cells.append(c + " " * pad if i in left else " " * pad + c)
             lines.append("  " + "  ".join(cells).rstrip())
             if j == 0:
                 lines.append("  " + "  ".join("-" * w for w in widths))
@@ -481,6 +752,7 @@ def machine_info(repo, coregate_bin, git_commit=None, git_dirty=None):
             "nginx": first_line(run_cmd(["nginx", "-v"])),
             "haproxy": first_line(run_cmd(["haproxy", "-v"])),
             "h2load": first_line(run_cmd(["h2load", "--version"])),
+            "openssl": first_line(run_cmd(["openssl", "version"])),
             "python": sys.version.split()[0],
             "rustc": first_line(run_cmd(["rustc", "--version"])),
             "coregate": first_line(run_cmd([coregate_bin, "--version"])) if coregate_bin else None,
@@ -550,7 +822,7 @@ def fmt_axis(v, unit):
     return f"{v:g}"
 
 
-def bar_panel(svg, x0, y0, w, h, title, groups, proxies, value_fn, unit, label_fn):
+def bar_panel(svg, x0, y0, w, h, title, groups, proxies, value_fn, unit, label_fn, group_label=None):
     """Grouped bars: one group per (case, connections), one bar per proxy, min-max whiskers."""
     svg.text(x0, y0 + 14, title, size=13, weight="bold")
     top, bottom, left = y0 + 30, y0 + h - 38, x0 + 52
@@ -596,7 +868,7 @@ def bar_panel(svg, x0, y0, w, h, title, groups, proxies, value_fn, unit, label_f
             svg.text(bx + bw / 2, ty, label_fn(s["median"]), size=10 if bw > 34 else 9, anchor="middle")
             if err:
                 svg.text(bx + bw / 2, ty - 12, "errors!", size=10, anchor="middle", fill="#e00000", weight="bold")
-        label = f"{g[0]}" if g[0] == "idle-memory" else f"{g[0]}, {g[1]} conns"
+        label = group_label(g) if group_label else f"{g[0]}, {g[1]} conns"
         svg.text(left + gi * gw + gw / 2, bottom + 16, label, size=11, anchor="middle")
 
 
@@ -670,13 +942,14 @@ def render_svg(summary, meta):
     svg.text(lx + 10, 70, "red outline = errors in that measurement; hover a bar for its exact figures",
              size=11, fill="#444")
     y = 86
-    layouts = [lay for lay in opts.get("layouts", []) if any(s["layout"] == lay and s["case"] != "idle-memory" for s in summary)]
+    layouts = [lay for lay in opts.get("layouts", []) if any(s["layout"] == lay and s["kind"] != "idle" for s in summary)]
     by = {(s["layout"], s["case"], s["connections"], s["proxy"]): s for s in summary}
     case_order = {c: i for i, c in enumerate(opts.get("cases", []))}
     for layout in layouts:
-        rows = [s for s in summary if s["layout"] == layout and s["case"] != "idle-memory"]
+        rows = [s for s in summary if s["layout"] == layout and s["kind"] == "load"]
         groups = sorted({(s["case"], s["connections"]) for s in rows}, key=lambda g: (case_order.get(g[0], 9), g[1]))
         proxies = sorted({s["proxy"] for s in rows}, key=proxy_rank)
+        hs_rows = [s for s in summary if s["layout"] == layout and s["kind"] == "handshake"]
         svg.rect(10, y, W - 20, 24, "#f0f0f0")
         svg.text(18, y + 17, LAYOUT_TEXT.get(layout, layout), size=13, weight="bold")
         y += 30
@@ -692,43 +965,60 @@ def render_svg(summary, meta):
             return f
 
         half = (W - 30) / 2
-        bar_panel(svg, 10, y, half, 300, "Requests per second (higher is better)", groups, proxies,
-                  val("rps"), "req/s", lambda v: f"{v / 1000:.1f}k")
-        cpu_proxies = [p for p in proxies if p != "direct"]
-        bar_panel(svg, 20 + half, y, half, 300, "Proxy CPU time per request, microseconds (lower is better)",
-                  groups, cpu_proxies, val("proxy_cpu_us_per_req"), "us", lambda v: f"{v:.2f}")
-        y += 306
+        if rows:
+            bar_panel(svg, 10, y, half, 300, "Requests per second (higher is better)", groups, proxies,
+                      val("rps"), "req/s", lambda v: f"{v / 1000:.1f}k")
+            cpu_proxies = [p for p in proxies if p != "direct"]
+            bar_panel(svg, 20 + half, y, half, 300, "Proxy CPU time per request, microseconds (lower is better)",
+                      groups, cpu_proxies, val("proxy_cpu_us_per_req"), "us", lambda v: f"{v:.2f}")
+            y += 306
 
-        def lat(g, p, layout=layout):
-            s = by.get((layout, g[0], g[1], p))
-            if not s:
-                return None
-            return {k: (s["latency_us"][k] or {}).get("median") for k in ("p50", "p99", "p99.9")}
+            def lat(g, p, layout=layout):
+                s = by.get((layout, g[0], g[1], p))
+                if not s:
+                    return None
+                return {k: (s["latency_us"][k] or {}).get("median") for k in ("p50", "p99", "p99.9")}
 
-        latency_panel(svg, 10, y, W - 20, 330,
-                      "Latency percentiles p50 / p99 / p99.9 (light to dark), log scale (lower is better)",
-                      groups, proxies, lat)
-        y += 340
-    idle = [s for s in summary if s["case"] == "idle-memory"]
+            latency_panel(svg, 10, y, W - 20, 330,
+                          "Latency percentiles p50 / p99 / p99.9 (light to dark), log scale (lower is better)",
+                          groups, proxies, lat)
+            y += 340
+        if hs_rows:
+            hs_groups = sorted({(s["case"], s["connections"]) for s in hs_rows},
+                               key=lambda g: (case_order.get(g[0], 9), g[1]))
+            hs_proxies = sorted({s["proxy"] for s in hs_rows}, key=proxy_rank)
+            tools = {(s["case"], s["connections"]): s["tool"] for s in hs_rows}
+
+            def hs_label(g):
+                return f"{g[0]}, {g[1]} {'s_time' if tools.get(g) == 's_time' else 'conns'}"
+
+            bar_panel(svg, 10, y, half, 300, "TLS 1.3 handshakes per second (higher is better)", hs_groups,
+                      hs_proxies, val("handshakes_per_s"), "req/s", lambda v: f"{v / 1000:.2f}k", hs_label)
+            bar_panel(svg, 20 + half, y, half, 300, "Proxy CPU time per handshake, microseconds (lower is better)",
+                      hs_groups, hs_proxies, val("proxy_cpu_us_per_handshake"), "us", lambda v: f"{v:.0f}", hs_label)
+            y += 306
+    idle = [s for s in summary if s["kind"] == "idle"]
     if idle:
         layout = idle[0]["layout"]
         conns = idle[0]["connections"]
+        igroups = sorted({(s["case"], s["connections"]) for s in idle}, key=lambda g: case_order.get(g[0], 9))
         svg.rect(10, y, W - 20, 24, "#f0f0f0")
-        svg.text(18, y + 17, f"idle-memory: RSS growth per idle keep-alive connection, {conns:,} connections held "
-                 f"(ran in the {layout} layout)", size=13, weight="bold")
+        svg.text(18, y + 17, f"idle memory: RSS growth per idle keep-alive connection (plain HTTP / TLS), "
+                 f"{conns:,} connections held (ran in the {layout} layout)", size=13, weight="bold")
         y += 30
         proxies = sorted({s["proxy"] for s in idle}, key=proxy_rank)
 
         def ival(g, p):
-            s = next((s for s in idle if s["proxy"] == p), None)
+            s = next((s for s in idle if s["proxy"] == p and s["case"] == g[0]), None)
             if not s or not s.get("bytes_per_conn"):
                 return None
             d = dict(s["bytes_per_conn"])
             d["errors"] = s["errors_total"]
             return d
 
-        bar_panel(svg, 10, y, (W - 30) / 2, 300, "Bytes of proxy RSS per idle connection (lower is better)",
-                  [("idle-memory", conns)], proxies, ival, "bytes", lambda v: f"{v:,.0f} B")
+        bar_panel(svg, 10, y, (W - 30) / 2 if len(igroups) < 2 else W - 20, 300,
+                  "Bytes of proxy RSS per idle connection (lower is better)",
+                  igroups, proxies, ival, "bytes", lambda v: f"{v:,.0f} B", lambda g: g[0])
         y += 306
     return svg.render(y + 10)
 
@@ -755,6 +1045,17 @@ def cmd_final(a):
             f"{s['layout']}/{s['case']}/c={s['connections']}/{s['proxy']} ({s['errors_total']})" for s in bad)))
     else:
         print("errors: none (every run of every proxy: 0 non-2xx, 0 socket errors)")
+    tls = options.get("tls") or {}
+    if tls:
+        seen = {}
+        for s in summary:
+            for n in s.get("negotiated", []):
+                seen.setdefault(s["proxy"], set()).add(n)
+        client = f"clients pinned to {tls['client_suite']}" if tls.get("client_suite") else \
+            "clients with OpenSSL's default suites"
+        print(f"TLS ({client}; every proxy must negotiate {tls.get('expected') or '?'}); negotiated, per proxy:")
+        for p in sorted(seen, key=proxy_rank):
+            print(f"  {p}: " + " | ".join(sorted(seen[p])))
     logs = {}
     for r in records:
         for ln in r.get("proxy_log") or []:
@@ -800,6 +1101,33 @@ def main():
     rl.add_argument("--sys-before", help="/proc/stat cpu lines before, ';'-separated")
     rl.add_argument("--sys-after", help="/proc/stat cpu lines after")
     rl.add_argument("--failure", help="the measurement failed: why (counted as an error)")
+    rl.add_argument("--negotiated", help="TLS: what openssl s_client negotiated before measuring")
+    rl.add_argument("--expected-suite", help="TLS: the version and suite every proxy must negotiate")
+
+    rh = sub.add_parser("record-handshake")
+    rh.add_argument("--raw", required=True)
+    rh.add_argument("--client-output", action="append", help="an s_time or wrk output (repeatable)")
+    rh.add_argument("--client-rc", type=int, default=0, help="the highest exit code of the clients")
+    rh.add_argument("--layout", required=True)
+    rh.add_argument("--run", type=int, required=True)
+    rh.add_argument("--case", required=True)
+    rh.add_argument("--proxy", required=True)
+    rh.add_argument("--mode", choices=["full", "resumed"], required=True)
+    rh.add_argument("--tool", choices=["s_time", "wrk"], required=True)
+    rh.add_argument("--clients", type=int, required=True, help="s_time processes or wrk connections")
+    rh.add_argument("--duration", type=float, required=True)
+    rh.add_argument("--wall", type=float)
+    rh.add_argument("--proxy-ticks", type=int)
+    rh.add_argument("--upstream-ticks", type=int)
+    rh.add_argument("--clk-tck", type=int, required=True)
+    rh.add_argument("--log")
+    rh.add_argument("--sys-before")
+    rh.add_argument("--sys-after")
+    rh.add_argument("--server-before", help='the proxy\'s handshake counts before: "FULL RESUMED" ("-" = not counted)')
+    rh.add_argument("--server-after", help="the same after the measured run")
+    rh.add_argument("--negotiated")
+    rh.add_argument("--expected-suite")
+    rh.add_argument("--failure")
 
     ri = sub.add_parser("record-idle")
     ri.add_argument("--raw", required=True)
@@ -812,6 +1140,9 @@ def main():
     ri.add_argument("--rss-held", type=int, required=True)
     ri.add_argument("--rss-after", type=int, required=True)
     ri.add_argument("--log")
+    ri.add_argument("--case", default="idle-memory")
+    ri.add_argument("--negotiated")
+    ri.add_argument("--expected-suite")
 
     fi = sub.add_parser("final")
     fi.add_argument("--raw", required=True)
@@ -826,7 +1157,8 @@ def main():
     fi.add_argument("--color", choices=["auto", "always", "never"], default="auto")
 
     a = p.parse_args()
-    {"record-load": cmd_record_load, "record-idle": cmd_record_idle, "final": cmd_final}[a.cmd](a)
+    {"record-load": cmd_record_load, "record-handshake": cmd_record_handshake, "record-idle": cmd_record_idle,
+     "final": cmd_final}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -72,8 +72,12 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, tracked: Tracked) {
                 .as_ref()
                 .filter(|_| header)
                 .map(|c| Box::from(c.header_value().into_bytes()));
-            let side = Rc::new(TlsSide { info, client_cert });
-            serve_h1(Transport::Tls(stream), peer, Some(side), tracked).await
+            match Protocol::agreed(info.alpn.as_deref()) {
+                Protocol::Http1 => {
+                    let side = Rc::new(TlsSide { info, client_cert });
+                    serve_h1(Transport::Tls(stream), peer, Some(side), tracked).await
+                }
+            }
         }
         Some(Err(refused)) => {
             debug!(%peer, ?refused, "TLS handshake refused");
@@ -88,6 +92,20 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, tracked: Tracked) {
             }
         }
         None => ssl.handshake_timeout.inc(),
+    }
+}
+
+/// The protocol a connection speaks, from what ALPN agreed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+}
+
+impl Protocol {
+    /// `http/1.1`, or no ALPN at all (and every plaintext connection): HTTP/1.x. ALPN agrees
+    /// only on a protocol the listener offers, and `http/1.1` is the only one offered yet.
+    fn agreed(_alpn: Option<&[u8]>) -> Protocol {
+        Protocol::Http1
     }
 }
 
