@@ -868,8 +868,10 @@ def bar_panel(svg, x0, y0, w, h, title, groups, proxies, value_fn, unit, label_f
             svg.text(bx + bw / 2, ty, label_fn(s["median"]), size=10 if bw > 34 else 9, anchor="middle")
             if err:
                 svg.text(bx + bw / 2, ty - 12, "errors!", size=10, anchor="middle", fill="#e00000", weight="bold")
-        label = group_label(g) if group_label else f"{g[0]}, {g[1]} conns"
-        svg.text(left + gi * gw + gw / 2, bottom + 16, label, size=11, anchor="middle")
+        # Case on one line, connections on the next: five groups fit in a half-width panel.
+        label = group_label(g) if group_label else f"{g[0]}\n{g[1]} conns"
+        for li, text in enumerate(label.split("\n")):
+            svg.text(left + gi * gw + gw / 2, bottom + 15 + 12 * li, text, size=11, anchor="middle")
 
 
 def latency_panel(svg, x0, y0, w, h, title, groups, proxies, lat_fn):
@@ -990,7 +992,7 @@ def render_svg(summary, meta):
             tools = {(s["case"], s["connections"]): s["tool"] for s in hs_rows}
 
             def hs_label(g):
-                return f"{g[0]}, {g[1]} {'s_time' if tools.get(g) == 's_time' else 'conns'}"
+                return f"{g[0]}\n{g[1]} {'s_time clients' if tools.get(g) == 's_time' else 'conns (wrk)'}"
 
             bar_panel(svg, 10, y, half, 300, "TLS 1.3 handshakes per second (higher is better)", hs_groups,
                       hs_proxies, val("handshakes_per_s"), "req/s", lambda v: f"{v / 1000:.2f}k", hs_label)
