@@ -1019,3 +1019,51 @@ impl Stream for TlsStream {
         self.0.tcp.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_certificate_header_cannot_be_broken_out_of() {
+        let id = ClientIdentity {
+            subject: "CN=a\"b\\c,O=x\r\ny".to_owned(),
+            sans: vec![
+                "URI=spiffe://t/a;Hash=evil".to_owned(),
+                "DNS=a.test,b".to_owned(),
+                "email=a@b".to_owned(),
+            ],
+            hash: "00ff".to_owned(),
+        };
+        assert_eq!(
+            id.header_value(),
+            "Hash=00ff;Subject=\"CN=a\\\"b\\\\c,O=xy\";URI=spiffe://t/aHash=evil;DNS=a.testb"
+        );
+    }
+
+    #[test]
+    fn expiry_warnings_start_thirty_days_out() {
+        let dir = std::env::temp_dir().join(format!("coregate-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join("c.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("c.key"), key.serialize_pem()).unwrap();
+        let loaded = load_certificate(&dir.join("c.pem"), &dir.join("c.key")).unwrap();
+        let end = loaded.not_after;
+        assert!(loaded.expiry_warning(end - 31 * 86_400, 30).is_none());
+        let soon = loaded.expiry_warning(end - 29 * 86_400, 30).unwrap();
+        assert!(soon.contains("expires in 29 days"), "{soon}");
+        let past = loaded.expiry_warning(end + 1, 30).unwrap();
+        assert!(past.contains("expired on"), "{past}");
+        let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        std::fs::write(dir.join("o.key"), other.serialize_pem()).unwrap();
+        let (field, why) = load_certificate(&dir.join("c.pem"), &dir.join("o.key")).unwrap_err();
+        assert_eq!(field, "key");
+        assert!(why.contains("does not match"), "{why}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -139,13 +139,7 @@ fn sni_picks_the_certificate_exact_wildcard_or_default() {
         err.contains("NotValidForName") || err.contains("not valid for name"),
         "the default certificate is served for other.test: {err}"
     );
-    let no_sni = client_config(
-        &sni.ca,
-        &ClientOptions {
-            no_sni: true,
-            ..Default::default()
-        },
-    );
+    let no_sni = client_config(&sni.ca, &ClientOptions::without_sni());
     let reply = tls_get(gw.addr, "default.test", &no_sni, "/").expect("no SNI");
     assert_eq!(
         reply.leaf, sni.default,
@@ -175,13 +169,7 @@ fn an_unknown_name_without_a_default_is_refused_with_unrecognized_name() {
         err.contains("UnrecognisedName") || err.contains("UnrecognizedName"),
         "{err}"
     );
-    let no_sni = client_config(
-        &sni.ca,
-        &ClientOptions {
-            no_sni: true,
-            ..Default::default()
-        },
-    );
+    let no_sni = client_config(&sni.ca, &ClientOptions::without_sni());
     let err = tls_get(gw.addr, "a.test", &no_sni, "/").expect_err("no SNI, no default");
     assert!(
         err.contains("UnrecognisedName") || err.contains("UnrecognizedName"),
@@ -212,13 +200,7 @@ fn tls_1_2_and_1_3_and_min_version() {
     let ca = Ca::new("versions ca");
     let tls = single_certificate(&dir, &ca, "      alpn: [http/1.1]\n");
     let gw = tls_gateway(1, &tls, up.addr(), "{}");
-    let both = client_config(
-        &ca,
-        &ClientOptions {
-            alpn: vec!["h2", "http/1.1"],
-            ..Default::default()
-        },
-    );
+    let both = client_config(&ca, &ClientOptions::alpn(&["h2", "http/1.1"]));
     let reply = tls_get(gw.addr, "site.test", &both, "/").expect("1.3");
     assert_eq!(reply.version, rustls::ProtocolVersion::TLSv1_3);
     assert_eq!(
@@ -226,13 +208,7 @@ fn tls_1_2_and_1_3_and_min_version() {
         Some(&b"http/1.1"[..]),
         "ALPN picks http/1.1"
     );
-    let old = client_config(
-        &ca,
-        &ClientOptions {
-            tls12_only: true,
-            ..Default::default()
-        },
-    );
+    let old = client_config(&ca, &ClientOptions::tls12());
     let reply = tls_get(gw.addr, "site.test", &old, "/").expect("1.2");
     assert_eq!(reply.version, rustls::ProtocolVersion::TLSv1_2);
     assert_eq!(reply.status(), Some(200));
@@ -267,13 +243,7 @@ fn tls_1_2_and_1_3_and_min_version() {
         assert_eq!(reply.suite, Some(want));
     }
     // A client that offers only h2 shares no protocol with an http/1.1 listener.
-    let h2_only = client_config(
-        &ca,
-        &ClientOptions {
-            alpn: vec!["h2"],
-            ..Default::default()
-        },
-    );
+    let h2_only = client_config(&ca, &ClientOptions::alpn(&["h2"]));
     let err = tls_get(gw.addr, "site.test", &h2_only, "/").expect_err("no common ALPN");
     assert!(err.contains("NoApplicationProtocol"), "{err}");
     drop(gw);
@@ -376,13 +346,7 @@ fn client_certificates_required_verified_and_passed_upstream() {
     let m = mtls("required");
     let with = |ca: &Ca| {
         let leaf = ca.client("alice", "spiffe://test/alice");
-        client_config(
-            &m.ca,
-            &ClientOptions {
-                client_cert: Some((leaf.cert_pem, leaf.key_pem)),
-                ..Default::default()
-            },
-        )
+        client_config(&m.ca, &ClientOptions::certificate(leaf))
     };
     // A client certificate from the configured CA: served, its identity passed upstream in
     // the named header, and a copy the client sent is not.
@@ -432,13 +396,7 @@ Connection: close\r\n\r\n";
         support::tls::tls_exchange(m.gw.addr, "site.test", &none, request).expect("anonymous");
     assert_eq!(reply.status(), Some(200));
     let leaf = m.client_ca.client("bob", "spiffe://test/bob");
-    let with = client_config(
-        &m.ca,
-        &ClientOptions {
-            client_cert: Some((leaf.cert_pem, leaf.key_pem)),
-            ..Default::default()
-        },
-    );
+    let with = client_config(&m.ca, &ClientOptions::certificate(leaf));
     tls_get(m.gw.addr, "site.test", &with, "/bob").expect("with a certificate");
     let seen = m.up.wait_requests(2, T);
     let anon = seen.iter().find(|r| r.path == "/anon").expect("anon");
@@ -664,13 +622,7 @@ clusters:
         anyone.addr()
     ));
     let leaf = clients.client("ops", "spiffe://test/ops");
-    let with = client_config(
-        &ca,
-        &ClientOptions {
-            client_cert: Some((leaf.cert_pem, leaf.key_pem)),
-            ..Default::default()
-        },
-    );
+    let with = client_config(&ca, &ClientOptions::certificate(leaf));
     let without = client_config(&ca, &ClientOptions::default());
     tls_get(gw.addr, "site.test", &with, "/admin/x").expect("with a certificate");
     tls_get(gw.addr, "site.test", &without, "/admin/y").expect("without");

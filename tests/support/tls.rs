@@ -200,6 +200,37 @@ pub struct ClientOptions {
     pub suites: Vec<rustls::SupportedCipherSuite>,
 }
 
+impl ClientOptions {
+    pub fn without_sni() -> ClientOptions {
+        ClientOptions {
+            no_sni: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn tls12() -> ClientOptions {
+        ClientOptions {
+            tls12_only: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn alpn(protocols: &[&'static str]) -> ClientOptions {
+        ClientOptions {
+            alpn: protocols.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// Presents `leaf` as the client certificate.
+    pub fn certificate(leaf: Leaf) -> ClientOptions {
+        ClientOptions {
+            client_cert: Some((leaf.cert_pem, leaf.key_pem)),
+            ..Default::default()
+        }
+    }
+}
+
 /// A client config trusting `ca`; its session store is shared by every connection made with it
 /// (so a second connection can resume).
 pub fn client_config(ca: &Ca, opts: &ClientOptions) -> Arc<ClientConfig> {
