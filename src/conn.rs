@@ -60,7 +60,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, tracked: Tracked) {
             Either::Right(_) => return,
         }
     };
-    let ssl = &tracked.worker.stats.ssl;
+    let ssl = &tracked.slot.stats.ssl;
     match handshake {
         Some(Ok((stream, info))) => {
             ssl.handshake.inc();
@@ -164,6 +164,7 @@ pub struct Tracked {
     worker: Rc<Worker>,
     slot: Rc<ListenerSlot>,
     key: usize,
+    opened: Instant,
 }
 
 impl Tracked {
@@ -171,10 +172,14 @@ impl Tracked {
     pub fn new(worker: &Rc<Worker>, slot: &Rc<ListenerSlot>, key: usize) -> Tracked {
         worker.stats.connections_accepted.inc();
         worker.stats.connections_active.inc();
+        slot.stats.downstream_cx_total.inc();
+        slot.stats.downstream_cx_active.inc();
         Tracked {
             worker: worker.clone(),
             slot: slot.clone(),
             key,
+            // The clock, not the timer wheel's 10 ms tick: most connections are shorter.
+            opened: Instant::now(),
         }
     }
 }
@@ -182,6 +187,10 @@ impl Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         self.worker.stats.connections_active.dec();
+        let stats = &self.slot.stats;
+        stats.downstream_cx_active.dec();
+        stats.downstream_cx_destroy.inc();
+        self.slot.cx_length.record(self.opened.elapsed());
         self.slot.untrack(self.key);
     }
 }
@@ -380,15 +389,10 @@ impl<S: Stream> H1<S> {
 
     /// The one place where every finished request is counted.
     fn record(&self, outcome: &Outcome) {
-        let stats = &self.tracked.worker.stats;
-        stats.requests.inc();
-        self.tracked
-            .worker
-            .record_latency(self.input.started.elapsed());
-        match outcome.status {
-            Some(status) => stats.record_status(status),
-            None => stats.requests_aborted.inc(),
-        }
+        self.tracked.worker.stats.requests.inc();
+        let slot = &self.tracked.slot;
+        slot.stats.record_request(outcome.status);
+        slot.rq_time.record(self.input.started.elapsed());
     }
 
     /// Answers a failed request if no response has started. Returns the status sent, or None

@@ -42,6 +42,8 @@ pub fn run(control: Control, gateway: Gateway, config: Option<PathBuf>) -> i32 {
             },
             SIGTERM | SIGINT => match gateway.take() {
                 Some(g) => {
+                    // /ready answers 503 from now on, so balancers in front stop sending.
+                    g.registry().server.live.set(0);
                     let drain = g.snapshot().limits.drain_timeout;
                     info!(?drain, "shutting down: draining connections");
                     let handle = handle.clone();
@@ -71,7 +73,7 @@ fn reload(gateway: &mut Gateway, path: &Path) {
     let config = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
-            gateway.registry().reloads_failed.inc();
+            gateway.registry().record_reload(false);
             error!("reload refused, the running config stays:\n{errors}");
             return;
         }

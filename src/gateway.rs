@@ -202,8 +202,8 @@ impl Gateway {
         let started = Instant::now();
         let result = self.publish(config, started);
         match &result {
-            Ok(_) => self.registry.reloads_ok.inc(),
-            Err(_) => self.registry.reloads_failed.inc(),
+            Ok(_) => self.registry.record_reload(true),
+            Err(_) => self.registry.record_reload(false),
         }
         result
     }

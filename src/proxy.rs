@@ -187,7 +187,7 @@ pub async fn forward<D: Downstream>(
         .and_then(Option::as_ref);
     let (endpoint, conn, reused) = connect_any(cluster, spec, tls, replayable).await?;
     let ep = &cluster.endpoints[endpoint];
-    ep.stats.requests.inc();
+    ep.stats.upstream_rq_total.inc();
     outcome.endpoint = Some(ep.address);
     outcome.reused = reused;
 
@@ -205,6 +205,7 @@ pub async fn forward<D: Downstream>(
         body_timeout: snapshot.limits.body_timeout,
         outcome,
     };
+    let began = Instant::now();
     let result = if exchange.request.is_encoded() {
         exchange.whole(&mut sink).await
     } else {
@@ -226,14 +227,25 @@ pub async fn forward<D: Downstream>(
     reader.recycle();
     let status = response.status;
     response.recycle();
+    if outcome.upstream_time.is_some() {
+        // The upstream answered: its status class, and the exchange's time until now (the
+        // response relayed, or cut) as Envoy's upstream_rq_time.
+        ep.stats.record_status(status);
+        cluster.rq_time.record(began.elapsed());
+    }
+    if let Err(e) = &result
+        && e.kind == ErrorKind::UpstreamTimeout
+    {
+        ep.stats.upstream_rq_timeout.inc();
+    }
     result?;
     // The upstream is done with: it goes back to the pool before the client gets the last
     // bytes, so that the next request (maybe this client's) finds it there.
     if reusable {
         match conn.park() {
             Ok(conn) => ep.pool.checkin(conn, timer::now()),
-            Err(Idle::Stray) => ep.stats.idle_stray_bytes.inc(),
-            Err(_) => ep.stats.idle_closed.inc(),
+            Err(Idle::Stray) => ep.stats.upstream_cx_idle_stray.inc(),
+            Err(_) => ep.stats.upstream_cx_idle_closed.inc(),
         }
     }
     sink.flush().await?;
@@ -329,12 +341,15 @@ impl Exchange<'_> {
                     // request never reached the application.
                     debug!(endpoint = %self.ep.address, "retrying on a new connection after {e}");
                     self.outcome.retried = true;
-                    self.ep.stats.retries.inc();
+                    self.ep.stats.upstream_rq_retry.inc();
                     self.reader.reset();
                     let connect =
                         UpstreamConn::connect(self.ep.address, self.spec.connect_timeout, self.tls);
-                    self.conn = connect.await.map_err(|e| connect_failed(self.ep, e))?;
-                    self.ep.stats.connections_new.inc();
+                    self.conn = connect
+                        .await
+                        .map_err(|e| connect_failed(self.ep, e))?
+                        .counted(&self.ep.stats);
+                    self.ep.stats.upstream_cx_total.inc();
                     self.reused = false;
                 }
                 Err(e) => {
@@ -505,17 +520,17 @@ async fn connect_any(
         while let Some(mut conn) = ep.pool.checkout(timer::now()) {
             match conn.check() {
                 Idle::Clean => {
-                    ep.stats.connections_reused.inc();
+                    ep.stats.upstream_cx_reused.inc();
                     return Ok((endpoint, conn, true));
                 }
-                Idle::Stray => ep.stats.idle_stray_bytes.inc(),
-                Idle::Closed => ep.stats.idle_closed.inc(),
+                Idle::Stray => ep.stats.upstream_cx_idle_stray.inc(),
+                Idle::Closed => ep.stats.upstream_cx_idle_closed.inc(),
             }
         }
         match UpstreamConn::connect(ep.address, spec.connect_timeout, tls).await {
             Ok(conn) => {
-                ep.stats.connections_new.inc();
-                return Ok((endpoint, conn, false));
+                ep.stats.upstream_cx_total.inc();
+                return Ok((endpoint, conn.counted(&ep.stats), false));
             }
             Err(e) => {
                 debug!(endpoint = %ep.address, cluster = %spec.name, replayable, "connect failed: {e:?}");
@@ -532,11 +547,14 @@ async fn connect_any(
 fn connect_failed(ep: &EndpointState, e: ConnectError) -> ProxyError {
     match e {
         ConnectError::Connect(e) => {
-            ep.stats.connect_failures.inc();
+            ep.stats.upstream_cx_connect_fail.inc();
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                ep.stats.upstream_cx_connect_timeout.inc();
+            }
             ProxyError::upstream(ErrorKind::NoUpstream).caused_by(&e)
         }
         ConnectError::Tls(e) => {
-            ep.stats.tls_handshake_failures.inc();
+            ep.stats.upstream_cx_tls_fail.inc();
             debug!(endpoint = %ep.address, "upstream TLS handshake failed: {e}");
             ProxyError::upstream(ErrorKind::UpstreamTls).caused_by(&e)
         }

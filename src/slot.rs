@@ -10,7 +10,7 @@ use slab::Slab;
 
 use crate::notify::{Notify, Wait};
 use crate::rt::{Task, TcpListener};
-use crate::stats::ListenerStats;
+use crate::stats::{ListenerLoad, ListenerStats, LocalHistogram};
 
 /// One listener on one core. Connections keep their slot; its index into the current
 /// snapshot's listeners is updated on reload.
@@ -28,16 +28,24 @@ pub struct ListenerSlot {
     /// reserved at accept and filled with the task right after it is spawned.
     connections: RefCell<Slab<Option<Task>>>,
     /// The listener's connections over every core (for `max_connections`).
-    stats: Arc<ListenerStats>,
+    load: Arc<ListenerLoad>,
+    /// This core's counters of the listener, and its histograms of request durations
+    /// (`http.<name>.downstream_rq_time`) and connection lifetimes.
+    pub stats: Arc<ListenerStats>,
+    pub rq_time: Rc<LocalHistogram>,
+    pub cx_length: Rc<LocalHistogram>,
+}
+
+/// What a listener slot counts with on its core.
+pub struct SlotStats {
+    pub load: Arc<ListenerLoad>,
+    pub stats: Arc<ListenerStats>,
+    pub rq_time: Rc<LocalHistogram>,
+    pub cx_length: Rc<LocalHistogram>,
 }
 
 impl ListenerSlot {
-    pub fn new(
-        name: &str,
-        index: usize,
-        socket: TcpListener,
-        stats: Arc<ListenerStats>,
-    ) -> ListenerSlot {
+    pub fn new(name: &str, index: usize, socket: TcpListener, counted: SlotStats) -> ListenerSlot {
         ListenerSlot {
             name: name.to_owned(),
             index: Cell::new(index),
@@ -45,7 +53,10 @@ impl ListenerSlot {
             closing: Notify::new(),
             accepting: RefCell::new(None),
             connections: RefCell::new(Slab::new()),
-            stats,
+            load: counted.load,
+            stats: counted.stats,
+            rq_time: counted.rq_time,
+            cx_length: counted.cx_length,
         }
     }
 
@@ -101,7 +112,7 @@ impl ListenerSlot {
     /// A place for a new connection's task, unless the listener has `max` connections open
     /// over every core already (None: the connection is to be closed).
     pub fn reserve(&self, max: Option<usize>) -> Option<usize> {
-        self.stats
+        self.load
             .admit(max)
             .then(|| self.connections.borrow_mut().insert(None))
     }
@@ -115,7 +126,7 @@ impl ListenerSlot {
 
     /// Called by a connection as it ends (or is dropped by an abort).
     pub fn untrack(&self, key: usize) {
-        self.stats.release();
+        self.load.release();
         let task = self.connections.borrow_mut().try_remove(key).flatten();
         if let Some(task) = task {
             task.detach();

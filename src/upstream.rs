@@ -8,6 +8,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use crate::h1::body::{BodyDecoder, BodyEncoder, Framing};
 use crate::h1::head::{self, Parsed};
 use crate::message::{Headers, RequestHead, ResponseHead};
 use crate::rt::{self, Received, Stream};
+use crate::stats::EndpointStats;
 use crate::timer;
 use crate::tls::ClientTls;
 use crate::transport::Transport;
@@ -38,6 +40,18 @@ pub struct UpstreamConn {
     /// they arrive, so an idle connection holds no buffer. One small allocation per checkin.
     /// In a cell: the response side takes it while the request side writes.
     armed: Cell<Option<ArmedRead>>,
+    /// Counts the connection in its endpoint's `upstream_cx_active` while it is open.
+    active: Option<Active>,
+}
+
+/// Holds a connection in its endpoint's `upstream_cx_active` gauge (on the connection's own
+/// core: single writer).
+struct Active(Arc<EndpointStats>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.upstream_cx_active.dec();
+    }
 }
 
 impl std::fmt::Debug for UpstreamConn {
@@ -99,7 +113,15 @@ impl UpstreamConn {
         Ok(UpstreamConn {
             stream,
             armed: Cell::new(None),
+            active: None,
         })
+    }
+
+    /// Counts the connection as open for `stats`' endpoint until it is dropped.
+    pub fn counted(mut self, stats: &Arc<EndpointStats>) -> UpstreamConn {
+        stats.upstream_cx_active.inc();
+        self.active = Some(Active(stats.clone()));
+        self
     }
 
     /// Arms a read before the connection idles in a pool (nginx and HAProxy keep a read event

@@ -19,9 +19,11 @@ use crate::conn;
 use crate::listener;
 use crate::pool::Pool;
 use crate::rt::{self, TcpListener};
-use crate::slot::ListenerSlot;
+use crate::slot::{ListenerSlot, SlotStats};
 use crate::snapshot::Snapshot;
-use crate::stats::{EndpointStats, Latency, Registry, WorkerStats};
+use crate::stats::{
+    EndpointStats, HistKey, LocalHistogram, LocalHistograms, Registry, WorkerStats,
+};
 use crate::timer;
 use crate::upstream::{Idle, UpstreamConn};
 
@@ -47,6 +49,8 @@ pub struct EndpointState {
 pub struct ClusterState {
     pub balancer: RefCell<Wrr>,
     pub endpoints: Box<[EndpointState]>,
+    /// `cluster.<name>.upstream_rq_time` on this core.
+    pub rq_time: Rc<LocalHistogram>,
 }
 
 /// This core's view of one snapshot. Requests hold an `Rc` to the generation they started
@@ -62,8 +66,8 @@ pub struct Worker {
     pub id: usize,
     workers: usize,
     pub stats: Arc<WorkerStats>,
-    /// Request latencies since the last fold into the registry.
-    latency: RefCell<Latency>,
+    /// This core's histograms, folded into the registry once a second.
+    pub histograms: LocalHistograms,
     registry: Arc<Registry>,
     current: RefCell<Rc<Generation>>,
     /// Pools by (cluster, endpoint): they outlive generations so that a reload keeps warm
@@ -87,7 +91,7 @@ impl Worker {
             id,
             workers,
             stats,
-            latency: RefCell::new(Latency::default()),
+            histograms: LocalHistograms::default(),
             registry,
             current: RefCell::new(Rc::new(Generation {
                 snapshot: snapshot.clone(),
@@ -159,6 +163,7 @@ impl Worker {
                 ClusterState {
                     balancer: RefCell::new(balancer),
                     endpoints,
+                    rq_time: self.histograms.get(HistKey::upstream_rq_time(&c.name)),
                 }
             })
             .collect();
@@ -197,7 +202,12 @@ impl Worker {
             name,
             index,
             TcpListener::from_std(socket)?,
-            self.registry.listener(name),
+            SlotStats {
+                load: self.registry.listener_load(name),
+                stats: self.registry.listener(name, self.id),
+                rq_time: self.histograms.get(HistKey::downstream_rq_time(name)),
+                cx_length: self.histograms.get(HistKey::downstream_cx_length(name)),
+            },
         ));
         let (worker, weak) = (self.clone(), Rc::downgrade(&slot));
         listener::open(&slot, move |stream, peer| {
@@ -211,7 +221,7 @@ impl Worker {
                 .and_then(|l| l.http.max_connections);
             let Some(key) = slot.reserve(max) else {
                 // Over the limit: closed at once, before a byte is read.
-                worker.stats.connections_overflow.inc();
+                slot.stats.downstream_cx_overflow.inc();
                 drop(stream);
                 return;
             };
@@ -269,12 +279,6 @@ impl Worker {
             .sum()
     }
 
-    /// Records a finished request's duration on this core.
-    #[inline]
-    pub fn record_latency(&self, d: Duration) {
-        self.latency.borrow_mut().record(d);
-    }
-
     /// Once a second, forever: closes pooled upstream connections that outlived their idle
     /// timeout or received anything while idle, and folds this core's latencies into the registry (the one lock, off the
     /// request path).
@@ -292,27 +296,23 @@ impl Worker {
                     ep.pool.retain(|conn| match conn.check() {
                         Idle::Clean => true,
                         Idle::Stray => {
-                            ep.stats.idle_stray_bytes.inc();
+                            ep.stats.upstream_cx_idle_stray.inc();
                             false
                         }
                         Idle::Closed => {
-                            ep.stats.idle_closed.inc();
+                            ep.stats.upstream_cx_idle_closed.inc();
                             false
                         }
                     });
                 }
             }
-            self.fold_latency();
+            self.fold_histograms();
         }
     }
 
-    /// Moves this core's recent latencies into the registry.
-    pub fn fold_latency(&self) {
-        let mut recent = self.latency.borrow_mut();
-        if recent.count() > 0 {
-            self.registry.fold_latency(self.id, &recent);
-            recent.reset();
-        }
+    /// Moves this core's recent histogram samples into the registry.
+    pub fn fold_histograms(&self) {
+        self.histograms.fold_into(&self.registry, self.id);
     }
 }
 
@@ -428,5 +428,5 @@ async fn serve(
     while worker.connections() > 0 && Instant::now() < deadline {
         timer::sleep(DRAIN_POLL).await;
     }
-    worker.fold_latency();
+    worker.fold_histograms();
 }

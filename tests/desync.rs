@@ -61,8 +61,8 @@ fn bytes_on_an_idle_pooled_connection_retire_it() {
     assert_eq!(get(&gw, "/b"), "/b", "client B must get its own answer");
     assert_eq!(get(&gw, "/c"), "/c", "client C must get its own answer");
     let ep = gw.endpoint("backend", up.addr());
-    assert_eq!(ep.idle_stray_bytes, 1, "{ep:?}");
-    assert_eq!(ep.connections_new, 2, "{ep:?}");
+    assert_eq!(ep.upstream_cx_idle_stray.get(), 1, "{ep:?}");
+    assert_eq!(ep.upstream_cx_total.get(), 2, "{ep:?}");
     assert!(up.script_panics().is_empty(), "{:?}", up.script_panics());
 }
 
@@ -106,7 +106,11 @@ fn late_bodies_after_bodiless_responses_retire_the_connection() {
         );
         assert_eq!(get(&gw, "/next"), "/next", "after {method} -> {status}");
         let ep = gw.endpoint("backend", up.addr());
-        assert_eq!(ep.idle_stray_bytes, 1, "{method} -> {status}: {ep:?}");
+        assert_eq!(
+            ep.upstream_cx_idle_stray.get(),
+            1,
+            "{method} -> {status}: {ep:?}"
+        );
     }
 }
 
@@ -139,7 +143,11 @@ fn an_idle_connection_the_upstream_closed_is_not_used() {
     let r = c.read_response(T);
     assert_eq!((r.status, r.body.as_slice()), (200, &b"/b"[..]));
     let ep = gw.endpoint("backend", up.addr());
-    assert_eq!((ep.idle_closed, ep.retries), (1, 0), "{ep:?}");
+    assert_eq!(
+        (ep.upstream_cx_idle_closed.get(), ep.upstream_rq_retry.get()),
+        (1, 0),
+        "{ep:?}"
+    );
 }
 
 /// The gateway's own answers (here 503 and 404) to HEAD carry the length of the body a GET
@@ -251,5 +259,10 @@ fn an_idle_connection_with_stray_bytes_is_closed_by_the_sweep() {
     assert_eq!(get(&gw, "/a"), "ok");
     answered.open();
     assert!(closed.wait(T), "the gateway closed the idle connection");
-    assert_eq!(gw.endpoint("backend", up.addr()).idle_stray_bytes, 1);
+    assert_eq!(
+        gw.endpoint("backend", up.addr())
+            .upstream_cx_idle_stray
+            .get(),
+        1
+    );
 }

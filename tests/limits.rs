@@ -172,19 +172,17 @@ fn max_connections_holds_for_the_listener_over_every_core() {
         let got = raw_exchange(gw.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", T);
         assert!(got.closed && got.bytes.is_empty(), "{:?}", got.text());
     }
-    let overflow: u64 = gw
-        .gateway
-        .registry()
-        .workers()
-        .iter()
-        .map(|w| w.connections_overflow.get())
-        .sum();
+    let registry = gw.gateway.registry();
+    let overflow = registry.listener_total("main", |l| &l.downstream_cx_overflow);
     assert_eq!(overflow, 3);
+    let text = registry.render();
     assert!(
-        gw.gateway
-            .registry()
-            .render()
-            .contains("listener.main.connections_active 2")
+        text.contains("listener.main.downstream_cx_active: 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("listener.main.downstream_cx_overflow: 3\n"),
+        "{text}"
     );
     held.pop();
     let deadline = Instant::now() + T;

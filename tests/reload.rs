@@ -341,7 +341,7 @@ fn listener_that_cannot_be_bound_fails_the_reload_and_changes_nothing() {
     let err = gw.gateway.reload(config).expect_err("the port is taken");
     assert!(err.to_string().contains("already in use"), "{err}");
     assert_eq!(gw.gateway.snapshot().generation, 1);
-    assert_eq!(gw.gateway.registry().reloads_failed.get(), 1);
+    assert_eq!(gw.gateway.registry().server.reloads_failed.get(), 1);
     let mut c = HttpClient::connect(gw.listener("extra")).unwrap();
     assert_eq!(
         c.get("/", "h").unwrap().status,

@@ -40,9 +40,10 @@ clusters:
     ))
 }
 
+/// `listener.secure.ssl.<name>`, summed over the workers.
 fn ssl(gw: &TestGateway, name: &str) -> u64 {
     let text = gw.gateway.registry().render();
-    let key = format!("ssl.{name} ");
+    let key = format!("listener.secure.ssl.{name}: ");
     text.lines()
         .find_map(|l| l.strip_prefix(&key))
         .and_then(|v| v.trim().parse().ok())
@@ -274,7 +275,8 @@ fn resumes_on_the_other_worker(tls12: bool) {
             ..Default::default()
         },
     );
-    let workers = gw.gateway.registry().workers().to_vec();
+    let workers = gw.gateway.registry().listener_per_worker("secure");
+    assert_eq!(workers.len(), 2);
     let first = tls_get(gw.addr, "site.test", &config, "/").expect("full handshake");
     assert!(!first.resumed);
     let issuer = workers

@@ -68,7 +68,13 @@ fn upstream_tls_verifies_the_name_and_pools_the_connection() {
     let names = origin.names.lock().unwrap().clone();
     assert_eq!(names, vec![Some("origin.test".to_owned())], "SNI sent");
     let totals = gw.endpoint("secure", origin.addr);
-    assert_eq!((totals.connections_new, totals.connections_reused), (1, 1));
+    assert_eq!(
+        (
+            totals.upstream_cx_total.get(),
+            totals.upstream_cx_reused.get()
+        ),
+        (1, 1)
+    );
 }
 
 #[test]
@@ -100,7 +106,12 @@ fn an_upstream_certificate_that_does_not_verify_is_a_counted_502() {
     let got = get(&gw, "/x");
     assert_eq!(got.status(), Some(502), "{}", got.text());
     assert_eq!(body(&got), "upstream TLS handshake failed\n");
-    assert!(gw.endpoint("secure", origin.addr).tls_handshake_failures >= 1);
+    assert!(
+        gw.endpoint("secure", origin.addr)
+            .upstream_cx_tls_fail
+            .get()
+            >= 1
+    );
 
     // The right CA but the wrong name fails the same way.
     let right = dir.write("right.pem", &origin_ca.pem);
@@ -131,7 +142,12 @@ fn a_pooled_tls_connection_the_origin_closed_is_not_reused() {
     // The origin ends the session (close_notify, then FIN) right after this answer.
     assert_eq!(body(&get(&gw, "/close")), "tls-origin /close");
     let deadline = std::time::Instant::now() + T;
-    while gw.endpoint("secure", origin.addr).idle_closed == 0 {
+    while gw
+        .endpoint("secure", origin.addr)
+        .upstream_cx_idle_closed
+        .get()
+        == 0
+    {
         // The idle connection's armed read sees the close; checkout counts it.
         let got = get(&gw, "/after");
         assert_eq!(
@@ -144,7 +160,12 @@ fn a_pooled_tls_connection_the_origin_closed_is_not_reused() {
             "the closed connection was never retired"
         );
     }
-    assert_eq!(gw.endpoint("secure", origin.addr).idle_closed, 1);
+    assert_eq!(
+        gw.endpoint("secure", origin.addr)
+            .upstream_cx_idle_closed
+            .get(),
+        1
+    );
 }
 
 #[test]

@@ -85,7 +85,11 @@ fn sequential_requests_reuse_one_upstream_connection() {
     assert_eq!(up.accepts(), 1, "one upstream connection for {n} requests");
     let ep = gw.endpoint("backend", up.addr());
     assert_eq!(
-        (ep.connections_new, ep.connections_reused, ep.requests),
+        (
+            ep.upstream_cx_total.get(),
+            ep.upstream_cx_reused.get(),
+            ep.upstream_rq_total.get()
+        ),
         (1, n - 1, n),
         "{ep:?}"
     );
@@ -108,7 +112,7 @@ fn sequential_clients_share_the_pooled_upstream_connection() {
     assert_eq!(up.accepts(), 1, "three clients, one upstream connection");
     let ep = gw.endpoint("backend", up.addr());
     assert_eq!(
-        (ep.connections_new, ep.connections_reused),
+        (ep.upstream_cx_total.get(), ep.upstream_cx_reused.get()),
         (1, 5),
         "{ep:?}"
     );
@@ -127,7 +131,7 @@ fn max_idle_per_core_zero_opens_a_connection_per_request() {
     assert_eq!(up.accepts(), n as usize);
     let ep = gw.endpoint("backend", up.addr());
     assert_eq!(
-        (ep.connections_new, ep.connections_reused),
+        (ep.upstream_cx_total.get(), ep.upstream_cx_reused.get()),
         (n, 0),
         "{ep:?}"
     );
@@ -150,8 +154,8 @@ fn refused_first_endpoint_fails_over_to_the_second() {
         );
     }
     let failed = gw.endpoint("backend", dead);
-    assert!(failed.connect_failures >= 1, "{failed:?}");
-    assert_eq!(failed.connections_new, 0);
+    assert!(failed.upstream_cx_connect_fail.get() >= 1, "{failed:?}");
+    assert_eq!(failed.upstream_cx_total.get(), 0);
     assert_eq!(up.request_count(), 4);
 }
 
@@ -161,8 +165,8 @@ fn every_endpoint_refusing_is_503() {
     let gw = TestGateway::start(&simple_config(&[(a, 1), (b, 1)], 1, "", "{}"));
     let (r, _, _) = exchange(gw.addr, GET);
     assert_eq!(r.status, 503, "{r:?}");
-    assert_eq!(gw.endpoint("backend", a).connect_failures, 1);
-    assert_eq!(gw.endpoint("backend", b).connect_failures, 1);
+    assert_eq!(gw.endpoint("backend", a).upstream_cx_connect_fail.get(), 1);
+    assert_eq!(gw.endpoint("backend", b).upstream_cx_connect_fail.get(), 1);
 }
 
 #[test]
@@ -181,7 +185,12 @@ fn connect_timeout_is_503() {
         took >= Duration::from_millis(180) && took < Duration::from_secs(3),
         "answered after {took:?}, expected about the 200ms connect timeout"
     );
-    assert_eq!(gw.endpoint("backend", hole.addr()).connect_failures, 1);
+    assert_eq!(
+        gw.endpoint("backend", hole.addr())
+            .upstream_cx_connect_fail
+            .get(),
+        1
+    );
 }
 
 #[test]
@@ -267,11 +276,15 @@ fn a_pooled_connection_the_upstream_closed_while_idle_is_not_used() {
     assert_eq!(second.body, b"ok");
     let stats = gw.endpoint("backend", up.addr());
     assert_eq!(
-        (stats.idle_closed, stats.retries, stats.connections_reused),
+        (
+            stats.upstream_cx_idle_closed.get(),
+            stats.upstream_rq_retry.get(),
+            stats.upstream_cx_reused.get()
+        ),
         (1, 0, 0),
         "{stats:?}"
     );
-    assert_eq!(stats.connections_new, 2, "{stats:?}");
+    assert_eq!(stats.upstream_cx_total.get(), 2, "{stats:?}");
     assert_eq!(up.accepts(), 2);
 }
 
@@ -298,9 +311,9 @@ fn idempotent_request_dropped_unanswered_on_a_pooled_connection_is_retried_once(
     let (second, _c2, _) = exchange(gw.addr, GET);
     assert_eq!((second.status, second.body.as_slice()), (200, &b"ok"[..]));
     let stats = gw.endpoint("backend", up.addr());
-    assert_eq!(stats.retries, 1, "{stats:?}");
-    assert_eq!(stats.connections_reused, 1, "{stats:?}");
-    assert_eq!(stats.connections_new, 2, "{stats:?}");
+    assert_eq!(stats.upstream_rq_retry.get(), 1, "{stats:?}");
+    assert_eq!(stats.upstream_cx_reused.get(), 1, "{stats:?}");
+    assert_eq!(stats.upstream_cx_total.get(), 2, "{stats:?}");
     assert_eq!(up.accepts(), 2);
 }
 
@@ -313,7 +326,7 @@ fn non_idempotent_request_never_goes_out_on_a_pooled_connection_the_upstream_clo
     let (second, _c2, _) = exchange(gw.addr, post);
     assert_eq!(second.status, 200);
     let stats = gw.endpoint("backend", up.addr());
-    assert_eq!(stats.retries, 0, "{stats:?}");
-    assert_eq!(stats.connections_reused, 0, "{stats:?}");
-    assert_eq!(stats.connections_new, 2, "{stats:?}");
+    assert_eq!(stats.upstream_rq_retry.get(), 0, "{stats:?}");
+    assert_eq!(stats.upstream_cx_reused.get(), 0, "{stats:?}");
+    assert_eq!(stats.upstream_cx_total.get(), 2, "{stats:?}");
 }

@@ -1,0 +1,386 @@
+//! Renders the registry for the admin endpoints, off the data path: Envoy's plain `name: value`
+//! text (with `filter` and `usedonly`), JSON, and the Prometheus text exposition format with
+//! labels instead of dotted names.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::SocketAddr;
+
+use super::{
+    EndpointStats, EndpointTotals, Field, HistKey, Latency, ListenerStats, Registry, TlsStats,
+    WorkerStats, lock,
+};
+
+/// How the stats are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Envoy's `/stats`: `name: value` lines, sorted; histograms as quantiles in ms.
+    Text,
+    Json,
+    Prometheus,
+}
+
+/// Which stats: names matching `filter` (a regex, as Envoy's `?filter=`), and with
+/// `used_only` only those that counted something.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub filter: Option<regex::Regex>,
+    pub used_only: bool,
+}
+
+impl Query {
+    fn wants(&self, name: &str, used: bool) -> bool {
+        (!self.used_only || used) && self.filter.as_ref().is_none_or(|f| f.is_match(name))
+    }
+}
+
+/// Histogram bucket bounds in ms for Prometheus (Envoy's defaults).
+const BUCKETS_MS: [f64; 19] = [
+    0.5,
+    1.0,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1_000.0,
+    2_500.0,
+    5_000.0,
+    10_000.0,
+    30_000.0,
+    60_000.0,
+    300_000.0,
+    600_000.0,
+    1_800_000.0,
+    3_600_000.0,
+];
+
+/// Quantiles shown in the text and JSON formats (Envoy's).
+const QUANTILES: [(&str, f64); 10] = [
+    ("P0", 0.0),
+    ("P25", 0.25),
+    ("P50", 0.5),
+    ("P75", 0.75),
+    ("P90", 0.9),
+    ("P95", 0.95),
+    ("P99", 0.99),
+    ("P99.5", 0.995),
+    ("P99.9", 0.999),
+    ("P100", 1.0),
+];
+
+/// One counter or gauge, with its dotted name and its Prometheus family and labels.
+struct Stat {
+    name: String,
+    family: String,
+    labels: Vec<(&'static str, String)>,
+    gauge: bool,
+    value: u64,
+}
+
+struct Collector {
+    stats: Vec<Stat>,
+}
+
+impl Collector {
+    fn push(
+        &mut self,
+        name: String,
+        family: String,
+        labels: Vec<(&'static str, String)>,
+        gauge: bool,
+        value: u64,
+    ) {
+        self.stats.push(Stat {
+            name,
+            family,
+            labels,
+            gauge,
+            value,
+        });
+    }
+
+    /// Each field of `fields`, read from every one of `items` and summed.
+    fn fields<T>(
+        &mut self,
+        prefix: &str,
+        scope: &str,
+        labels: &[(&'static str, String)],
+        fields: &[Field<T>],
+        items: &[&T],
+    ) {
+        for (name, read, gauge) in fields {
+            let value = items.iter().map(|t| read(t).get()).sum();
+            self.push(
+                format!("{prefix}.{name}"),
+                format!("coregate_{scope}_{name}"),
+                labels.to_vec(),
+                *gauge,
+                value,
+            );
+        }
+    }
+}
+
+impl Registry {
+    /// Every counter and gauge, in name order.
+    fn collect(&self) -> Vec<Stat> {
+        let mut c = Collector { stats: Vec::new() };
+        let s = &self.server;
+        let generation = self
+            .workers
+            .iter()
+            .map(|w| w.config_generation.get())
+            .max()
+            .unwrap_or(0);
+        for (name, value, gauge) in [
+            ("live", s.live.get(), true),
+            ("uptime", self.uptime().as_secs(), true),
+            ("concurrency", self.workers.len() as u64, true),
+            ("config_generation", generation, true),
+            ("reloads_ok", s.reloads_ok.get(), false),
+            ("reloads_failed", s.reloads_failed.get(), false),
+            ("last_reload_time", s.last_reload_time.get(), true),
+            ("last_reload_ok", s.last_reload_ok.get(), true),
+        ] {
+            c.push(
+                format!("server.{name}"),
+                format!("coregate_server_{name}"),
+                Vec::new(),
+                gauge,
+                value,
+            );
+        }
+
+        let listeners = lock(&self.listeners).clone();
+        let mut by_listener: BTreeMap<&str, Vec<(usize, &ListenerStats)>> = BTreeMap::new();
+        for ((name, worker), stats) in &listeners {
+            by_listener
+                .entry(name)
+                .or_default()
+                .push((*worker, stats.as_ref()));
+        }
+        for (name, per_worker) in &by_listener {
+            let all: Vec<&ListenerStats> = per_worker.iter().map(|(_, s)| *s).collect();
+            let labels = [("listener", (*name).to_owned())];
+            let conns = &ListenerStats::CONNECTIONS;
+            c.fields(
+                &format!("listener.{name}"),
+                "listener",
+                &labels,
+                conns,
+                &all,
+            );
+            let ssl: Vec<&TlsStats> = all.iter().map(|s| &s.ssl).collect();
+            let prefix = format!("listener.{name}.ssl");
+            c.fields(&prefix, "listener_ssl", &labels, &TlsStats::FIELDS, &ssl);
+            for (worker, stats) in per_worker {
+                let prefix = format!("listener.{name}.worker_{worker}");
+                let labels = [
+                    ("listener", (*name).to_owned()),
+                    ("worker", worker.to_string()),
+                ];
+                c.fields(&prefix, "listener_worker", &labels, &conns[..2], &[*stats]);
+            }
+            let reqs = &ListenerStats::REQUESTS;
+            c.fields(&format!("http.{name}"), "http", &labels, reqs, &all);
+        }
+
+        let endpoints = lock(&self.endpoints).clone();
+        let mut by_cluster: BTreeMap<&str, BTreeMap<SocketAddr, Vec<&EndpointStats>>> =
+            BTreeMap::new();
+        for ((_, cluster, addr), stats) in &endpoints {
+            by_cluster
+                .entry(cluster)
+                .or_default()
+                .entry(*addr)
+                .or_default()
+                .push(stats);
+        }
+        for (cluster, eps) in &by_cluster {
+            let all: Vec<&EndpointStats> = eps.values().flatten().copied().collect();
+            let labels = [("cluster", (*cluster).to_owned())];
+            let prefix = format!("cluster.{cluster}");
+            c.fields(&prefix, "cluster", &labels, &EndpointStats::FIELDS, &all);
+            for (addr, per_worker) in eps {
+                let labels = [
+                    ("cluster", (*cluster).to_owned()),
+                    ("endpoint", addr.to_string()),
+                ];
+                let prefix = format!("cluster.{cluster}.endpoint.{addr}");
+                c.fields(
+                    &prefix,
+                    "endpoint",
+                    &labels,
+                    &EndpointStats::FIELDS,
+                    per_worker,
+                );
+            }
+        }
+
+        for w in &self.workers {
+            let labels = [("worker", w.worker.to_string())];
+            let prefix = format!("worker.{}", w.worker);
+            c.fields(
+                &prefix,
+                "worker",
+                &labels,
+                &WorkerStats::FIELDS,
+                &[w.as_ref()],
+            );
+        }
+        c.stats.sort_by(|a, b| a.name.cmp(&b.name));
+        c.stats
+    }
+
+    /// The stats `query` selects, written as `format`. Runs on the admin thread: the cores
+    /// only ever store their counters.
+    pub fn render_as(&self, format: Format, query: &Query) -> String {
+        let stats: Vec<Stat> = self
+            .collect()
+            .into_iter()
+            .filter(|s| query.wants(&s.name, s.value != 0))
+            .collect();
+        let histograms: Vec<(HistKey, Latency)> = self
+            .histograms()
+            .into_iter()
+            .filter(|(k, h)| query.wants(&k.dotted(), h.count() > 0))
+            .collect();
+        match format {
+            Format::Text => text(&stats, &histograms),
+            Format::Json => json(&stats, &histograms),
+            Format::Prometheus => prometheus(&stats, &histograms),
+        }
+    }
+
+    /// The endpoints of every cluster with their counters summed over workers (for /clusters).
+    pub fn endpoints(&self) -> Vec<(String, SocketAddr, EndpointTotals)> {
+        let mut out: BTreeMap<(String, SocketAddr), EndpointTotals> = BTreeMap::new();
+        for ((_, cluster, addr), stats) in lock(&self.endpoints).iter() {
+            out.entry((cluster.clone(), *addr)).or_default().add(stats);
+        }
+        out.into_iter().map(|((c, a), t)| (c, a, t)).collect()
+    }
+}
+
+/// Microseconds as milliseconds, without trailing zeros.
+fn ms(us: u64) -> String {
+    let v = format!("{:.3}", us as f64 / 1000.0);
+    v.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+fn text(stats: &[Stat], histograms: &[(HistKey, Latency)]) -> String {
+    let mut out = String::new();
+    for s in stats {
+        let _ = writeln!(out, "{}: {}", s.name, s.value);
+    }
+    for (key, h) in histograms {
+        let _ = write!(out, "{}:", key.dotted());
+        if h.count() == 0 {
+            out.push_str(" No recorded values\n");
+            continue;
+        }
+        for (label, q) in QUANTILES {
+            let _ = write!(out, " {label}(nan,{})", ms(h.quantile_us(q)));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn json(stats: &[Stat], histograms: &[(HistKey, Latency)]) -> String {
+    let stats: Vec<serde_json::Value> = stats
+        .iter()
+        .map(|s| serde_json::json!({"name": s.name, "value": s.value}))
+        .collect();
+    let histograms: Vec<serde_json::Value> = histograms
+        .iter()
+        .map(|(key, h)| {
+            let quantiles: serde_json::Map<String, serde_json::Value> = QUANTILES
+                .iter()
+                .map(|(label, q)| {
+                    let value = h.quantile_us(*q) as f64 / 1000.0;
+                    ((*label).to_owned(), serde_json::json!(value))
+                })
+                .collect();
+            serde_json::json!({
+                "name": key.dotted(),
+                "count": h.count(),
+                "sum_ms": h.sum_us() as f64 / 1000.0,
+                "quantiles_ms": quantiles,
+            })
+        })
+        .collect();
+    let mut out = serde_json::json!({"stats": stats, "histograms": histograms}).to_string();
+    out.push('\n');
+    out
+}
+
+/// A label value as the exposition format wants it: backslash, quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn labels(pairs: &[(&'static str, String)], extra: Option<(&str, &str)>) -> String {
+    let mut all: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", label_value(v)))
+        .collect();
+    if let Some((k, v)) = extra {
+        all.push(format!("{k}=\"{v}\""));
+    }
+    if all.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", all.join(","))
+    }
+}
+
+fn prometheus(stats: &[Stat], histograms: &[(HistKey, Latency)]) -> String {
+    let mut families: BTreeMap<&str, (bool, Vec<&Stat>)> = BTreeMap::new();
+    for s in stats {
+        families
+            .entry(&s.family)
+            .or_insert((s.gauge, Vec::new()))
+            .1
+            .push(s);
+    }
+    let mut out = String::new();
+    for (family, (gauge, series)) in families {
+        let kind = if gauge { "gauge" } else { "counter" };
+        let _ = writeln!(out, "# TYPE {family} {kind}");
+        for s in series {
+            let _ = writeln!(out, "{family}{} {}", labels(&s.labels, None), s.value);
+        }
+    }
+    let mut hist_families: BTreeMap<String, Vec<&(HistKey, Latency)>> = BTreeMap::new();
+    for entry in histograms {
+        let family = format!("coregate_{}_{}", entry.0.scope, entry.0.stat);
+        hist_families.entry(family).or_default().push(entry);
+    }
+    for (family, series) in hist_families {
+        let _ = writeln!(out, "# TYPE {family} histogram");
+        for (key, h) in series {
+            let own = [(key.label, key.owner.clone())];
+            for bound in BUCKETS_MS {
+                let le = format!("{bound}");
+                let n = h.count_at_most((bound * 1000.0) as u64);
+                let _ = writeln!(
+                    out,
+                    "{family}_bucket{} {n}",
+                    labels(&own, Some(("le", &le)))
+                );
+            }
+            let all = labels(&own, Some(("le", "+Inf")));
+            let _ = writeln!(out, "{family}_bucket{all} {}", h.count());
+            let own = labels(&own, None);
+            let _ = writeln!(out, "{family}_sum{own} {}", ms(h.sum_us()));
+            let _ = writeln!(out, "{family}_count{own} {}", h.count());
+        }
+    }
+    out
+}
