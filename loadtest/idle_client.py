@@ -20,7 +20,7 @@
 
   idle_client.py tls-counters (--coregate-admin PORT | --haproxy-socket PATH)
       The proxy's own count of TLS handshakes so far, as one line "full=N resumed=N":
-      Coregate's ssl.handshake and ssl.session_reused from GET /stats on its admin port, or
+      Coregate's listener.<name>.ssl.handshake and .ssl.session_reused from GET /stats on its admin port, or
       HAProxy's frontend counters ssl_sess and ssl_reused_sess from `show stat typed` on its
       stats socket.
 """
@@ -371,13 +371,17 @@ def unix_command(path, command, timeout):
 
 def tls_counters(args, timeout=5.0):
     if args.coregate_admin:
-        values = {}
-        for line in http_get(args.coregate_admin, "/stats", timeout).splitlines():
-            name, _, value = line.partition(" ")
-            if name in ("ssl.handshake", "ssl.session_reused"):
-                values[name] = int(value)
-        if len(values) != 2:
-            raise ValueError("no ssl.handshake / ssl.session_reused in Coregate's /stats")
+        # Envoy-style names, summed over listeners: listener.<name>.ssl.handshake: N
+        values = {"ssl.handshake": 0, "ssl.session_reused": 0}
+        seen = set()
+        for line in http_get(args.coregate_admin, "/stats?filter=%5Elistener%5C.", timeout).splitlines():
+            name, _, value = line.partition(": ")
+            for stat in values:
+                if name.startswith("listener.") and name.endswith("." + stat) and ".worker_" not in name:
+                    values[stat] += int(value)
+                    seen.add(stat)
+        if len(seen) != 2:
+            raise ValueError("no listener.*.ssl.handshake / ssl.session_reused in Coregate's /stats")
         full = values["ssl.handshake"] - values["ssl.session_reused"]
         resumed = values["ssl.session_reused"]
     else:
