@@ -1,6 +1,6 @@
 //! The admin endpoints, on their own thread, off the data-path cores: /stats (every core's
-//! counters and histograms, merged; Envoy's text, JSON or Prometheus), /ready, /config (the
-//! running config's summary).
+//! counters and histograms, merged; Envoy's text, JSON or Prometheus), /clusters, /config_dump,
+//! /server_info, /ready, /reopen_logs, /config (the running config's summary).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::snapshot::Published;
-use crate::stats::{Format, Query, Registry};
+use std::fmt::Write as _;
+
+use crate::snapshot::{Published, Snapshot};
+use crate::stats::{EndpointStats, Format, Query, Registry};
 
 /// Admin clients get this long to send their request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,11 +70,47 @@ fn answer(mut stream: TcpStream, registry: &Registry, published: &Published) -> 
             _ => return respond(&mut stream, 400, "bad request\n"),
         }
     };
-    if method != "GET" {
-        return respond(&mut stream, 405, "only GET\n");
-    }
     let (path, query) = path.split_once('?').unwrap_or((&path, ""));
+    match (method.as_str(), path) {
+        ("POST", "/reopen_logs") => {
+            // What SIGUSR1 does; logs go to stderr until access logs have files to reopen.
+            return respond(&mut stream, 200, "no log files to reopen\n");
+        }
+        ("GET", _) => {}
+        _ => return respond(&mut stream, 405, "GET only (POST for /reopen_logs)\n"),
+    }
+    let json_wanted = query_pairs(query)
+        .iter()
+        .any(|(k, v)| k == "format" && v == "json");
+    let snapshot = || {
+        published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    };
     match path {
+        "/clusters" => {
+            let body = clusters(registry, &snapshot(), json_wanted);
+            let content_type = if json_wanted {
+                "application/json"
+            } else {
+                TEXT
+            };
+            respond_as(&mut stream, 200, content_type, &body)
+        }
+        "/config_dump" => {
+            let snapshot = snapshot();
+            let body = serde_json::json!({
+                "generation": snapshot.generation,
+                "config": snapshot.config.dump(),
+            });
+            let body = format!("{body:#}\n");
+            respond_as(&mut stream, 200, "application/json", &body)
+        }
+        "/server_info" => {
+            let body = server_info(registry, &snapshot());
+            respond_as(&mut stream, 200, "application/json", &format!("{body:#}\n"))
+        }
         "/stats" | "/stats/prometheus" => {
             let mut format = match path {
                 "/stats" => Format::Text,
@@ -107,10 +145,7 @@ fn answer(mut stream: TcpStream, registry: &Registry, published: &Published) -> 
         "/ready" if registry.server.live.get() == 0 => respond(&mut stream, 503, "draining\n"),
         "/ready" => respond(&mut stream, 200, "ready\n"),
         "/config" => {
-            let snapshot = published
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+            let snapshot = snapshot();
             let body = format!(
                 "generation {}\n{}",
                 snapshot.generation,
@@ -118,11 +153,7 @@ fn answer(mut stream: TcpStream, registry: &Registry, published: &Published) -> 
             );
             respond(&mut stream, 200, &body)
         }
-        "/" => respond(
-            &mut stream,
-            200,
-            "/stats (?format=json, ?filter=REGEX, ?usedonly)\n/stats/prometheus\n/ready\n/config\n",
-        ),
+        "/" => respond(&mut stream, 200, INDEX),
         _ => respond(&mut stream, 404, "not found\n"),
     }
 }
@@ -162,8 +193,91 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+const TEXT: &str = "text/plain; charset=utf-8";
+
+const INDEX: &str = "\
+/stats              counters and histograms (?format=json, ?filter=REGEX, ?usedonly)
+/stats/prometheus   the same in the Prometheus exposition format
+/clusters           every endpoint: weight, connections, requests, per core and total (?format=json)
+/config_dump        the effective config as JSON, with its generation
+/server_info        version, uptime, workers and their CPUs, generation, last reload
+/ready              200, or 503 once draining
+/reopen_logs        (POST) reopen log files, as SIGUSR1
+/config             the config's summary, as `coregate check` prints it
+";
+
+/// Every endpoint of every cluster of the running config: its weight and, per core and in
+/// total, its connections and requests. Envoy's `cluster::endpoint::stat::value` lines, or JSON.
+fn clusters(registry: &Registry, snapshot: &Snapshot, json: bool) -> String {
+    let mut out = String::new();
+    let mut all = Vec::new();
+    for cluster in &snapshot.clusters {
+        let mut endpoints = Vec::new();
+        for e in &cluster.endpoints {
+            let per_worker = registry.endpoint_per_worker(&cluster.name, e.address);
+            let total = registry.endpoint_totals(&cluster.name, e.address);
+            let stats =
+                |s: &crate::stats::EndpointStats| -> serde_json::Map<String, serde_json::Value> {
+                    EndpointStats::FIELDS
+                        .iter()
+                        .map(|(name, read, _)| ((*name).to_owned(), read(s).get().into()))
+                        .collect()
+                };
+            if !json {
+                let p = format!("{}::{}", cluster.name, e.address);
+                let _ = writeln!(out, "{p}::weight::{}", e.weight);
+                for (name, read, _) in EndpointStats::FIELDS {
+                    let _ = writeln!(out, "{p}::{name}::{}", read(&total).get());
+                }
+                for (worker, s) in &per_worker {
+                    for (name, read, _) in EndpointStats::FIELDS {
+                        let _ = writeln!(out, "{p}::worker_{worker}::{name}::{}", read(s).get());
+                    }
+                }
+            }
+            endpoints.push(serde_json::json!({
+                "address": e.address.to_string(),
+                "weight": e.weight,
+                "total": stats(&total),
+                "workers": per_worker
+                    .iter()
+                    .map(|(w, s)| serde_json::json!({"worker": w, "stats": stats(s)}))
+                    .collect::<Vec<_>>(),
+            }));
+        }
+        all.push(serde_json::json!({"name": cluster.name, "endpoints": endpoints}));
+    }
+    if json {
+        format!("{:#}\n", serde_json::json!({ "clusters": all }))
+    } else {
+        out
+    }
+}
+
+fn server_info(registry: &Registry, snapshot: &Snapshot) -> serde_json::Value {
+    let s = &registry.server;
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "state": if s.live.get() == 1 { "live" } else { "draining" },
+        "uptime_seconds": registry.uptime().as_secs(),
+        "generation": snapshot.generation,
+        "config_file": snapshot.config.file,
+        "workers": registry
+            .workers()
+            .iter()
+            .map(|w| serde_json::json!({"worker": w.worker, "cpu": w.cpu.get(), "tid": w.tid.get()}))
+            .collect::<Vec<_>>(),
+        "reloads": {
+            "ok": s.reloads_ok.get(),
+            "failed": s.reloads_failed.get(),
+            "last_time_unix": s.last_reload_time.get(),
+            "last_ok": s.last_reload_ok.get() == 1,
+        },
+    })
+}
+
 fn respond(stream: &mut TcpStream, status: u16, body: &str) -> io::Result<()> {
-    respond_as(stream, status, "text/plain; charset=utf-8", body)
+    respond_as(stream, status, TEXT, body)
 }
 
 fn respond_as(

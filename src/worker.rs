@@ -304,6 +304,7 @@ impl Worker {
                             false
                         }
                     });
+                    ep.stats.upstream_cx_idle.set(ep.pool.len() as u64);
                 }
             }
             self.fold_histograms();

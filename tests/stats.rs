@@ -253,3 +253,77 @@ fn ready_is_503_once_draining() {
     assert_eq!(get(admin, "/ready").0, 503);
     assert_eq!(value(&get(admin, "/stats").1, "server.live"), 0);
 }
+
+#[test]
+fn admin_describes_clusters_config_and_server() {
+    let up = HttpUpstream::builder().name("up").start();
+    let gw = TestGateway::start(&simple_config(&[(up.addr(), 3)], 2, "", "{}"));
+    let registry = gw.gateway.registry().clone();
+    let admin = admin::start(
+        "127.0.0.1:0".parse().unwrap(),
+        registry.clone(),
+        gw.gateway.published(),
+    )
+    .expect("admin");
+    let mut c = HttpClient::connect(gw.addr).expect("connect");
+    for _ in 0..3 {
+        assert_eq!(c.get("/", "a").expect("request").status, 200);
+    }
+
+    let (status, text) = get(admin, "/clusters");
+    assert_eq!(status, 200);
+    let p = format!("backend::{}", up.addr());
+    assert!(
+        text.lines().any(|l| l == format!("{p}::weight::3")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == format!("{p}::upstream_rq_total::3")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == format!("{p}::upstream_cx_active::1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{p}::worker_")),
+        "per core too: {text}"
+    );
+    let (_, json) = get(admin, "/clusters?format=json");
+    let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let ep = &json["clusters"][0]["endpoints"][0];
+    assert_eq!(ep["weight"], 3);
+    assert_eq!(ep["total"]["upstream_rq_total"], 3);
+
+    let (_, dump) = get(admin, "/config_dump");
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("JSON");
+    assert_eq!(dump["generation"], 1);
+    assert_eq!(dump["config"]["listeners"][0]["name"], "main");
+    assert_eq!(dump["config"]["clusters"][0]["connect_timeout"], "500ms");
+    assert_eq!(dump["config"]["limits"]["header_timeout"], "10s");
+
+    let (_, info) = get(admin, "/server_info");
+    let info: serde_json::Value = serde_json::from_str(&info).expect("JSON");
+    assert_eq!(info["state"], "live");
+    assert_eq!(info["workers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(info["generation"], 1);
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+
+    let got = raw_exchange(admin, b"POST /reopen_logs HTTP/1.1\r\nHost: a\r\n\r\n", T);
+    assert_eq!(got.status(), Some(200));
+    let got = raw_exchange(admin, b"DELETE /stats HTTP/1.1\r\nHost: a\r\n\r\n", T);
+    assert_eq!(got.status(), Some(405));
+    let (status, index) = get(admin, "/");
+    assert_eq!(status, 200);
+    for path in [
+        "/stats",
+        "/clusters",
+        "/config_dump",
+        "/server_info",
+        "/ready",
+    ] {
+        assert!(index.contains(path), "{index}");
+    }
+}

@@ -2,6 +2,7 @@
 //! path (in `validate`), into the validated [`Config`] that the snapshot is compiled from.
 
 mod diff;
+mod dump;
 mod file;
 #[cfg(test)]
 mod tests;

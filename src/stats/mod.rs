@@ -226,9 +226,11 @@ impl ListenerLoad {
 /// (`cluster.<name>.*`) are the sums over its endpoints.
 #[derive(Debug, Default)]
 pub struct EndpointStats {
-    /// Upstream connections opened, and open now (in use or idle in the pool).
+    /// Upstream connections opened, open now (in use or idle in the pool), and of those idle
+    /// in the pool (as of the core's last once-a-second sweep).
     pub upstream_cx_total: Counter,
     pub upstream_cx_active: Counter,
+    pub upstream_cx_idle: Counter,
     /// Connects refused, failed or timed out; and of those, timed out.
     pub upstream_cx_connect_fail: Counter,
     pub upstream_cx_connect_timeout: Counter,
@@ -251,9 +253,10 @@ pub struct EndpointStats {
 }
 
 impl EndpointStats {
-    pub const FIELDS: [Field<EndpointStats>; 16] = [
+    pub const FIELDS: [Field<EndpointStats>; 17] = [
         ("upstream_cx_total", |e| &e.upstream_cx_total, false),
         ("upstream_cx_active", |e| &e.upstream_cx_active, true),
+        ("upstream_cx_idle", |e| &e.upstream_cx_idle, true),
         (
             "upstream_cx_connect_fail",
             |e| &e.upstream_cx_connect_fail,
@@ -567,6 +570,19 @@ impl Registry {
             .iter()
             .map(|s| field(s).get())
             .sum()
+    }
+
+    /// One endpoint's counters on each worker that used it.
+    pub fn endpoint_per_worker(
+        &self,
+        cluster: &str,
+        addr: SocketAddr,
+    ) -> Vec<(usize, Arc<EndpointStats>)> {
+        lock(&self.endpoints)
+            .iter()
+            .filter(|((_, c, a), _)| c == cluster && *a == addr)
+            .map(|((w, _, _), s)| (*w, s.clone()))
+            .collect()
     }
 
     /// One endpoint's counters summed over workers.

@@ -7,8 +7,7 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 
 use super::{
-    EndpointStats, EndpointTotals, Field, HistKey, Latency, ListenerStats, Registry, TlsStats,
-    WorkerStats, lock,
+    EndpointStats, Field, HistKey, Latency, ListenerStats, Registry, TlsStats, WorkerStats, lock,
 };
 
 /// How the stats are written.
@@ -253,15 +252,6 @@ impl Registry {
             Format::Json => json(&stats, &histograms),
             Format::Prometheus => prometheus(&stats, &histograms),
         }
-    }
-
-    /// The endpoints of every cluster with their counters summed over workers (for /clusters).
-    pub fn endpoints(&self) -> Vec<(String, SocketAddr, EndpointTotals)> {
-        let mut out: BTreeMap<(String, SocketAddr), EndpointTotals> = BTreeMap::new();
-        for ((_, cluster, addr), stats) in lock(&self.endpoints).iter() {
-            out.entry((cluster.clone(), *addr)).or_default().add(stats);
-        }
-        out.into_iter().map(|((c, a), t)| (c, a, t)).collect()
     }
 }
 

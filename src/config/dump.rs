@@ -1,0 +1,102 @@
+//! The effective config as JSON for the admin `/config_dump`: every value as validation left it
+//! (defaults filled in, paths resolved), certificates described by subject and expiry, never by
+//! their key material.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Config, Domain, PathMatch, TlsVersion, Workers, escaped_slashes_name};
+
+fn dur(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+impl Config {
+    /// The config as JSON.
+    pub fn dump(&self) -> Value {
+        let l = &self.limits;
+        json!({
+            "file": self.file,
+            "admin": self.admin.as_ref().map(|a| a.address.to_string()),
+            "workers": match self.workers {
+                Workers::Auto => json!("auto"),
+                Workers::Count(n) => json!(n),
+            },
+            "limits": {
+                "max_request_head_bytes": l.max_request_head_bytes,
+                "max_headers": l.max_headers,
+                "header_timeout": dur(l.header_timeout),
+                "idle_timeout": dur(l.idle_timeout),
+                "body_timeout": dur(l.body_timeout),
+                "request_timeout": dur(l.request_timeout),
+                "drain_timeout": dur(l.drain_timeout),
+            },
+            "listeners": self.listeners.iter().map(|lis| {
+                let h = &lis.http;
+                json!({
+                    "name": lis.name,
+                    "address": lis.address.to_string(),
+                    "backlog": lis.backlog,
+                    "max_connections": h.max_connections,
+                    "max_request_body_bytes": h.max_request_body_bytes,
+                    "normalize_path": h.path.normalize,
+                    "merge_slashes": h.path.merge_slashes,
+                    "path_with_escaped_slashes": escaped_slashes_name(h.path.escaped_slashes),
+                    "headers_with_underscores": h.headers_with_underscores.name(),
+                    "trusted_proxies": h.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    "tls": lis.tls.as_ref().map(|t| json!({
+                        "min_version": match t.server.min_version {
+                            TlsVersion::Tls12 => "1.2",
+                            TlsVersion::Tls13 => "1.3",
+                        },
+                        "alpn": t.server.alpn,
+                        "client_cert_header": t.client_cert_header,
+                        "certificates": t.server.certificates.iter().zip(&t.files).map(|(c, file)| json!({
+                            "cert": file,
+                            "subject": c.certificate.subject,
+                            "not_after": c.certificate.not_after_text,
+                            "server_names": c.server_names.iter().map(Domain::to_string).collect::<Vec<_>>(),
+                            "client_auth": c.client_auth.as_ref().map(|a| format!("{:?}", a.mode).to_lowercase()),
+                        })).collect::<Vec<_>>(),
+                    })),
+                    "virtual_hosts": lis.virtual_hosts.iter().map(|v| json!({
+                        "name": v.name,
+                        "domains": v.domains.iter().map(Domain::to_string).collect::<Vec<_>>(),
+                        "redirect_to_https": v.redirect_to_https,
+                        "routes": v.routes.iter().map(|r| json!({
+                            "match": match &r.path {
+                                PathMatch::Prefix(p) => json!({"prefix": p}),
+                                PathMatch::Exact(p) => json!({"path": p}),
+                            },
+                            "methods": r.methods.as_ref().map(|ms| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
+                            "client_certificate": r.client_certificate,
+                            "cluster": self.clusters.get(r.cluster).map(|c| c.name.as_str()),
+                            "max_request_body_bytes": r.max_request_body_bytes,
+                        })).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                })
+            }).collect::<Vec<_>>(),
+            "clusters": self.clusters.iter().map(|c| json!({
+                "name": c.name,
+                "lb_policy": c.lb_policy.name(),
+                "connect_timeout": dur(c.connect_timeout),
+                "response_timeout": dur(c.response_timeout),
+                "send_timeout": dur(c.send_timeout),
+                "idle_timeout": dur(c.idle_timeout),
+                "max_idle_per_core": c.max_idle_per_core,
+                "tls": c.tls.as_ref().map(|t| json!({
+                    "sni": t.sni,
+                    "verify": t.verify,
+                    "ca": if t.ca.is_some() { "configured" } else { "system roots" },
+                    "client_certificate": t.client_certificate.as_ref().map(|c| &c.subject),
+                    "alpn": t.alpn,
+                })),
+                "endpoints": c.endpoints.iter().map(|e| json!({
+                    "address": e.address.to_string(),
+                    "weight": e.weight,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
