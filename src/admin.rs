@@ -73,8 +73,9 @@ fn answer(mut stream: TcpStream, registry: &Registry, published: &Published) -> 
     let (path, query) = path.split_once('?').unwrap_or((&path, ""));
     match (method.as_str(), path) {
         ("POST", "/reopen_logs") => {
-            // What SIGUSR1 does; logs go to stderr until access logs have files to reopen.
-            return respond(&mut stream, 200, "no log files to reopen\n");
+            // What SIGUSR1 does.
+            crate::access_log::writer().reopen();
+            return respond(&mut stream, 200, "access log files reopened\n");
         }
         ("GET", _) => {}
         _ => return respond(&mut stream, 405, "GET only (POST for /reopen_logs)\n"),

@@ -4,11 +4,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::{Either, select};
 use tracing::debug;
 
+use crate::access_log;
 use crate::config::Limits;
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::body::{BodyDecoder, BodyEncoder, Framing};
@@ -121,6 +122,7 @@ async fn serve_h1(io: Transport, peer: SocketAddr, tls: Option<Rc<TlsSide>>, tra
     let mut conn = H1 {
         io,
         tracked,
+        peer_addr: peer,
         peer: peer.ip(),
         client_ip: peer.ip().to_string().into_bytes().into(),
         tls,
@@ -209,6 +211,8 @@ enum End {
 struct H1<S> {
     io: S,
     tracked: Tracked,
+    /// Where the connection comes from (for logs), and its address alone.
+    peer_addr: SocketAddr,
     peer: IpAddr,
     /// The peer address preformatted for X-Forwarded-For.
     client_ip: Rc<[u8]>,
@@ -294,7 +298,7 @@ impl<S: Stream> H1<S> {
         let mut head = RequestHead::default();
         let mut first = true;
         loop {
-            let outcome = match self.next_request(&mut head, first).await {
+            let outcome: Outcome = match self.next_request(&mut head, first).await {
                 Ok(false) => return End::Clean,
                 // Boxed: the exchange's state (~6 KiB of nested I/O futures, the outcome and
                 // the context) exists only while a request is under way, so a connection
@@ -303,7 +307,7 @@ impl<S: Stream> H1<S> {
                 Err(e) => Box::pin(self.fail(e, Outcome::default())).await,
             };
             first = false;
-            self.record(&outcome);
+            self.record(&outcome, &head);
             head.recycle();
             if outcome.status.is_none() {
                 return End::Abort;
@@ -388,11 +392,49 @@ impl<S: Stream> H1<S> {
     }
 
     /// The one place where every finished request is counted.
-    fn record(&self, outcome: &Outcome) {
-        self.tracked.worker.stats.requests.inc();
+    fn record(&self, outcome: &Outcome, head: &RequestHead) {
+        let worker = &self.tracked.worker;
+        worker.stats.requests.inc();
         let slot = &self.tracked.slot;
+        let duration = self.input.started.elapsed();
         slot.stats.record_request(outcome.status);
-        slot.rq_time.record(self.input.started.elapsed());
+        slot.rq_time.record(duration);
+        let generation = worker.generation();
+        let snapshot = &generation.snapshot;
+        let Some(spec) = snapshot.listeners.get(slot.index.get()) else {
+            return;
+        };
+        if spec.access_log.is_empty() {
+            return;
+        }
+        let tls = self.tls.as_deref().map(|t| &t.info);
+        let client = tls.and_then(|t| t.client.as_deref());
+        let entry = access_log::Entry {
+            head,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            started: SystemTime::now() - duration,
+            duration,
+            status: outcome.status,
+            error: outcome.error.as_ref(),
+            retried: outcome.retried,
+            body_in: outcome.body_in,
+            body_out: outcome.body_out,
+            upstream_time: outcome.upstream_time,
+            upstream_host: outcome.endpoint,
+            upstream_cluster: outcome
+                .cluster
+                .and_then(|c| snapshot.clusters.get(c))
+                .map(|c| c.name.as_str()),
+            peer: self.peer_addr,
+            sni: tls.and_then(|t| t.sni.as_deref()),
+            tls_version: tls.map(|t| t.version),
+            tls_cipher: tls.map(|t| t.cipher),
+            peer_subject: client.map(|c| c.subject.as_str()),
+            peer_uri_san: client.and_then(|c| c.sans.iter().find_map(|s| s.strip_prefix("URI="))),
+        };
+        for (path, format) in &spec.access_log {
+            worker.log(path, |out| entry.write(format, out));
+        }
     }
 
     /// Answers a failed request if no response has started. Returns the status sent, or None

@@ -1,6 +1,6 @@
 //! The control thread: signals. SIGHUP reloads the config file (read -> validate -> compile ->
 //! bind new sockets -> publish to every core, or change nothing); SIGTERM/SIGINT drain and exit
-//! (a second one exits at once); SIGUSR1 is for reopening log files.
+//! (a second one exits at once); SIGUSR1 reopens the access log files.
 
 use std::path::{Path, PathBuf};
 use std::process;
@@ -59,7 +59,11 @@ pub fn run(control: Control, gateway: Gateway, config: Option<PathBuf>) -> i32 {
                     process::exit(1);
                 }
             },
-            SIGUSR1 => info!("SIGUSR1: no log files to reopen (logs go to stderr)"),
+            SIGUSR1 => {
+                // logrotate's postrotate: the files renamed away are closed, new ones created.
+                crate::access_log::writer().reopen();
+                info!("SIGUSR1: access log files reopened");
+            }
             _ => {}
         }
     }

@@ -14,6 +14,7 @@
 //! [`config::Config`]. Per core and never shared: the [`worker::Worker`] with its view of the
 //! snapshot, balancer state, upstream pools and counters.
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod config;

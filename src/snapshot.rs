@@ -20,6 +20,8 @@ pub struct ListenerSpec {
     pub tls: Option<Arc<ServerTls>>,
     /// The request header that carries a verified client certificate upstream.
     pub client_cert_header: Option<http::HeaderName>,
+    /// Where each request is logged (a path, "-" for stdout), and how.
+    pub access_log: Vec<(Arc<str>, crate::access_log::Format)>,
     pub router: Router,
 }
 
@@ -65,6 +67,11 @@ impl Snapshot {
                 http: l.http.clone(),
                 tls,
                 client_cert_header,
+                access_log: l
+                    .access_log
+                    .iter()
+                    .map(|a| (Arc::from(a.path.as_str()), a.format.clone()))
+                    .collect(),
                 router: Router::new(&l.virtual_hosts),
             });
         }

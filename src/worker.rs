@@ -14,6 +14,7 @@ use futures_channel::mpsc::UnboundedReceiver;
 use futures_util::StreamExt;
 use tracing::{error, info, warn};
 
+use crate::access_log;
 use crate::balance::Wrr;
 use crate::conn;
 use crate::listener;
@@ -68,6 +69,8 @@ pub struct Worker {
     pub stats: Arc<WorkerStats>,
     /// This core's histograms, folded into the registry once a second.
     pub histograms: LocalHistograms,
+    /// Access log lines gathered on this core, by file, until they are handed to the writer.
+    logs: RefCell<HashMap<Arc<str>, LogBuffer>>,
     registry: Arc<Registry>,
     current: RefCell<Rc<Generation>>,
     /// Pools by (cluster, endpoint): they outlive generations so that a reload keeps warm
@@ -92,6 +95,7 @@ impl Worker {
             workers,
             stats,
             histograms: LocalHistograms::default(),
+            logs: RefCell::new(HashMap::new()),
             registry,
             current: RefCell::new(Rc::new(Generation {
                 snapshot: snapshot.clone(),
@@ -308,12 +312,53 @@ impl Worker {
                 }
             }
             self.fold_histograms();
+            self.flush_logs();
         }
     }
 
     /// Moves this core's recent histogram samples into the registry.
     pub fn fold_histograms(&self) {
         self.histograms.fold_into(&self.registry, self.id);
+    }
+
+    /// Appends one access log line for `path` (written by `write`), and hands the file's
+    /// lines to the writer once they pass [`access_log::FLUSH_BYTES`].
+    pub fn log(&self, path: &Arc<str>, write: impl FnOnce(&mut Vec<u8>)) {
+        let mut logs = self.logs.borrow_mut();
+        let buf = match logs.get_mut(path) {
+            Some(buf) => buf,
+            None => logs.entry(path.clone()).or_default(),
+        };
+        write(&mut buf.bytes);
+        buf.lines += 1;
+        if buf.bytes.len() >= access_log::FLUSH_BYTES {
+            buf.hand_over(path);
+        }
+    }
+
+    /// Hands every gathered access log line to the writer (once a second, and when the
+    /// worker stops).
+    pub fn flush_logs(&self) {
+        for (path, buf) in self.logs.borrow_mut().iter_mut() {
+            if !buf.bytes.is_empty() {
+                buf.hand_over(path);
+            }
+        }
+    }
+}
+
+/// One file's access log lines gathered on a core.
+#[derive(Debug, Default)]
+struct LogBuffer {
+    bytes: Vec<u8>,
+    lines: u64,
+}
+
+impl LogBuffer {
+    fn hand_over(&mut self, path: &Arc<str>) {
+        let bytes = std::mem::replace(&mut self.bytes, Vec::with_capacity(access_log::FLUSH_BYTES));
+        access_log::writer().send(path, bytes, self.lines);
+        self.lines = 0;
     }
 }
 
@@ -430,4 +475,5 @@ async fn serve(
         timer::sleep(DRAIN_POLL).await;
     }
     worker.fold_histograms();
+    worker.flush_logs();
 }

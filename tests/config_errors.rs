@@ -192,3 +192,52 @@ clusters:
         .unwrap();
     assert!(missing.reason.contains("missing.pem") && missing.reason.contains("cannot read"));
 }
+
+#[test]
+fn access_log_mistakes_name_their_field() {
+    let yaml = r#"
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    access_log:
+      - { path: "-", format: "%START_TIME% %NOPE%" }
+      - { path: "/nonexistent-dir/x/access.log" }
+      - path: "-"
+        json_format: { code: "%RESPONSE_CODE%", bad: "%REQ(:weird)%" }
+      - { path: "-", format: "x", json_format: { a: "b" } }
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: { prefix: "/" }
+            route: { cluster: c }
+clusters:
+  - name: c
+    endpoints: [{ address: 127.0.0.1:1 }]
+"#;
+    let errors = config::parse(yaml, "log.yaml").expect_err("invalid");
+    let got: Vec<(&str, &str)> = errors
+        .0
+        .iter()
+        .map(|e| (e.path.as_str(), e.reason.as_str()))
+        .collect();
+    let want = [
+        (
+            "listeners[0].access_log[0].format",
+            "unknown operator %NOPE%",
+        ),
+        ("listeners[0].access_log[1].path", "is not a directory"),
+        (
+            "listeners[0].access_log[2].json_format.bad",
+            "unknown pseudo-header :weird",
+        ),
+        ("listeners[0].access_log[3]", "not both"),
+    ];
+    for (path, why) in want {
+        assert!(
+            got.iter().any(|(p, r)| *p == path && r.contains(why)),
+            "{path}: {why} not reported; got {got:#?}"
+        );
+    }
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+}

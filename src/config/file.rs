@@ -83,8 +83,17 @@ pub(super) struct RawListener {
     pub(super) headers_with_underscores: Option<String>,
     pub(super) trusted_proxies: Option<Vec<String>>,
     pub(super) tls: Option<RawListenerTls>,
+    pub(super) access_log: Option<Vec<RawAccessLog>>,
     #[serde(default)]
     pub(super) virtual_hosts: Vec<RawVirtualHost>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccessLog {
+    pub(super) path: String,
+    pub(super) format: Option<String>,
+    pub(super) json_format: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]

@@ -118,7 +118,16 @@ pub struct Listener {
     pub http: HttpOptions,
     /// Set: the listener terminates TLS.
     pub tls: Option<ListenerTls>,
+    /// Where each request is logged, and how.
+    pub access_log: Vec<AccessLog>,
     pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// One access log of a listener: a file (or "-" for stdout) and its compiled format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub path: String,
+    pub format: crate::access_log::Format,
 }
 
 /// A listener's TLS: its certificates (read and checked), versions, ALPN, client certificates.

@@ -253,6 +253,9 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
             .tls
             .as_ref()
             .map(|t| listener_tls(&mut c, t, &p("tls"), file));
+        let access_log = (l.access_log.iter().flatten().enumerate())
+            .filter_map(|(i, a)| access_log(&mut c, a, &p(&format!("access_log[{i}]")), file))
+            .collect();
         let (name, address) = (l.name.clone(), address.unwrap_or(NO_ADDR));
         listeners.push(Listener {
             name,
@@ -260,6 +263,7 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
             backlog,
             http,
             tls,
+            access_log,
             virtual_hosts,
         });
     }
@@ -478,6 +482,45 @@ fn cluster(
         tls: cl.tls.as_ref().map(|t| upstream_tls(c, t, &p("tls"), file)),
         endpoints,
     }
+}
+
+fn access_log(c: &mut Checker, a: &RawAccessLog, path: &str, file: &str) -> Option<AccessLog> {
+    use crate::access_log::{self as log, Format};
+    let target = match a.path.trim() {
+        "-" => "-".to_owned(),
+        p => resolve(file, p).display().to_string(),
+    };
+    if let Err(why) = log::check_path(&target) {
+        c.err(&format!("{path}.path"), why);
+    }
+    let format = match (&a.format, &a.json_format) {
+        (Some(_), Some(_)) => {
+            c.err(path, "set `format` or `json_format`, not both");
+            return None;
+        }
+        (Some(f), None) => match log::compile(f) {
+            Ok(pieces) => Format::Text(pieces),
+            Err(why) => {
+                c.err(&format!("{path}.format"), why);
+                return None;
+            }
+        },
+        (None, Some(map)) => {
+            let mut fields = Vec::new();
+            for (key, f) in map {
+                match log::compile(f) {
+                    Ok(pieces) => fields.push((key.clone(), pieces)),
+                    Err(why) => c.err(&format!("{path}.json_format.{key}"), why),
+                }
+            }
+            Format::Json(fields)
+        }
+        (None, None) => Format::Text(log::compile(log::DEFAULT_FORMAT).unwrap_or_default()),
+    };
+    Some(AccessLog {
+        path: target,
+        format,
+    })
 }
 
 /// A file named in the config: relative paths are taken from the config file's directory, so

@@ -153,6 +153,14 @@ impl Registry {
             );
         }
 
+        c.push(
+            "access_log.dropped_lines".to_owned(),
+            "coregate_access_log_dropped_lines".to_owned(),
+            Vec::new(),
+            false,
+            crate::access_log::dropped(),
+        );
+
         let listeners = lock(&self.listeners).clone();
         let mut by_listener: BTreeMap<&str, Vec<(usize, &ListenerStats)>> = BTreeMap::new();
         for ((name, worker), stats) in &listeners {
