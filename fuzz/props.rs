@@ -258,8 +258,8 @@ pub mod api {
         let file = config.file.clone();
         let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let clusters = config.clusters.len();
-        let tickets = coregate::tls::Tickets::default();
-        let snapshot = coregate::snapshot::Snapshot::compile(config, 1, &tickets)
+        let carried = coregate::snapshot::Carried::default();
+        let snapshot = coregate::snapshot::Snapshot::compile(config, 1, &carried)
             .expect("a validated config compiles");
         for name in &names {
             assert!(

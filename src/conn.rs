@@ -23,6 +23,7 @@ use crate::rt::{self, Stream, TcpStream};
 use crate::slot::ListenerSlot;
 use crate::timer;
 use crate::tls::{self, Refused, TlsInfo};
+use crate::trace;
 use crate::transport::Transport;
 use crate::worker::Worker;
 
@@ -401,6 +402,13 @@ impl<S: Stream> H1<S> {
         slot.rq_time.record(duration);
         let generation = worker.generation();
         let snapshot = &generation.snapshot;
+        if let (Some(tracer), Some(span)) = (&snapshot.tracer, &outcome.trace)
+            && span.sampled
+        {
+            tracer
+                .exporter
+                .send(self.finished_span(span, outcome, head, duration));
+        }
         let Some(spec) = snapshot.listeners.get(slot.index.get()) else {
             return;
         };
@@ -434,6 +442,46 @@ impl<S: Stream> H1<S> {
         };
         for (path, format) in &spec.access_log {
             worker.log(path, |out| entry.write(format, out));
+        }
+    }
+
+    /// The gateway's span of a finished request, with its HTTP tags.
+    fn finished_span(
+        &self,
+        span: &trace::Span,
+        outcome: &Outcome,
+        head: &RequestHead,
+        duration: Duration,
+    ) -> trace::FinishedSpan {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mut tags = vec![
+            ("http.method", head.method.as_str().to_owned()),
+            ("http.path", text(head.path())),
+            ("http.protocol", format!("{:?}", head.version)),
+            ("component", "proxy".to_owned()),
+            ("node_id", format!("worker-{}", self.tracked.worker.id)),
+        ];
+        match outcome.status {
+            Some(status) => tags.push(("http.status_code", status.to_string())),
+            None => tags.push(("error", "true".to_owned())),
+        }
+        if outcome.status.is_some_and(|s| s >= 500) {
+            tags.push(("error", "true".to_owned()));
+        }
+        if let Some(id) = head.headers.get(b"x-request-id") {
+            tags.push(("guid:x-request-id", text(id)));
+        }
+        if let Some(addr) = outcome.endpoint {
+            tags.push(("upstream_address", addr.to_string()));
+        }
+        let flags = access_log::response_flags(outcome.error.as_ref(), outcome.retried);
+        tags.push(("response_flags", flags));
+        trace::FinishedSpan {
+            span: span.clone(),
+            duration,
+            name: format!("{} {}", head.method.as_str(), text(head.authority())),
+            tags,
+            remote: Some(self.peer_addr),
         }
     }
 

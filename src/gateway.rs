@@ -13,9 +13,8 @@ use futures_channel::mpsc::{UnboundedSender, unbounded};
 
 use crate::config::{Config, Workers};
 use crate::listener::{self, BindError};
-use crate::snapshot::{Published, Snapshot};
+use crate::snapshot::{Carried, Published, Snapshot};
 use crate::stats::Registry;
-use crate::tls::Tickets;
 use crate::worker::{self, Command};
 
 /// How long a reload waits for every worker to confirm it serves the new config.
@@ -66,9 +65,9 @@ pub struct Gateway {
     /// Bound address of each listener (port 0 resolved).
     addresses: HashMap<String, SocketAddr>,
     published: Published,
-    /// Session ticket keys, kept for the life of the process: a reload that made new ones
-    /// would invalidate every ticket clients hold.
-    tickets: Tickets,
+    /// Session ticket keys (kept for the life of the process: a reload that made new ones
+    /// would invalidate every ticket clients hold) and the span exporter.
+    carried: Carried,
 }
 
 /// The worker count `workers: auto` resolves to: the CPUs this process may run on.
@@ -105,8 +104,8 @@ impl Gateway {
             Workers::Auto => cpus.len().max(1),
             Workers::Count(n) => n.max(1),
         };
-        let tickets = Tickets::default();
-        let snapshot = Arc::new(Snapshot::compile(config, 1, &tickets).map_err(StartError::Tls)?);
+        let carried = Carried::default();
+        let snapshot = Arc::new(Snapshot::compile(config, 1, &carried).map_err(StartError::Tls)?);
         let registry = Arc::new(Registry::new(count));
 
         // sockets[worker] = [(listener name, socket)]
@@ -150,7 +149,7 @@ impl Gateway {
             registry,
             addresses,
             published: Arc::new(Mutex::new(snapshot)),
-            tickets,
+            carried,
         };
         for _ in 0..count {
             match ready_rx.recv() {
@@ -226,7 +225,7 @@ impl Gateway {
         }
         let changes = crate::config::diff(&old.config, &config);
         let snapshot = Arc::new(
-            Snapshot::compile(config, old.generation + 1, &self.tickets)
+            Snapshot::compile(config, old.generation + 1, &self.carried)
                 .map_err(ReloadError::Tls)?,
         );
 

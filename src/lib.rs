@@ -41,8 +41,10 @@ pub mod stats;
 mod testing;
 pub mod timer;
 pub mod tls;
+pub mod trace;
 pub mod transport;
 pub mod upstream;
 pub mod worker;
+pub mod zipkin;
 
 pub use gateway::{Gateway, StartError};

@@ -16,6 +16,7 @@ use crate::route::RouteId;
 use crate::sanitize::{Origin, sanitize};
 use crate::timer;
 use crate::tls::{ClientTls, TlsInfo};
+use crate::trace::{self, Span};
 use crate::upstream::{ConnectError, Head, Idle, ResponseReader, UpstreamConn, UpstreamRequest};
 use crate::worker::{ClusterState, EndpointState, Worker};
 
@@ -115,6 +116,8 @@ pub struct Outcome {
     /// What went wrong, if anything (the error the client was answered with, or that cut the
     /// exchange).
     pub error: Option<ProxyError>,
+    /// The gateway's span in the request's trace, if it belongs to one.
+    pub trace: Option<Span>,
 }
 
 /// Proxies one request. Returns the status sent, or the error for the connection to answer.
@@ -141,6 +144,13 @@ pub async fn forward<D: Downstream>(
         client_cert: cx.client_cert,
     };
     sanitize(head, &listener.http, &origin)?;
+    trace::stamp_request_id(head, listener.request_id);
+    let tracer = snapshot.tracer.as_ref();
+    let sample = tracer.map_or(0.0, |t| t.sample_percent);
+    if let Some(span) = trace::continue_trace(head, tracer.is_some(), sample) {
+        trace::propagate(head, &span);
+        outcome.trace = Some(span);
+    }
     let vhost = listener
         .router
         .virtual_host(head.authority())

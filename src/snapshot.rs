@@ -8,6 +8,23 @@ use std::sync::{Arc, Mutex};
 use crate::config::{Cluster, Config, HttpOptions, Limits};
 use crate::route::Router;
 use crate::tls::{ClientTls, ServerTls, Tickets};
+use crate::trace::RequestIdOptions;
+use crate::zipkin::{Exporter, Exporters};
+
+/// What a reload carries over from the previous snapshot: session ticket keys (tickets issued
+/// before it still resume) and the span exporter (spans queued are not lost).
+#[derive(Debug, Default)]
+pub struct Carried {
+    pub tickets: Tickets,
+    pub exporters: Exporters,
+}
+
+/// Tracing as the cores use it.
+#[derive(Debug, Clone)]
+pub struct Tracer {
+    pub exporter: Arc<Exporter>,
+    pub sample_percent: f64,
+}
 
 /// A listener as the workers serve it.
 #[derive(Debug, Clone)]
@@ -22,6 +39,7 @@ pub struct ListenerSpec {
     pub client_cert_header: Option<http::HeaderName>,
     /// Where each request is logged (a path, "-" for stdout), and how.
     pub access_log: Vec<(Arc<str>, crate::access_log::Format)>,
+    pub request_id: RequestIdOptions,
     pub router: Router,
 }
 
@@ -37,6 +55,8 @@ pub struct Snapshot {
     pub clusters: Vec<Cluster>,
     /// Each cluster's TLS client config (by cluster index), for clusters with `tls`.
     pub upstream_tls: Vec<Option<ClientTls>>,
+    /// Set: sampled spans are exported.
+    pub tracer: Option<Tracer>,
     /// The validated config it was compiled from, for summaries and reload diffs.
     pub config: Config,
 }
@@ -45,7 +65,8 @@ impl Snapshot {
     /// Compiles a validated config. Fails only where building the TLS configs does (which
     /// validation has checked the material of); session ticket keys come from `tickets`, so
     /// that tickets issued before a reload still resume after it.
-    pub fn compile(config: Config, generation: u64, tickets: &Tickets) -> Result<Snapshot, String> {
+    pub fn compile(config: Config, generation: u64, carried: &Carried) -> Result<Snapshot, String> {
+        let tickets = &carried.tickets;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
             let tls = match &l.tls {
@@ -72,6 +93,7 @@ impl Snapshot {
                     .iter()
                     .map(|a| (Arc::from(a.path.as_str()), a.format.clone()))
                     .collect(),
+                request_id: l.request_id,
                 router: Router::new(&l.virtual_hosts),
             });
         }
@@ -85,12 +107,23 @@ impl Snapshot {
                 None => Ok(None),
             })
             .collect::<Result<_, _>>()?;
+        let tracer = match &config.tracing {
+            Some(t) => Some(Tracer {
+                exporter: carried
+                    .exporters
+                    .get(&t.collector)
+                    .map_err(|e| format!("tracing: cannot start the span exporter: {e}"))?,
+                sample_percent: t.sample_percent,
+            }),
+            None => None,
+        };
         Ok(Snapshot {
             generation,
             limits: config.limits.clone(),
             listeners,
             clusters: config.clusters.clone(),
             upstream_tls,
+            tracer,
             config,
         })
     }

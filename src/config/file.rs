@@ -15,10 +15,33 @@ pub(super) struct RawConfig {
     pub(super) admin: Option<RawAdmin>,
     pub(super) workers: Option<RawWorkers>,
     pub(super) limits: Option<RawLimits>,
+    pub(super) tracing: Option<RawTracing>,
     #[serde(default)]
     pub(super) listeners: Vec<RawListener>,
     #[serde(default)]
     pub(super) clusters: Vec<RawCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTracing {
+    pub(super) zipkin: RawZipkin,
+    pub(super) service_name: Option<String>,
+    pub(super) sample_percent: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawZipkin {
+    pub(super) collector: String,
+    pub(super) path: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRequestId {
+    pub(super) generate: Option<bool>,
+    pub(super) preserve_external: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +107,7 @@ pub(super) struct RawListener {
     pub(super) trusted_proxies: Option<Vec<String>>,
     pub(super) tls: Option<RawListenerTls>,
     pub(super) access_log: Option<Vec<RawAccessLog>>,
+    pub(super) request_id: Option<RawRequestId>,
     #[serde(default)]
     pub(super) virtual_hosts: Vec<RawVirtualHost>,
 }

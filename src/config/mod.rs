@@ -65,6 +65,9 @@ pub struct Config {
     pub admin: Option<Admin>,
     pub workers: Workers,
     pub limits: Limits,
+    /// Spans exported to a Zipkin-compatible collector; None: no tracing (incoming trace
+    /// context is still continued and passed on).
+    pub tracing: Option<Tracing>,
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
 }
@@ -120,8 +123,19 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// Where each request is logged, and how.
     pub access_log: Vec<AccessLog>,
+    pub request_id: crate::trace::RequestIdOptions,
     pub virtual_hosts: Vec<VirtualHost>,
 }
+
+/// Tracing: where spans go and how many new traces are sampled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    pub collector: crate::zipkin::Collector,
+    /// Share of new traces (those without an incoming decision) that are sampled, 0..=100.
+    pub sample_percent: f64,
+}
+
+impl Eq for Tracing {}
 
 /// One access log of a listener: a file (or "-" for stdout) and its compiled format.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -129,6 +129,42 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
             Workers::Auto
         }
     };
+    let tracing = raw.tracing.as_ref().map(|t| {
+        let address = c
+            .address(&t.zipkin.collector, "tracing.zipkin.collector")
+            .unwrap_or(NO_ADDR);
+        let path = t
+            .zipkin
+            .path
+            .clone()
+            .unwrap_or_else(|| "/api/v2/spans".to_owned());
+        if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
+            c.err(
+                "tracing.zipkin.path",
+                format!("{path:?} must be a path like \"/api/v2/spans\""),
+            );
+        }
+        let sample_percent = t.sample_percent.unwrap_or(100.0);
+        if !(0.0..=100.0).contains(&sample_percent) {
+            c.err(
+                "tracing.sample_percent",
+                format!("must be between 0 and 100, got {sample_percent}"),
+            );
+        }
+        let service_name = t
+            .service_name
+            .clone()
+            .unwrap_or_else(|| "coregate".to_owned());
+        c.name(&service_name, "tracing.service_name");
+        Tracing {
+            collector: crate::zipkin::Collector {
+                address,
+                path,
+                service_name,
+            },
+            sample_percent,
+        }
+    });
     let d = Limits::default();
     let limits = match &raw.limits {
         None => d,
@@ -264,6 +300,13 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
             http,
             tls,
             access_log,
+            request_id: l.request_id.as_ref().map_or_else(Default::default, |r| {
+                let d = crate::trace::RequestIdOptions::default();
+                crate::trace::RequestIdOptions {
+                    generate: r.generate.unwrap_or(d.generate),
+                    preserve_external: r.preserve_external.unwrap_or(d.preserve_external),
+                }
+            }),
             virtual_hosts,
         });
     }
@@ -280,6 +323,7 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
         admin,
         workers,
         limits,
+        tracing,
         listeners,
         clusters,
     })

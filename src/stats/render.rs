@@ -161,6 +161,17 @@ impl Registry {
             crate::access_log::dropped(),
         );
 
+        let (spans_dropped, spans_sent) = crate::zipkin::counts();
+        for (name, value) in [("spans_sent", spans_sent), ("spans_dropped", spans_dropped)] {
+            c.push(
+                format!("tracing.{name}"),
+                format!("coregate_tracing_{name}"),
+                Vec::new(),
+                false,
+                value,
+            );
+        }
+
         let listeners = lock(&self.listeners).clone();
         let mut by_listener: BTreeMap<&str, Vec<(usize, &ListenerStats)>> = BTreeMap::new();
         for ((name, worker), stats) in &listeners {
