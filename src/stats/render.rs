@@ -375,14 +375,11 @@ fn prometheus(stats: &[Stat], histograms: &[(HistKey, Latency)]) -> String {
         let _ = writeln!(out, "# TYPE {family} histogram");
         for (key, h) in series {
             let own = [(key.label, key.owner.clone())];
-            for bound in BUCKETS_MS {
+            let bounds = BUCKETS_MS.map(|ms| (ms * 1000.0) as u64);
+            for (bound, n) in BUCKETS_MS.iter().zip(h.cumulative(&bounds)) {
                 let le = format!("{bound}");
-                let n = h.count_at_most((bound * 1000.0) as u64);
-                let _ = writeln!(
-                    out,
-                    "{family}_bucket{} {n}",
-                    labels(&own, Some(("le", &le)))
-                );
+                let own = labels(&own, Some(("le", &le)));
+                let _ = writeln!(out, "{family}_bucket{own} {n}");
             }
             let all = labels(&own, Some(("le", "+Inf")));
             let _ = writeln!(out, "{family}_bucket{all} {}", h.count());
