@@ -2,8 +2,8 @@
 //! into this core's buffer, and a writer thread that owns the files (flushed off the request
 //! path; a full queue drops lines and counts them, never delays a request; SIGUSR1 reopens).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -181,9 +181,9 @@ pub struct Entry<'a> {
 /// UF upstream connection (TLS) failure, UC upstream connection terminated, UT upstream
 /// timeout, UPE upstream protocol error, DC downstream connection terminated, DPE downstream
 /// protocol error, DT downstream request timeout, URX the retry failed too; `-` for none.
-pub fn response_flags(error: Option<&ProxyError>, retried: bool) -> String {
+pub fn response_flags(error: Option<&ProxyError>, retried: bool) -> Cow<'static, str> {
     let Some(e) = error else {
-        return "-".to_owned();
+        return Cow::Borrowed("-");
     };
     let flag = match e.kind {
         ErrorKind::NoRoute => "NR",
@@ -202,119 +202,150 @@ pub fn response_flags(error: Option<&ProxyError>, retried: bool) -> String {
         | ErrorKind::PayloadTooLarge => "DPE",
     };
     if retried {
-        format!("{flag},URX")
+        Cow::Owned(format!("{flag},URX"))
     } else {
-        flag.to_owned()
+        Cow::Borrowed(flag)
     }
-}
-
-fn ms(d: Duration) -> String {
-    d.as_millis().to_string()
 }
 
 impl Entry<'_> {
-    /// The value of one operator; None prints `-` (text) or `null` (JSON).
-    fn value(&self, op: &Op) -> Option<String> {
-        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    /// Writes the value of one operator into `out`; false when there is none (the caller
+    /// writes `-`, or `null` in JSON). Straight into the core's buffer: no allocation for a
+    /// text line (the default format cost ~0.9 µs per request with a String per operator).
+    fn value(&self, op: &Op, out: &mut Vec<u8>) -> bool {
+        use std::io::Write as _;
+        let mut num = itoa::Buffer::new();
+        let mut put = |b: &[u8]| out.extend_from_slice(b);
         match op {
-            Op::StartTime => Some(humantime::format_rfc3339_millis(self.started).to_string()),
-            Op::Req(fields) => fields.iter().find_map(|f| {
-                let v = match f {
-                    Field::Method => Some(self.head.method.as_str().as_bytes()),
-                    Field::Path => Some(self.head.target()),
-                    Field::Authority => Some(self.head.authority())
-                        .filter(|a| !a.is_empty())
-                        .or_else(|| self.head.headers.get(b"host")),
-                    Field::Scheme => Some(self.scheme.as_bytes()),
-                    Field::Header(h) => self.head.headers.get(h.as_bytes()),
-                };
-                v.filter(|v| !v.is_empty()).map(s)
-            }),
-            Op::Protocol => Some(
-                match self.head.version {
-                    Version::HTTP_10 => "HTTP/1.0",
-                    _ => "HTTP/1.1",
+            Op::StartTime => {
+                let _ = write!(out, "{}", humantime::format_rfc3339_millis(self.started));
+            }
+            Op::Req(fields) => {
+                let found = fields.iter().find_map(|f| {
+                    let v = match f {
+                        Field::Method => Some(self.head.method.as_str().as_bytes()),
+                        Field::Path => Some(self.head.target()),
+                        Field::Authority => Some(self.head.authority())
+                            .filter(|a| !a.is_empty())
+                            .or_else(|| self.head.headers.get(b"host")),
+                        Field::Scheme => Some(self.scheme.as_bytes()),
+                        Field::Header(h) => self.head.headers.get(h.as_bytes()),
+                    };
+                    v.filter(|v| !v.is_empty())
+                });
+                match found {
+                    Some(v) => put(v),
+                    None => return false,
                 }
-                .to_owned(),
-            ),
-            Op::ResponseCode => Some(self.status.unwrap_or(0).to_string()),
-            Op::ResponseFlags => Some(response_flags(self.error, self.retried)),
-            Op::BytesReceived => Some(self.body_in.to_string()),
-            Op::BytesSent => Some(self.body_out.to_string()),
-            Op::Duration => Some(ms(self.duration)),
-            Op::ResponseDuration => self.upstream_time.map(ms),
-            Op::UpstreamHost => self.upstream_host.map(|a| a.to_string()),
-            Op::UpstreamCluster => self.upstream_cluster.map(str::to_owned),
-            Op::RouteName => None,
-            Op::DownstreamRemoteAddress => Some(self.peer.to_string()),
-            Op::DownstreamRemoteAddressWithoutPort => Some(self.peer.ip().to_string()),
-            Op::RequestedServerName => self.sni.map(str::to_owned),
-            Op::TlsVersion => self.tls_version.map(str::to_owned),
-            Op::TlsCipher => self.tls_cipher.map(str::to_owned),
-            Op::PeerSubject => self.peer_subject.map(str::to_owned),
-            Op::PeerUriSan => self.peer_uri_san.map(str::to_owned),
+            }
+            Op::Protocol => put(match self.head.version {
+                Version::HTTP_10 => b"HTTP/1.0",
+                _ => b"HTTP/1.1",
+            }),
+            Op::ResponseCode => put(num.format(self.status.unwrap_or(0)).as_bytes()),
+            Op::ResponseFlags => put(response_flags(self.error, self.retried).as_bytes()),
+            Op::BytesReceived => put(num.format(self.body_in).as_bytes()),
+            Op::BytesSent => put(num.format(self.body_out).as_bytes()),
+            Op::Duration => put(num.format(self.duration.as_millis() as u64).as_bytes()),
+            Op::ResponseDuration => match self.upstream_time {
+                Some(d) => put(num.format(d.as_millis() as u64).as_bytes()),
+                None => return false,
+            },
+            Op::UpstreamHost => match self.upstream_host {
+                Some(a) => {
+                    let _ = write!(out, "{a}");
+                }
+                None => return false,
+            },
+            Op::DownstreamRemoteAddress => {
+                let _ = write!(out, "{}", self.peer);
+            }
+            Op::DownstreamRemoteAddressWithoutPort => {
+                let _ = write!(out, "{}", self.peer.ip());
+            }
+            Op::RouteName => return false,
+            Op::UpstreamCluster
+            | Op::RequestedServerName
+            | Op::TlsVersion
+            | Op::TlsCipher
+            | Op::PeerSubject
+            | Op::PeerUriSan => {
+                let v = match op {
+                    Op::UpstreamCluster => self.upstream_cluster,
+                    Op::RequestedServerName => self.sni,
+                    Op::TlsVersion => self.tls_version,
+                    Op::TlsCipher => self.tls_cipher,
+                    Op::PeerSubject => self.peer_subject,
+                    _ => self.peer_uri_san,
+                };
+                match v {
+                    Some(v) => put(v.as_bytes()),
+                    None => return false,
+                }
+            }
         }
+        true
     }
 
-    fn piece(&self, piece: &Piece, out: &mut String) -> bool {
+    /// Writes one piece; false for an operator without a value (`-` written instead).
+    fn piece(&self, piece: &Piece, out: &mut Vec<u8>) -> bool {
         match &piece.0 {
             Part::Text(t) => {
-                out.push_str(t);
+                out.extend_from_slice(t.as_bytes());
                 true
             }
-            Part::Op(op, limit) => match self.value(op) {
-                Some(mut v) => {
-                    if let Some(n) = limit {
-                        let mut n = (*n).min(v.len());
-                        while !v.is_char_boundary(n) {
-                            n -= 1;
-                        }
-                        v.truncate(n);
+            Part::Op(op, limit) => {
+                let start = out.len();
+                if !self.value(op, out) {
+                    out.push(b'-');
+                    return false;
+                }
+                if let Some(n) = limit {
+                    let mut end = start + (*n).min(out.len() - start);
+                    // Never cut a UTF-8 character in two.
+                    while end > start && end < out.len() && out[end] & 0xc0 == 0x80 {
+                        end -= 1;
                     }
-                    out.push_str(&v);
-                    true
+                    out.truncate(end);
                 }
-                None => {
-                    out.push('-');
-                    false
-                }
-            },
+                true
+            }
         }
     }
 
     /// Appends this entry's line in `format` to `out`.
     pub fn write(&self, format: &Format, out: &mut Vec<u8>) {
-        let mut line = String::with_capacity(256);
         match format {
             Format::Text(pieces) => {
                 for p in pieces {
-                    self.piece(p, &mut line);
+                    self.piece(p, out);
                 }
             }
             Format::Json(fields) => {
                 let mut map = serde_json::Map::with_capacity(fields.len());
+                let mut v = Vec::new();
                 for (key, pieces) in fields {
-                    let mut v = String::new();
+                    v.clear();
                     let mut any = false;
                     for p in pieces {
                         any |= self.piece(p, &mut v);
                     }
+                    let text = String::from_utf8_lossy(&v).into_owned();
                     let value = match pieces.as_slice() {
                         // A lone operator without a value is null; numbers stay numbers.
                         [Piece(Part::Op(..))] if !any => serde_json::Value::Null,
-                        [Piece(Part::Op(..))] => v
+                        [Piece(Part::Op(..))] => text
                             .parse::<u64>()
                             .map(serde_json::Value::from)
-                            .unwrap_or(serde_json::Value::String(v)),
-                        _ => serde_json::Value::String(v),
+                            .unwrap_or(serde_json::Value::String(text)),
+                        _ => serde_json::Value::String(text),
                     };
                     map.insert(key.clone(), value);
                 }
-                let _ = write!(line, "{}", serde_json::Value::Object(map));
-                line.push('\n');
+                let _ = serde_json::to_writer(&mut *out, &serde_json::Value::Object(map));
+                out.push(b'\n');
             }
         }
-        out.extend_from_slice(line.as_bytes());
     }
 }
 

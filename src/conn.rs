@@ -475,7 +475,7 @@ impl<S: Stream> H1<S> {
             tags.push(("upstream_address", addr.to_string()));
         }
         let flags = access_log::response_flags(outcome.error.as_ref(), outcome.retried);
-        tags.push(("response_flags", flags));
+        tags.push(("response_flags", flags.into_owned()));
         trace::FinishedSpan {
             span: span.clone(),
             duration,

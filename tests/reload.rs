@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::client::{HttpClient, RawClient};
+use support::client::{HttpClient, RawClient, raw_exchange};
 use support::gateway::TestGateway;
 use support::harness::T;
 use support::process::Coregate;
@@ -517,4 +517,51 @@ fn pooled_connections_to_a_removed_endpoint_are_closed_on_reload() {
         0,
         "the idle connection to the removed endpoint is closed"
     );
+}
+
+#[test]
+fn ready_turns_503_on_sigterm_while_requests_drain() {
+    let up = HttpUpstream::builder()
+        .route(
+            "/slow",
+            Reply::Delay {
+                delay: Duration::from_millis(800),
+                body: "done",
+            },
+        )
+        .start();
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}\n{}",
+        config(&[(up.addr(), 1)], "/x", false, "10s")
+    );
+    let mut gw = Coregate::start(&yaml);
+    let addr = gw.listener("main");
+    let line = gw.wait_for("admin listening", T);
+    let admin: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("address="))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no admin address in {line:?}"));
+    let ready = || raw_exchange(admin, b"GET /ready HTTP/1.1\r\nHost: a\r\n\r\n", T).status();
+    assert_eq!(ready(), Some(200));
+    let inflight = thread::spawn(move || {
+        let mut c = RawClient::connect(addr);
+        c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+        c.read_response(T).status
+    });
+    up.wait_requests(1, T);
+    gw.signal(libc::SIGTERM);
+    gw.wait_for("shutting down", T);
+    assert_eq!(
+        ready(),
+        Some(503),
+        "draining: balancers in front stop sending"
+    );
+    assert_eq!(
+        inflight.join().unwrap(),
+        200,
+        "the request in flight finishes"
+    );
+    let status = gw.wait_exit(T).expect("exits once drained");
+    assert!(status.success(), "{status:?}");
 }
