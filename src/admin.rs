@@ -51,7 +51,7 @@ fn answer(mut stream: TcpStream, registry: &Registry, published: &Published) -> 
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let (method, path) = loop {
+    let (method, path, html) = loop {
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             return Ok(());
@@ -61,9 +61,15 @@ fn answer(mut stream: TcpStream, registry: &Registry, published: &Published) -> 
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(_)) => {
+                // A browser asks for HTML; curl and scripts get the plain-text index.
+                let html = req.headers.iter().any(|h| {
+                    h.name.eq_ignore_ascii_case("accept")
+                        && String::from_utf8_lossy(h.value).contains("text/html")
+                });
                 break (
                     req.method.unwrap_or("").to_owned(),
                     req.path.unwrap_or("").to_owned(),
+                    html,
                 );
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST => {}
@@ -154,6 +160,7 @@ fn answer(mut stream: TcpStream, registry: &Registry, published: &Published) -> 
             );
             respond(&mut stream, 200, &body)
         }
+        "/" if html => respond_as(&mut stream, 200, "text/html; charset=utf-8", DASHBOARD),
         "/" => respond(&mut stream, 200, INDEX),
         _ => respond(&mut stream, 404, "not found\n"),
     }
@@ -196,7 +203,12 @@ fn percent_decode(s: &str) -> String {
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// The live dashboard a browser gets at `/`: requests/s, responses by class, latency, the
+/// per-core share and the clusters, read from /stats?format=json once a second.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 const INDEX: &str = "\
+/                   a live dashboard, in a browser
 /stats              counters and histograms (?format=json, ?filter=REGEX, ?usedonly)
 /stats/prometheus   the same in the Prometheus exposition format
 /clusters           every endpoint: weight, connections, requests, per core and total (?format=json)
