@@ -7,7 +7,6 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use coregate::admin;
 use support::client::raw_exchange;
 use support::gateway::{TestGateway, simple_config};
 use support::harness::T;
@@ -28,12 +27,7 @@ fn the_dashboard_shows_what_the_stats_say() {
     let up = HttpUpstream::builder().start();
     let gw = TestGateway::start(&simple_config(&[(up.addr(), 1)], 2, "", "{}"));
     let registry = gw.gateway.registry().clone();
-    let admin = admin::start(
-        "127.0.0.1:0".parse().unwrap(),
-        registry.clone(),
-        gw.gateway.published(),
-    )
-    .expect("admin");
+    let admin = gw.start_admin();
     for i in 0..7 {
         let request = format!("GET /{i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         assert_eq!(

@@ -7,7 +7,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use coregate::admin;
 use coregate::stats::HistKey;
 use support::client::{HttpClient, raw_exchange};
 use support::gateway::{TestGateway, simple_config};
@@ -44,12 +43,7 @@ fn counters_and_histograms_are_exact_over_two_workers_in_every_format() {
     let up = HttpUpstream::builder().name("up").start();
     let gw = TestGateway::start(&simple_config(&[(up.addr(), 1)], 2, "", "{}"));
     let registry = gw.gateway.registry().clone();
-    let admin = admin::start(
-        "127.0.0.1:0".parse().unwrap(),
-        registry.clone(),
-        gw.gateway.published(),
-    )
-    .expect("admin listener");
+    let admin = gw.start_admin();
     for _ in 0..CONNECTIONS {
         let mut c = HttpClient::connect(gw.addr).expect("connect");
         for _ in 0..PER_CONNECTION {
@@ -241,12 +235,7 @@ fn ready_is_503_once_draining() {
     let up = HttpUpstream::builder().start();
     let gw = TestGateway::start(&simple_config(&[(up.addr(), 1)], 1, "", "{}"));
     let registry = gw.gateway.registry().clone();
-    let admin = admin::start(
-        "127.0.0.1:0".parse().unwrap(),
-        registry.clone(),
-        gw.gateway.published(),
-    )
-    .expect("admin");
+    let admin = gw.start_admin();
     assert_eq!(get(admin, "/ready").0, 200);
     // What SIGTERM does first (tests/reload.rs drives the real signal).
     registry.server.live.set(0);
@@ -258,13 +247,7 @@ fn ready_is_503_once_draining() {
 fn admin_describes_clusters_config_and_server() {
     let up = HttpUpstream::builder().name("up").start();
     let gw = TestGateway::start(&simple_config(&[(up.addr(), 3)], 2, "", "{}"));
-    let registry = gw.gateway.registry().clone();
-    let admin = admin::start(
-        "127.0.0.1:0".parse().unwrap(),
-        registry.clone(),
-        gw.gateway.published(),
-    )
-    .expect("admin");
+    let admin = gw.start_admin();
     let mut c = HttpClient::connect(gw.addr).expect("connect");
     for _ in 0..3 {
         assert_eq!(c.get("/", "a").expect("request").status, 200);

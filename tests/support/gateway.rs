@@ -25,6 +25,16 @@ impl TestGateway {
         TestGateway { gateway, addr }
     }
 
+    /// Starts the admin endpoints for this gateway on a free loopback port.
+    pub fn start_admin(&self) -> SocketAddr {
+        coregate::admin::start(
+            "127.0.0.1:0".parse().expect("address"),
+            self.gateway.registry().clone(),
+            self.gateway.published(),
+        )
+        .expect("admin listener")
+    }
+
     /// The bound address of a listener by name.
     pub fn listener(&self, name: &str) -> SocketAddr {
         self.gateway.local_addr(name).expect("listener address")
