@@ -68,6 +68,13 @@ fn assert_ssl(gw: &TestGateway, name: &str, want: u64) {
     }
 }
 
+fn assert_unrecognized_name(err: &str) {
+    assert!(
+        err.contains("UnrecognisedName") || err.contains("UnrecognizedName"),
+        "refused with unrecognized_name: {err}"
+    );
+}
+
 /// Three certificates: an exact name, a wildcard and the default.
 struct Sni {
     _dir: Dir,
@@ -166,16 +173,10 @@ fn an_unknown_name_without_a_default_is_refused_with_unrecognized_name() {
     let gw = tls_gateway(1, &sni.yaml, up.addr(), "{}");
     let config = client_config(&sni.ca, &ClientOptions::default());
     let err = tls_get(gw.addr, "nobody.test", &config, "/").expect_err("refused");
-    assert!(
-        err.contains("UnrecognisedName") || err.contains("UnrecognizedName"),
-        "{err}"
-    );
+    assert_unrecognized_name(&err);
     let no_sni = client_config(&sni.ca, &ClientOptions::without_sni());
     let err = tls_get(gw.addr, "a.test", &no_sni, "/").expect_err("no SNI, no default");
-    assert!(
-        err.contains("UnrecognisedName") || err.contains("UnrecognizedName"),
-        "{err}"
-    );
+    assert_unrecognized_name(&err);
     // Known names still work.
     tls_get(gw.addr, "a.test", &config, "/").expect("a.test");
     assert_ssl(&gw, "no_certificate", 2);

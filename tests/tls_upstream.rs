@@ -41,13 +41,10 @@ fn get(gw: &TestGateway, path: &str) -> support::client::RawResponse {
     raw_exchange(gw.addr, request.as_bytes(), T)
 }
 
-fn body(got: &support::client::RawResponse) -> String {
-    got.responses()[0].text()
-}
-
-#[test]
-fn upstream_tls_verifies_the_name_and_pools_the_connection() {
-    let dir = Dir::new("up-verify");
+/// An origin for `origin.test` with a certificate of a fresh CA, and a gateway whose cluster
+/// trusts that CA and sends that name.
+fn verified_origin(tag: &str) -> (Dir, TlsOrigin, TestGateway) {
+    let dir = Dir::new(tag);
     let ca = Ca::new("origin ca");
     let origin = TlsOrigin::start(&ca.server(&["origin.test"], Key::EcdsaP256));
     let ca_path = dir.write("ca.pem", &ca.pem);
@@ -56,6 +53,16 @@ fn upstream_tls_verifies_the_name_and_pools_the_connection() {
         ca_path.display()
     );
     let gw = gateway(origin.addr, &tls);
+    (dir, origin, gw)
+}
+
+fn body(got: &support::client::RawResponse) -> String {
+    got.responses()[0].text()
+}
+
+#[test]
+fn upstream_tls_verifies_the_name_and_pools_the_connection() {
+    let (_dir, origin, gw) = verified_origin("up-verify");
     let first = get(&gw, "/a");
     assert_eq!(first.status(), Some(200), "{}", first.text());
     assert_eq!(body(&first), "tls-origin /a");
@@ -130,15 +137,7 @@ fn verify_false_accepts_any_certificate() {
 
 #[test]
 fn a_pooled_tls_connection_the_origin_closed_is_not_reused() {
-    let dir = Dir::new("up-close");
-    let ca = Ca::new("close ca");
-    let origin = TlsOrigin::start(&ca.server(&["origin.test"], Key::EcdsaP256));
-    let ca_path = dir.write("ca.pem", &ca.pem);
-    let tls = format!(
-        "      ca: \"{}\"\n      sni: origin.test\n",
-        ca_path.display()
-    );
-    let gw = gateway(origin.addr, &tls);
+    let (_dir, origin, gw) = verified_origin("up-close");
     // The origin ends the session (close_notify, then FIN) right after this answer.
     assert_eq!(body(&get(&gw, "/close")), "tls-origin /close");
     let deadline = std::time::Instant::now() + T;
