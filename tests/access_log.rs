@@ -65,6 +65,35 @@ fn hostile_upstreams() -> (SocketAddr, SocketAddr, thread::JoinHandle<()>) {
     (a, b, handle)
 }
 
+/// An upstream that answers the first request it gets (keeping the connection), then reads
+/// every later request and closes without an answer: a pooled connection that fails at reuse,
+/// then the retry fails too.
+fn answers_once() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for conn in listener.incoming().take(8) {
+            let Ok(mut conn) = conn else { return };
+            let answered = answered.clone();
+            thread::spawn(move || {
+                conn.set_read_timeout(Some(T)).ok();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    if answered.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                }
+            });
+        }
+    });
+    addr
+}
+
 #[test]
 fn every_request_gets_a_json_line_with_envoys_response_flags() {
     let up = HttpUpstream::builder().name("ok").start();
@@ -73,6 +102,7 @@ fn every_request_gets_a_json_line_with_envoys_response_flags() {
         .local_addr()
         .unwrap();
     let (closer, silent, _h) = hostile_upstreams();
+    let flaky = answers_once();
     let dir = Dir::new("access-json");
     let log = dir.path("access.jsonl");
     let gw = TestGateway::start(&format!(
@@ -104,6 +134,10 @@ listeners:
             route: {{ cluster: closer }}
           - match: {{ prefix: \"/silent\" }}
             route: {{ cluster: silent }}
+          - match: {{ prefix: \"/tls\" }}
+            route: {{ cluster: tls }}
+          - match: {{ prefix: \"/flaky\" }}
+            route: {{ cluster: flaky }}
 clusters:
   - name: ok
     endpoints: [{{ address: \"{}\" }}]
@@ -114,6 +148,11 @@ clusters:
   - name: silent
     response_timeout: 200ms
     endpoints: [{{ address: \"{silent}\" }}]
+  - name: tls
+    tls: {{ verify: false }}
+    endpoints: [{{ address: \"{closer}\" }}]
+  - name: flaky
+    endpoints: [{{ address: \"{flaky}\" }}]
 ",
         log.display(),
         up.addr()
@@ -129,6 +168,29 @@ clusters:
     assert_eq!(ask(&req("/dead", "shop.test")).status(), Some(503));
     assert_eq!(ask(&req("/closer", "shop.test")).status(), Some(502));
     assert_eq!(ask(&req("/silent", "shop.test")).status(), Some(504));
+    assert_eq!(ask(&req("/tls", "shop.test")).status(), Some(502));
+    // One client, keep-alive: the first request pools the connection, the second finds it
+    // dead at reuse, is retried on a new one, and that fails too.
+    let mut keep = TcpStream::connect(gw.addr).unwrap();
+    keep.set_read_timeout(Some(T)).unwrap();
+    keep.write_all(b"GET /flaky/1 HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        .unwrap();
+    let mut got = [0u8; 1024];
+    let n = keep.read(&mut got).unwrap();
+    assert!(
+        got[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got[..n])
+    );
+    keep.write_all(b"GET /flaky/2 HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = keep.read_to_end(&mut rest);
+    assert!(
+        rest.starts_with(b"HTTP/1.1 502"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
     // A client that goes away in the middle of its body: no response, DC.
     let mut c = TcpStream::connect(gw.addr).unwrap();
     c.write_all(
@@ -142,7 +204,7 @@ clusters:
     }
     drop(c);
 
-    let lines = wait_lines(&log, 6);
+    let lines = wait_lines(&log, 9);
     let entries: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -184,6 +246,17 @@ clusters:
         (ut["code"].clone(), ut["flags"].clone()),
         (504.into(), "UT".into())
     );
+    let uf = find("GET /tls");
+    assert_eq!(
+        (uf["code"].clone(), uf["flags"].clone()),
+        (502.into(), "UF".into())
+    );
+    let urx = find("GET /flaky/2");
+    assert_eq!(
+        (urx["code"].clone(), urx["flags"].clone()),
+        (502.into(), "UC,URX".into())
+    );
+    assert_eq!(find("GET /flaky/1")["code"], 200);
     let dc = find("POST /ok/upload");
     assert_eq!(
         (dc["code"].clone(), dc["flags"].clone()),
