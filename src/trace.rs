@@ -53,15 +53,17 @@ pub fn uuid_v4() -> [u8; 36] {
     let mut b = fastrand::u128(..).to_be_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let mut hex = Vec::with_capacity(36);
+    // Written in place: this runs for every request without an id, so no heap buffer.
+    let mut out = [b'-'; 36];
+    let mut at = 0;
     for (i, byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            hex.push(b'-');
+            at += 1;
         }
-        hex_into(&[*byte], &mut hex);
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 15)];
+        at += 2;
     }
-    let mut out = [0u8; 36];
-    out.copy_from_slice(&hex);
     out
 }
 
@@ -321,6 +323,15 @@ mod tests {
         stamp_request_id(&mut h, replace);
         assert_ne!(h.headers.get(b"x-request-id"), Some(&b"abc"[..]));
         assert_ne!(uuid_v4(), uuid_v4());
+        let u = uuid_v4();
+        let dashes: Vec<usize> = (0..36).filter(|&i| u[i] == b'-').collect();
+        assert_eq!(
+            dashes,
+            vec![8, 13, 18, 23],
+            "{}",
+            String::from_utf8_lossy(&u)
+        );
+        assert!(u.iter().all(|&c| c == b'-' || c.is_ascii_hexdigit()));
     }
 
     #[test]
