@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::client::raw_exchange;
-use support::gateway::TestGateway;
+use support::gateway::{CatchAll, TestGateway};
 use support::harness::T;
 use support::process::Coregate;
 use support::tls::Dir;
@@ -270,26 +270,8 @@ fn envoys_default_format_and_sigusr1_reopen() {
     let up = HttpUpstream::builder().start();
     let dir = Dir::new("access-text");
     let log = dir.path("access.log");
-    let gw = Coregate::start(&format!(
-        "workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    access_log:
-      - path: \"{}\"
-    virtual_hosts:
-      - name: all
-        domains: [\"*\"]
-        routes:
-          - match: {{ prefix: \"/\" }}
-            route: {{ cluster: backend }}
-clusters:
-  - name: backend
-    endpoints: [{{ address: \"{}\" }}]
-",
-        log.display(),
-        up.addr()
-    ));
+    let lines = format!("    access_log:\n      - path: \"{}\"", log.display());
+    let gw = Coregate::start(&CatchAll::new(up.addr()).listener("main", &lines).yaml());
     let addr = gw.listener("main");
     let get = |path: &str| {
         let request = format!(

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use support::client::raw_exchange;
-use support::gateway::TestGateway;
+use support::gateway::{CatchAll, TestGateway};
 use support::harness::T;
 use support::tls::{Ca, ClientOptions, Dir, Key, client_config, first_der, tls_get, tls_handshake};
 use support::upstream::HttpUpstream;
@@ -18,26 +18,11 @@ use support::upstream::HttpUpstream;
 /// A gateway with one TLS listener (`tls` is the YAML under `tls:`, indented 6) routing every
 /// host to `upstream`.
 fn tls_gateway(workers: usize, tls: &str, upstream: SocketAddr, limits: &str) -> TestGateway {
-    TestGateway::start(&format!(
-        "workers: {workers}
-limits: {limits}
-listeners:
-  - name: secure
-    address: 127.0.0.1:0
-    tls:
-{tls}
-    virtual_hosts:
-      - name: all
-        domains: [\"*\"]
-        routes:
-          - match: {{ prefix: \"/\" }}
-            route: {{ cluster: backend }}
-clusters:
-  - name: backend
-    endpoints:
-      - {{ address: \"{upstream}\" }}
-"
-    ))
+    CatchAll::new(upstream)
+        .workers(workers)
+        .top(&format!("limits: {limits}"))
+        .listener("secure", &format!("    tls:\n{tls}"))
+        .start()
 }
 
 /// `listener.secure.ssl.<name>`, summed over the workers.

@@ -11,34 +11,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
+use support::gateway::CatchAll;
 use support::harness::T;
 use support::process::Coregate;
 use support::tls::{Ca, ClientOptions, Dir, Key, Leaf, client_config, tls_get};
 use support::upstream::HttpUpstream;
 
 fn config(dir: &Dir, upstream: SocketAddr, workers: usize) -> String {
-    format!(
-        "workers: {workers}
-listeners:
-  - name: secure
-    address: 127.0.0.1:0
-    tls:
+    let tls = format!(
+        "    tls:
       certificates:
-        - {{ cert: \"{}\", key: \"{}\", server_names: [\"*\"] }}
-    virtual_hosts:
-      - name: all
-        domains: [\"*\"]
-        routes:
-          - match: {{ prefix: \"/\" }}
-            route: {{ cluster: backend }}
-clusters:
-  - name: backend
-    endpoints:
-      - {{ address: \"{upstream}\" }}
-",
+        - {{ cert: \"{}\", key: \"{}\", server_names: [\"*\"] }}",
         dir.path("site.pem").display(),
         dir.path("site.key").display()
-    )
+    );
+    CatchAll::new(upstream)
+        .workers(workers)
+        .listener("secure", &tls)
+        .yaml()
 }
 
 /// Installs a certificate as an operator's renewal does: new files, then renamed over the old

@@ -8,32 +8,16 @@ mod support;
 use std::net::SocketAddr;
 
 use support::client::raw_exchange;
-use support::gateway::TestGateway;
+use support::gateway::{CatchAll, TestGateway};
 use support::harness::T;
 use support::tls::{Ca, Dir, Key, TlsOrigin};
 
 /// A gateway whose only cluster reaches `origin` with `tls` (YAML under the cluster's `tls:`,
 /// indented 6).
 fn gateway(origin: SocketAddr, tls: &str) -> TestGateway {
-    TestGateway::start(&format!(
-        "workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: [\"*\"]
-        routes:
-          - match: {{ prefix: \"/\" }}
-            route: {{ cluster: secure }}
-clusters:
-  - name: secure
-    tls:
-{tls}
-    endpoints:
-      - {{ address: \"{origin}\" }}
-"
-    ))
+    CatchAll::new(origin)
+        .cluster("secure", &format!("    tls:\n{tls}"))
+        .start()
 }
 
 fn get(gw: &TestGateway, path: &str) -> support::client::RawResponse {

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::client::raw_exchange;
-use support::gateway::TestGateway;
+use support::gateway::{CatchAll, TestGateway};
 use support::harness::T;
 use support::upstream::{HttpUpstream, Recorded};
 
@@ -64,24 +64,10 @@ fn collector() -> (SocketAddr, mpsc::Receiver<(String, String)>) {
 }
 
 fn gateway(upstream: SocketAddr, extra: &str, listener_extra: &str) -> TestGateway {
-    TestGateway::start(&format!(
-        "workers: 1
-{extra}
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-{listener_extra}
-    virtual_hosts:
-      - name: all
-        domains: [\"*\"]
-        routes:
-          - match: {{ prefix: \"/\" }}
-            route: {{ cluster: backend }}
-clusters:
-  - name: backend
-    endpoints: [{{ address: \"{upstream}\" }}]
-"
-    ))
+    CatchAll::new(upstream)
+        .top(extra)
+        .listener("main", listener_extra)
+        .start()
 }
 
 fn send(gw: &TestGateway, path: &str, headers: &str) {

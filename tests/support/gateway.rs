@@ -129,3 +129,94 @@ clusters:
 "
     )
 }
+
+/// A config with one listener that routes every host and path to one cluster of one endpoint,
+/// with YAML lines added where a test needs them.
+pub struct CatchAll {
+    workers: usize,
+    top: String,
+    listener: &'static str,
+    listener_lines: String,
+    cluster: &'static str,
+    cluster_lines: String,
+    upstream: SocketAddr,
+}
+
+impl CatchAll {
+    /// One worker, listener `main`, cluster `backend` at `upstream`.
+    pub fn new(upstream: SocketAddr) -> CatchAll {
+        CatchAll {
+            workers: 1,
+            top: String::new(),
+            listener: "main",
+            listener_lines: String::new(),
+            cluster: "backend",
+            cluster_lines: String::new(),
+            upstream,
+        }
+    }
+
+    pub fn workers(mut self, n: usize) -> CatchAll {
+        self.workers = n;
+        self
+    }
+
+    /// Top-level lines (`limits:`, `tracing:`...).
+    pub fn top(mut self, yaml: &str) -> CatchAll {
+        self.top = yaml.to_owned();
+        self
+    }
+
+    /// The listener's name, and lines under it (indented 4: `    tls:`...).
+    pub fn listener(mut self, name: &'static str, lines: &str) -> CatchAll {
+        self.listener = name;
+        self.listener_lines = lines.to_owned();
+        self
+    }
+
+    /// The cluster's name, and lines under it (indented 4).
+    pub fn cluster(mut self, name: &'static str, lines: &str) -> CatchAll {
+        self.cluster = name;
+        self.cluster_lines = lines.to_owned();
+        self
+    }
+
+    pub fn yaml(&self) -> String {
+        let line = |s: &str| {
+            if s.is_empty() || s.ends_with('\n') {
+                s.to_owned()
+            } else {
+                format!("{s}\n")
+            }
+        };
+        format!(
+            "workers: {}
+{}listeners:
+  - name: {}
+    address: 127.0.0.1:0
+{}    virtual_hosts:
+      - name: all
+        domains: [\"*\"]
+        routes:
+          - match: {{ prefix: \"/\" }}
+            route: {{ cluster: {} }}
+clusters:
+  - name: {}
+{}    endpoints:
+      - {{ address: \"{}\" }}
+",
+            self.workers,
+            line(&self.top),
+            self.listener,
+            line(&self.listener_lines),
+            self.cluster,
+            self.cluster,
+            line(&self.cluster_lines),
+            self.upstream
+        )
+    }
+
+    pub fn start(&self) -> TestGateway {
+        TestGateway::start(&self.yaml())
+    }
+}
