@@ -40,7 +40,7 @@ const LINGER_BYTES: usize = 1 << 20;
 /// `tracked` counts it out when it ends, or when its task is dropped (a drain cut short, before
 /// or during a request).
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, tracked: Tracked) {
-    let (tls, header, limit) = {
+    let (tls, header, limit, http2) = {
         let generation = tracked.worker.generation();
         let snapshot = &generation.snapshot;
         let spec = snapshot.listeners.get(tracked.slot.index.get());
@@ -48,10 +48,15 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, tracked: Tracked) {
             spec.and_then(|l| l.tls.clone()),
             spec.is_some_and(|l| l.client_cert_header.is_some()),
             snapshot.limits.header_timeout,
+            spec.is_some_and(|l| l.http2.is_some()),
         )
     };
     let Some(tls) = tls else {
-        return serve_h1(Transport::Plain(tcp), peer, None, tracked).await;
+        if http2 {
+            // Boxed: only listeners with HTTP/2 on pay for the sniffing.
+            return Box::pin(sniff_h2c(tcp, peer, limit, tracked)).await;
+        }
+        return serve_h1(Transport::Plain(tcp), peer, None, None, tracked).await;
     };
     // Boxed: the handshake's state (the ClientHello reader, the first flights) is gone once it
     // ends, and a plaintext connection never pays for it.
@@ -74,10 +79,22 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, tracked: Tracked) {
                 .as_ref()
                 .filter(|_| header)
                 .map(|c| Box::from(c.header_value().into_bytes()));
-            match Protocol::agreed(info.alpn.as_deref()) {
+            let protocol = Protocol::agreed(info.alpn.as_deref());
+            let side = Rc::new(TlsSide { info, client_cert });
+            match protocol {
                 Protocol::Http1 => {
-                    let side = Rc::new(TlsSide { info, client_cert });
-                    serve_h1(Transport::Tls(stream), peer, Some(side), tracked).await
+                    serve_h1(Transport::Tls(stream), peer, Some(side), None, tracked).await
+                }
+                Protocol::Http2 => {
+                    let io = Transport::Tls(stream);
+                    Box::pin(crate::h2::server::serve(
+                        io,
+                        None,
+                        peer,
+                        Some(side),
+                        tracked,
+                    ))
+                    .await
                 }
             }
         }
@@ -101,13 +118,61 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, tracked: Tracked) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     Http1,
+    Http2,
 }
 
 impl Protocol {
-    /// `http/1.1`, or no ALPN at all (and every plaintext connection): HTTP/1.x. ALPN agrees
-    /// only on a protocol the listener offers, and `http/1.1` is the only one offered yet.
-    fn agreed(_alpn: Option<&[u8]>) -> Protocol {
-        Protocol::Http1
+    /// `h2`: HTTP/2 (ALPN agrees only on a protocol the listener offers). `http/1.1`, or no
+    /// ALPN at all: HTTP/1.x.
+    fn agreed(alpn: Option<&[u8]>) -> Protocol {
+        match alpn {
+            Some(b"h2") => Protocol::Http2,
+            _ => Protocol::Http1,
+        }
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4): a client with prior knowledge starts with it.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// On a plaintext listener with HTTP/2: reads the first bytes and serves HTTP/2 when they are
+/// the preface (h2c with prior knowledge), HTTP/1.x otherwise, before the HTTP/1 parser sees
+/// them (it would answer the preface's `PRI` request line with 505).
+async fn sniff_h2c(tcp: TcpStream, peer: SocketAddr, limit: Duration, tracked: Tracked) {
+    let io = Transport::Plain(tcp);
+    let first = {
+        let read = pin!(timer::within(limit, io.read_pooled()));
+        match select(read, pin!(tracked.slot.closed())).await {
+            Either::Left((Some(Ok(Some(bytes))), _)) if !bytes.is_empty() => bytes,
+            Either::Left((Some(Err(e)), _)) if rt::out_of_buffers(&e) => {
+                let mut buf = rt::take_buffer();
+                match timer::within(limit, io.read_some(&mut buf, MIN_READ)).await {
+                    Some(Ok(n)) if n > 0 => rt::Received::Owned(buf),
+                    _ => return,
+                }
+            }
+            _ => return,
+        }
+    };
+    // A preface split over reads (rare): gather up to its length before deciding.
+    let first = if first.len() < PREFACE.len() && PREFACE.starts_with(&first) {
+        let mut buf = rt::take_buffer();
+        buf.extend_from_slice(&first);
+        drop(first);
+        while buf.len() < PREFACE.len() && PREFACE.starts_with(&buf) {
+            match timer::within(limit, io.read_some(&mut buf, MIN_READ)).await {
+                Some(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        }
+        rt::Received::Owned(buf)
+    } else {
+        first
+    };
+    if first.starts_with(PREFACE) {
+        crate::h2::server::serve(io, Some(first), peer, None, tracked).await
+    } else {
+        serve_h1(io, peer, None, Some(first), tracked).await
     }
 }
 
@@ -118,8 +183,14 @@ pub struct TlsSide {
     pub client_cert: Option<Box<[u8]>>,
 }
 
-/// Serves HTTP/1.x on an established connection.
-async fn serve_h1(io: Transport, peer: SocketAddr, tls: Option<Rc<TlsSide>>, tracked: Tracked) {
+/// Serves HTTP/1.x on an established connection; `first`: bytes already read from it.
+async fn serve_h1(
+    io: Transport,
+    peer: SocketAddr,
+    tls: Option<Rc<TlsSide>>,
+    first: Option<rt::Received>,
+    tracked: Tracked,
+) {
     let mut conn = H1 {
         io,
         tracked,
@@ -149,6 +220,9 @@ async fn serve_h1(io: Transport, peer: SocketAddr, tls: Option<Rc<TlsSide>>, tra
             timeout: Duration::from_secs(60),
         },
     };
+    if let Some(first) = first {
+        conn.input.keep(&first);
+    }
     match conn.run().await {
         // A TLS client learns the close is deliberate (close_notify), not a truncation.
         End::Clean if matches!(conn.io, Transport::Tls(_)) => {
@@ -164,8 +238,8 @@ async fn serve_h1(io: Transport, peer: SocketAddr, tls: Option<Rc<TlsSide>>, tra
 
 /// A connection's worker and listener slot, which count it in while it lives.
 pub struct Tracked {
-    worker: Rc<Worker>,
-    slot: Rc<ListenerSlot>,
+    pub(crate) worker: Rc<Worker>,
+    pub(crate) slot: Rc<ListenerSlot>,
     key: usize,
     opened: Instant,
 }
@@ -221,6 +295,105 @@ struct H1<S> {
     tls: Option<Rc<TlsSide>>,
     input: Input,
     output: Output,
+}
+
+/// The one place where every finished request is counted, whatever its protocol.
+pub fn record(
+    worker: &Worker,
+    slot: &ListenerSlot,
+    peer: SocketAddr,
+    tls: Option<&TlsSide>,
+    outcome: &Outcome,
+    head: &RequestHead,
+    duration: Duration,
+) {
+    worker.stats.requests.inc();
+    slot.stats.record_request(outcome.status);
+    slot.rq_time.record(duration);
+    let generation = worker.generation();
+    let snapshot = &generation.snapshot;
+    if let (Some(tracer), Some(span)) = (&snapshot.tracer, &outcome.trace)
+        && span.sampled
+    {
+        tracer.exporter.send(finished_span(
+            worker.id, peer, span, outcome, head, duration,
+        ));
+    }
+    let Some(spec) = snapshot.listeners.get(slot.index.get()) else {
+        return;
+    };
+    if spec.access_log.is_empty() {
+        return;
+    }
+    let tls = tls.map(|t| &t.info);
+    let client = tls.and_then(|t| t.client.as_deref());
+    let entry = access_log::Entry {
+        head,
+        scheme: if tls.is_some() { "https" } else { "http" },
+        started: SystemTime::now() - duration,
+        duration,
+        status: outcome.status,
+        error: outcome.error.as_ref(),
+        retried: outcome.retried,
+        body_in: outcome.body_in,
+        body_out: outcome.body_out,
+        upstream_time: outcome.upstream_time,
+        upstream_host: outcome.endpoint,
+        upstream_cluster: outcome
+            .cluster
+            .and_then(|c| snapshot.clusters.get(c))
+            .map(|c| c.name.as_str()),
+        peer,
+        sni: tls.and_then(|t| t.sni.as_deref()),
+        tls_version: tls.map(|t| t.version),
+        tls_cipher: tls.map(|t| t.cipher),
+        peer_subject: client.map(|c| c.subject.as_str()),
+        peer_uri_san: client.and_then(|c| c.sans.iter().find_map(|s| s.strip_prefix("URI="))),
+    };
+    for (path, format) in &spec.access_log {
+        worker.log(path, |out| entry.write(format, out));
+    }
+}
+
+/// The gateway's span of a finished request, with its HTTP tags.
+fn finished_span(
+    worker: usize,
+    peer: SocketAddr,
+    span: &trace::Span,
+    outcome: &Outcome,
+    head: &RequestHead,
+    duration: Duration,
+) -> trace::FinishedSpan {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut tags = vec![
+        ("http.method", head.method.as_str().to_owned()),
+        ("http.path", text(head.path())),
+        ("http.protocol", format!("{:?}", head.version)),
+        ("component", "proxy".to_owned()),
+        ("node_id", format!("worker-{worker}")),
+    ];
+    match outcome.status {
+        Some(status) => tags.push(("http.status_code", status.to_string())),
+        None => tags.push(("error", "true".to_owned())),
+    }
+    if outcome.status.is_some_and(|s| s >= 500) {
+        tags.push(("error", "true".to_owned()));
+    }
+    if let Some(id) = head.headers.get(b"x-request-id") {
+        tags.push(("guid:x-request-id", text(id)));
+    }
+    if let Some(addr) = outcome.endpoint {
+        tags.push(("upstream_address", addr.to_string()));
+    }
+    let flags = access_log::response_flags(outcome.error.as_ref(), outcome.retried);
+    tags.push(("response_flags", flags.into_owned()));
+    trace::FinishedSpan {
+        span: span.clone(),
+        duration,
+        name: format!("{} {}", head.method.as_str(), text(head.authority())),
+        tags,
+        remote: Some(peer),
+    }
 }
 
 /// Parses a request head under the head size limit. Ok(None): incomplete (and still within
@@ -392,97 +565,12 @@ impl<S: Stream> H1<S> {
         Ok(true)
     }
 
-    /// The one place where every finished request is counted.
+    /// Counts and logs a finished request.
     fn record(&self, outcome: &Outcome, head: &RequestHead) {
-        let worker = &self.tracked.worker;
-        worker.stats.requests.inc();
-        let slot = &self.tracked.slot;
+        let tls = self.tls.as_deref();
         let duration = self.input.started.elapsed();
-        slot.stats.record_request(outcome.status);
-        slot.rq_time.record(duration);
-        let generation = worker.generation();
-        let snapshot = &generation.snapshot;
-        if let (Some(tracer), Some(span)) = (&snapshot.tracer, &outcome.trace)
-            && span.sampled
-        {
-            tracer
-                .exporter
-                .send(self.finished_span(span, outcome, head, duration));
-        }
-        let Some(spec) = snapshot.listeners.get(slot.index.get()) else {
-            return;
-        };
-        if spec.access_log.is_empty() {
-            return;
-        }
-        let tls = self.tls.as_deref().map(|t| &t.info);
-        let client = tls.and_then(|t| t.client.as_deref());
-        let entry = access_log::Entry {
-            head,
-            scheme: if tls.is_some() { "https" } else { "http" },
-            started: SystemTime::now() - duration,
-            duration,
-            status: outcome.status,
-            error: outcome.error.as_ref(),
-            retried: outcome.retried,
-            body_in: outcome.body_in,
-            body_out: outcome.body_out,
-            upstream_time: outcome.upstream_time,
-            upstream_host: outcome.endpoint,
-            upstream_cluster: outcome
-                .cluster
-                .and_then(|c| snapshot.clusters.get(c))
-                .map(|c| c.name.as_str()),
-            peer: self.peer_addr,
-            sni: tls.and_then(|t| t.sni.as_deref()),
-            tls_version: tls.map(|t| t.version),
-            tls_cipher: tls.map(|t| t.cipher),
-            peer_subject: client.map(|c| c.subject.as_str()),
-            peer_uri_san: client.and_then(|c| c.sans.iter().find_map(|s| s.strip_prefix("URI="))),
-        };
-        for (path, format) in &spec.access_log {
-            worker.log(path, |out| entry.write(format, out));
-        }
-    }
-
-    /// The gateway's span of a finished request, with its HTTP tags.
-    fn finished_span(
-        &self,
-        span: &trace::Span,
-        outcome: &Outcome,
-        head: &RequestHead,
-        duration: Duration,
-    ) -> trace::FinishedSpan {
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let mut tags = vec![
-            ("http.method", head.method.as_str().to_owned()),
-            ("http.path", text(head.path())),
-            ("http.protocol", format!("{:?}", head.version)),
-            ("component", "proxy".to_owned()),
-            ("node_id", format!("worker-{}", self.tracked.worker.id)),
-        ];
-        match outcome.status {
-            Some(status) => tags.push(("http.status_code", status.to_string())),
-            None => tags.push(("error", "true".to_owned())),
-        }
-        if outcome.status.is_some_and(|s| s >= 500) {
-            tags.push(("error", "true".to_owned()));
-        }
-        if let Some(id) = head.headers.get(b"x-request-id") {
-            tags.push(("guid:x-request-id", text(id)));
-        }
-        if let Some(addr) = outcome.endpoint {
-            tags.push(("upstream_address", addr.to_string()));
-        }
-        let flags = access_log::response_flags(outcome.error.as_ref(), outcome.retried);
-        tags.push(("response_flags", flags.into_owned()));
-        trace::FinishedSpan {
-            span: span.clone(),
-            duration,
-            name: format!("{} {}", head.method.as_str(), text(head.authority())),
-            tags,
-            remote: Some(self.peer_addr),
-        }
+        let (worker, slot) = (&self.tracked.worker, &self.tracked.slot);
+        record(worker, slot, self.peer_addr, tls, outcome, head, duration);
     }
 
     /// Answers a failed request if no response has started. Returns the status sent, or None

@@ -24,6 +24,7 @@ pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod h1;
+pub mod h2;
 pub mod hosts;
 pub mod listener;
 pub mod message;

@@ -4,13 +4,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, select};
 use tracing::debug;
 
-use crate::config::Cluster;
+use crate::config::{Cluster, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError, Side};
+use crate::h2::client::{self, Session};
 use crate::message::{BodyLength, Headers, Method, RequestHead, ResponseHead};
 use crate::route::RouteId;
 use crate::sanitize::{Origin, sanitize};
@@ -183,6 +185,30 @@ pub async fn forward<D: Downstream>(
     }
 
     let (mut body, mut sink) = down.split();
+    let tls = snapshot
+        .upstream_tls
+        .get(route.cluster)
+        .and_then(Option::as_ref);
+    let max_head = snapshot.limits.max_request_head_bytes;
+    let (endpoint, upstream, reused) = connect_any(cluster, spec, tls, max_head).await?;
+    let conn = match upstream {
+        Upstream::H1(conn) => conn,
+        Upstream::H2(session) => {
+            let ep = &cluster.endpoints[endpoint];
+            let h2 = H2Exchange {
+                cluster,
+                spec,
+                tls,
+                ep,
+                max_head,
+                body_timeout: snapshot.limits.body_timeout,
+                body_limit,
+            };
+            return h2
+                .forward(head, session, reused, &mut body, &mut sink, outcome)
+                .await;
+        }
+    };
     let mut request = UpstreamRequest::new(head, spec.name.as_bytes(), body_limit);
     // The body bytes that came with the head go out in the same write.
     let pulled = pull_body(&mut request, &mut body);
@@ -191,11 +217,6 @@ pub async fn forward<D: Downstream>(
     // Only a request held whole in memory can be sent again on another connection, and only
     // one whose repetition cannot change the outcome.
     let replayable = request.is_encoded() && head.is_idempotent();
-    let tls = snapshot
-        .upstream_tls
-        .get(route.cluster)
-        .and_then(Option::as_ref);
-    let (endpoint, conn, reused) = connect_any(cluster, spec, tls, replayable).await?;
     let ep = &cluster.endpoints[endpoint];
     ep.stats.upstream_rq_total.inc();
     outcome.endpoint = Some(ep.address);
@@ -498,15 +519,23 @@ impl Exchange<'_> {
     }
 }
 
-/// Picks endpoints until one gives a connection, pooled or new; each endpoint is tried at most
-/// once. None left: 503. A pooled connection is used only if nothing arrived on it while it was
-/// idle: stray bytes would be taken for the response, and a closed one would fail the request.
+/// The upstream side of one exchange: an HTTP/1 connection of its own, or a stream on a
+/// shared HTTP/2 session (Pingora's `HttpSession {H1, H2}`).
+enum Upstream {
+    H1(UpstreamConn),
+    H2(Rc<Session>),
+}
+
+/// Picks endpoints until one gives a connection, pooled or new, or (for an HTTP/2 cluster) a
+/// session with a free stream; each endpoint is tried at most once. None left: 503. A pooled
+/// HTTP/1 connection is used only if nothing arrived on it while it was idle: stray bytes
+/// would be taken for the response, and a closed one would fail the request.
 async fn connect_any(
     cluster: &ClusterState,
     spec: &Cluster,
     tls: Option<&ClientTls>,
-    replayable: bool,
-) -> Result<(usize, UpstreamConn, bool), ProxyError> {
+    max_head: usize,
+) -> Result<(usize, Upstream, bool), ProxyError> {
     let n = cluster.endpoints.len();
     // Allocated only once a connect fails.
     let mut failed: Vec<usize> = Vec::new();
@@ -527,29 +556,167 @@ async fn connect_any(
         let Some(ep) = cluster.endpoints.get(endpoint) else {
             break;
         };
-        while let Some(mut conn) = ep.pool.checkout(timer::now()) {
-            match conn.check() {
-                Idle::Clean => {
-                    ep.stats.upstream_cx_reused.inc();
-                    return Ok((endpoint, conn, true));
-                }
-                Idle::Stray => ep.stats.upstream_cx_idle_stray.inc(),
-                Idle::Closed => ep.stats.upstream_cx_idle_closed.inc(),
-            }
-        }
-        match UpstreamConn::connect(ep.address, spec.connect_timeout, tls).await {
-            Ok(conn) => {
-                ep.stats.upstream_cx_total.inc();
-                return Ok((endpoint, conn.counted(&ep.stats), false));
-            }
+        match ep.connect(spec, tls, max_head).await {
+            Ok((upstream, reused)) => return Ok((endpoint, upstream, reused)),
             Err(e) => {
-                debug!(endpoint = %ep.address, cluster = %spec.name, replayable, "connect failed: {e:?}");
-                cause = Some(connect_failed(ep, e));
+                debug!(endpoint = %ep.address, cluster = %spec.name, "connect failed: {e}");
+                cause = Some(e);
                 failed.push(endpoint);
             }
         }
     }
     Err(cause.unwrap_or(ProxyError::upstream(ErrorKind::NoUpstream)))
+}
+
+impl EndpointState {
+    /// A pooled HTTP/1 connection, a free stream on an HTTP/2 session, or a new connection
+    /// (which becomes a session when it speaks h2). One HTTP/2 connect at a time per endpoint
+    /// on this core: the others wait for it and share the session.
+    async fn connect(
+        &self,
+        spec: &Cluster,
+        tls: Option<&ClientTls>,
+        max_head: usize,
+    ) -> Result<(Upstream, bool), ProxyError> {
+        let protocol = spec.protocol;
+        let h2_first = match protocol {
+            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::Auto => self.h2.speaks_h2(),
+            UpstreamProtocol::Http1 => false,
+        };
+        if h2_first {
+            loop {
+                if let Some(session) = self.h2.find() {
+                    self.stats.upstream_cx_reused.inc();
+                    return Ok((Upstream::H2(session), true));
+                }
+                if !self.h2.is_connecting() {
+                    break;
+                }
+                self.h2.wait().await;
+            }
+        }
+        if protocol != UpstreamProtocol::Http2 {
+            while let Some(mut conn) = self.pool.checkout(timer::now()) {
+                match conn.check() {
+                    Idle::Clean => {
+                        self.stats.upstream_cx_reused.inc();
+                        return Ok((Upstream::H1(conn), true));
+                    }
+                    Idle::Stray => self.stats.upstream_cx_idle_stray.inc(),
+                    Idle::Closed => self.stats.upstream_cx_idle_closed.inc(),
+                }
+            }
+        }
+        let _connecting = (protocol != UpstreamProtocol::Http1).then(|| self.h2.connecting());
+        let conn = UpstreamConn::connect(self.address, spec.connect_timeout, tls)
+            .await
+            .map_err(|e| connect_failed(self, e))?;
+        self.stats.upstream_cx_total.inc();
+        let conn = conn.counted(&self.stats);
+        if protocol == UpstreamProtocol::Http1 {
+            return Ok((Upstream::H1(conn), false));
+        }
+        if conn.speaks_h2(protocol == UpstreamProtocol::Http2) {
+            let session = Session::open(conn, &spec.http2, max_head, spec.send_timeout).await?;
+            self.h2.add(session.clone());
+            return Ok((Upstream::H2(session), false));
+        }
+        if protocol == UpstreamProtocol::Http2 {
+            // TLS without h2 agreed: the endpoint does not speak HTTP/2.
+            self.stats.upstream_cx_tls_fail.inc();
+            return Err(ProxyError::upstream(ErrorKind::UpstreamTls));
+        }
+        self.h2.set_speaks_h2(false);
+        Ok((Upstream::H1(conn), false))
+    }
+}
+
+/// One exchange over HTTP/2: what it needs of the route and cluster.
+struct H2Exchange<'a> {
+    cluster: &'a ClusterState,
+    spec: &'a Cluster,
+    tls: Option<&'a ClientTls>,
+    ep: &'a EndpointState,
+    max_head: usize,
+    body_timeout: Duration,
+    body_limit: Option<u64>,
+}
+
+impl H2Exchange<'_> {
+    /// Proxies the request on a stream of `session`; a stream the upstream refused or left
+    /// unprocessed under GOAWAY goes once more on a new session when its body is held whole.
+    async fn forward<B: RequestBody, S: ResponseSink>(
+        &self,
+        head: &RequestHead,
+        mut session: Rc<Session>,
+        reused: bool,
+        body: &mut B,
+        sink: &mut S,
+        outcome: &mut Outcome,
+    ) -> Result<u16, ProxyError> {
+        let ep = self.ep;
+        ep.stats.upstream_rq_total.inc();
+        outcome.endpoint = Some(ep.address);
+        outcome.reused = reused;
+        let limits = self.spec.h2_limits(self.body_timeout, self.body_limit);
+        let mut request_body = match client::take_initial(body, self.body_limit, outcome)? {
+            Ok(held) => client::Body::Held(held),
+            Err(part) => client::Body::Streaming(part),
+        };
+        let head_request = head.method == Method::HEAD;
+        let began = Instant::now();
+        let result = loop {
+            let req = client::request(head, self.tls.is_some(), &self.spec.name)?;
+            let exchange = client::exchange(
+                &session,
+                req,
+                head_request,
+                &mut request_body,
+                body,
+                sink,
+                &limits,
+                outcome,
+            );
+            match exchange.await {
+                Err(e)
+                    if e.retryable
+                        && !outcome.retried
+                        && matches!(request_body, client::Body::Held(_)) =>
+                {
+                    debug!(endpoint = %ep.address, "retrying a stream the upstream did not process: {e}");
+                    session.close();
+                    outcome.retried = true;
+                    ep.stats.upstream_rq_retry.inc();
+                    session = match ep.connect(self.spec, self.tls, self.max_head).await? {
+                        (Upstream::H2(s), _) => s,
+                        (Upstream::H1(_), _) => break Err(e),
+                    };
+                }
+                Err(e) => {
+                    break Err(ProxyError {
+                        retryable: false,
+                        ..e
+                    });
+                }
+                Ok(status) => break Ok(status),
+            }
+        };
+        if let (Some(_), Ok(status)) = (outcome.upstream_time, &result) {
+            ep.stats.record_status(*status);
+        }
+        if outcome.upstream_time.is_some() {
+            self.cluster.rq_time.record(began.elapsed());
+        }
+        if let Err(e) = &result
+            && e.kind == ErrorKind::UpstreamTimeout
+        {
+            ep.stats.upstream_rq_timeout.inc();
+        }
+        let status = result?;
+        sink.flush().await?;
+        Ok(status)
+    }
 }
 
 /// Counts a failed connect and says what the client gets if no other endpoint does better:

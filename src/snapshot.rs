@@ -35,6 +35,8 @@ pub struct ListenerSpec {
     pub http: HttpOptions,
     /// Set: connections are TLS, served with these certificates.
     pub tls: Option<Arc<ServerTls>>,
+    /// Set: the listener speaks HTTP/2 too, with these settings.
+    pub http2: Option<crate::config::Http2Options>,
     /// The request header that carries a verified client certificate upstream.
     pub client_cert_header: Option<http::HeaderName>,
     /// Where each request is logged (a path, "-" for stdout), and how.
@@ -87,6 +89,7 @@ impl Snapshot {
                 backlog: l.backlog,
                 http: l.http.clone(),
                 tls,
+                http2: l.http2,
                 client_cert_header,
                 access_log: l
                     .access_log

@@ -800,6 +800,11 @@ enum Plain {
 }
 
 impl TlsStream {
+    /// Whether ALPN agreed on HTTP/2.
+    pub fn agreed_h2(&self) -> bool {
+        self.0.tls.borrow().alpn_protocol() == Some(b"h2")
+    }
+
     fn new(tcp: TcpStream, tls: Connection) -> TlsStream {
         TlsStream(Rc::new(Session {
             tcp,

@@ -117,6 +117,19 @@ impl UpstreamConn {
         })
     }
 
+    /// The stream the connection runs on (a clone sharing it).
+    pub fn transport(&self) -> &Transport {
+        &self.stream
+    }
+
+    /// Whether the connection speaks HTTP/2: ALPN agreed on `h2` (TLS), or `assume` (h2c).
+    pub fn speaks_h2(&self, assume: bool) -> bool {
+        match &self.stream {
+            Transport::Tls(s) => s.agreed_h2(),
+            Transport::Plain(_) => assume,
+        }
+    }
+
     /// Counts the connection as open for `stats`' endpoint until it is dropped.
     pub fn counted(mut self, stats: &Arc<EndpointStats>) -> UpstreamConn {
         stats.upstream_cx_active.inc();

@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 use crate::access_log;
 use crate::balance::Wrr;
 use crate::conn;
+use crate::h2::client::Sessions;
 use crate::listener;
 use crate::pool::Pool;
 use crate::rt::{self, TcpListener};
@@ -37,11 +38,17 @@ const DRAIN_POLL: Duration = Duration::from_millis(5);
 /// A pool's identity: cluster name and endpoint address.
 type PoolKey = (String, SocketAddr);
 
+/// An endpoint's idle HTTP/1 connections and its HTTP/2 sessions on this core, kept across
+/// reloads that keep the endpoint.
+type EndpointPools = (Rc<Pool<UpstreamConn>>, Rc<Sessions>);
+
 /// An endpoint of a cluster as this core uses it.
 #[derive(Debug)]
 pub struct EndpointState {
     pub address: SocketAddr,
     pub pool: Rc<Pool<UpstreamConn>>,
+    /// HTTP/2 connections, shared by many requests at once.
+    pub h2: Rc<Sessions>,
     pub stats: Arc<EndpointStats>,
 }
 
@@ -75,7 +82,7 @@ pub struct Worker {
     current: RefCell<Rc<Generation>>,
     /// Pools by (cluster, endpoint): they outlive generations so that a reload keeps warm
     /// connections of endpoints that stay.
-    pools: RefCell<HashMap<PoolKey, Rc<Pool<UpstreamConn>>>>,
+    pools: RefCell<HashMap<PoolKey, EndpointPools>>,
     /// The listeners this core serves, and removed ones still draining.
     listeners: RefCell<Vec<Rc<ListenerSlot>>>,
     /// Set on shutdown: every listener closes.
@@ -152,14 +159,16 @@ impl Worker {
                     .iter()
                     .map(|e| {
                         let key = (c.name.clone(), e.address);
-                        let pool = pools.remove(&key).unwrap_or_else(|| {
-                            Rc::new(Pool::new(c.max_idle_per_core, c.idle_timeout))
+                        let (pool, h2) = pools.remove(&key).unwrap_or_else(|| {
+                            let pool = Pool::new(c.max_idle_per_core, c.idle_timeout);
+                            (Rc::new(pool), Rc::default())
                         });
                         pool.set_limits(c.max_idle_per_core, c.idle_timeout);
-                        kept.insert(key, pool.clone());
+                        kept.insert(key, (pool.clone(), h2.clone()));
                         EndpointState {
                             address: e.address,
                             pool,
+                            h2,
                             stats: self.registry.endpoint(self.id, &c.name, e.address),
                         }
                     })
@@ -173,8 +182,9 @@ impl Worker {
             .collect();
         // What is left belongs to removed endpoints: close their idle connections now;
         // connections in use finish their exchange and are then dropped.
-        for pool in pools.values() {
+        for (pool, h2) in pools.values() {
             pool.clear();
+            h2.clear();
         }
         *pools = kept;
         for slot in self.listeners.borrow().iter().filter(|s| !s.is_closing()) {
@@ -290,12 +300,14 @@ impl Worker {
         loop {
             timer::sleep(SWEEP_INTERVAL).await;
             let now = timer::now();
-            for pool in self.pools.borrow().values() {
+            for (pool, _) in self.pools.borrow().values() {
                 pool.evict_expired(now);
             }
             // Idle connections the upstream closed or wrote to are closed now rather than at
             // their next checkout, so that the upstream's side of them goes too.
-            for cluster in self.generation().clusters.iter() {
+            let generation = self.generation();
+            let specs = generation.snapshot.clusters.iter();
+            for (cluster, spec) in generation.clusters.iter().zip(specs) {
                 for ep in cluster.endpoints.iter() {
                     ep.pool.retain(|conn| match conn.check() {
                         Idle::Clean => true,
@@ -309,6 +321,7 @@ impl Worker {
                         }
                     });
                     ep.stats.upstream_cx_idle.set(ep.pool.len() as u64);
+                    ep.h2.evict_idle(now, spec.idle_timeout);
                 }
             }
             self.fold_histograms();

@@ -106,6 +106,8 @@ pub(super) struct RawListener {
     pub(super) headers_with_underscores: Option<String>,
     pub(super) trusted_proxies: Option<Vec<String>>,
     pub(super) tls: Option<RawListenerTls>,
+    pub(super) http2: Option<bool>,
+    pub(super) http2_options: Option<RawHttp2Options>,
     pub(super) access_log: Option<Vec<RawAccessLog>>,
     pub(super) request_id: Option<RawRequestId>,
     #[serde(default)]
@@ -118,6 +120,24 @@ pub(super) struct RawAccessLog {
     pub(super) path: String,
     pub(super) format: Option<String>,
     pub(super) json_format: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp2Options {
+    pub(super) max_concurrent_streams: Option<i64>,
+    pub(super) initial_stream_window_size: Option<i64>,
+    pub(super) initial_connection_window_size: Option<i64>,
+    pub(super) max_frame_size: Option<i64>,
+    pub(super) max_resets_per_second: Option<i64>,
+    pub(super) connection_keepalive: Option<RawKeepalive>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeepalive {
+    pub(super) interval: String,
+    pub(super) timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -213,6 +233,8 @@ pub(super) struct RawCluster {
     pub(super) max_idle_per_core: Option<i64>,
     pub(super) lb_policy: Option<String>,
     pub(super) tls: Option<RawUpstreamTls>,
+    pub(super) protocol: Option<String>,
+    pub(super) http2_options: Option<RawHttp2Options>,
     #[serde(default)]
     pub(super) endpoints: Vec<RawEndpoint>,
 }

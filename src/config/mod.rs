@@ -121,6 +121,8 @@ pub struct Listener {
     pub http: HttpOptions,
     /// Set: the listener terminates TLS.
     pub tls: Option<ListenerTls>,
+    /// Set: the listener speaks HTTP/2 too (ALPN `h2` over TLS, prior knowledge in plaintext).
+    pub http2: Option<Http2Options>,
     /// Where each request is logged, and how.
     pub access_log: Vec<AccessLog>,
     pub request_id: crate::trace::RequestIdOptions,
@@ -271,7 +273,68 @@ pub struct Cluster {
     pub lb_policy: LbPolicy,
     /// Set: connections to the endpoints use TLS.
     pub tls: Option<crate::tls::ClientSettings>,
+    /// The protocol spoken to the endpoints, and the HTTP/2 settings when it is HTTP/2.
+    pub protocol: UpstreamProtocol,
+    pub http2: Http2Options,
     pub endpoints: Vec<Endpoint>,
+}
+
+/// What a cluster speaks to its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`) or in plaintext with prior knowledge (h2c).
+    Http2,
+    /// What ALPN agrees on over TLS (`h2` preferred); HTTP/1.1 in plaintext.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    pub const ALL: [(&'static str, UpstreamProtocol); 3] = [
+        ("http1", UpstreamProtocol::Http1),
+        ("http2", UpstreamProtocol::Http2),
+        ("auto", UpstreamProtocol::Auto),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::Http2 => "http2",
+            UpstreamProtocol::Auto => "auto",
+        }
+    }
+}
+
+/// HTTP/2 settings of a listener or a cluster (Envoy's `http2_protocol_options` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Options {
+    /// Streams the peer may open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// Flow-control windows: how much a peer may send before the gateway has forwarded it, per
+    /// stream and per connection; they bound the memory one stream and one connection hold.
+    pub initial_stream_window_size: u32,
+    pub initial_connection_window_size: u32,
+    pub max_frame_size: u32,
+    /// Streams a client may reset, or make the gateway reset, per second (with a burst of
+    /// twice as many) before it is told ENHANCE_YOUR_CALM and closed: the rapid-reset
+    /// (CVE-2023-44487) and MadeYouReset defences.
+    pub max_resets_per_second: u32,
+    /// PING every `interval` on a connection; no answer within `timeout` closes it.
+    pub keepalive: Option<(Duration, Duration)>,
+}
+
+impl Default for Http2Options {
+    fn default() -> Self {
+        Http2Options {
+            max_concurrent_streams: 100,
+            initial_stream_window_size: 256 * 1024,
+            initial_connection_window_size: 1024 * 1024,
+            max_frame_size: 16 * 1024,
+            max_resets_per_second: 100,
+            keepalive: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -285,10 +285,11 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
             });
         }
         let http = http_options(&mut c, l, &p);
-        let tls = l
+        let mut tls = l
             .tls
             .as_ref()
             .map(|t| listener_tls(&mut c, t, &p("tls"), file));
+        let http2 = listener_http2(&mut c, l, tls.as_mut(), &p);
         let access_log = (l.access_log.iter().flatten().enumerate())
             .filter_map(|(i, a)| access_log(&mut c, a, &p(&format!("access_log[{i}]")), file))
             .collect();
@@ -299,6 +300,7 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
             backlog,
             http,
             tls,
+            http2,
             access_log,
             request_id: l.request_id.as_ref().map_or_else(Default::default, |r| {
                 let d = crate::trace::RequestIdOptions::default();
@@ -515,6 +517,19 @@ fn cluster(
         let address = address.unwrap_or(NO_ADDR);
         endpoints.push(Endpoint { address, weight });
     }
+    let protocol = match &cl.protocol {
+        None => UpstreamProtocol::default(),
+        Some(name) => c.one_of(name, &UpstreamProtocol::ALL, "protocol", &p("protocol")),
+    };
+    if protocol == UpstreamProtocol::Auto && cl.tls.is_none() {
+        let why = "auto picks the protocol by ALPN, which needs tls; use http1 or http2 (h2c)";
+        c.err(&p("protocol"), why);
+    }
+    let http2 = http2_options(c, &cl.http2_options, &p("http2_options"));
+    let tls = cl
+        .tls
+        .as_ref()
+        .map(|t| upstream_tls(c, t, protocol, &p("tls"), file));
     Cluster {
         name: cl.name.clone(),
         connect_timeout,
@@ -523,7 +538,9 @@ fn cluster(
         idle_timeout,
         max_idle_per_core: max_idle,
         lb_policy,
-        tls: cl.tls.as_ref().map(|t| upstream_tls(c, t, &p("tls"), file)),
+        tls,
+        protocol,
+        http2,
         endpoints,
     }
 }
@@ -590,11 +607,11 @@ const CLIENT_AUTH_MODES: [(&str, ClientAuthMode); 2] = [
 ];
 
 /// ALPN protocol names the gateway can speak.
-const ALPN_PROTOCOLS: [&str; 1] = ["http/1.1"];
+const ALPN_PROTOCOLS: [&str; 2] = ["h2", "http/1.1"];
 
 fn alpn(c: &mut Checker, raw: &Option<Vec<String>>, path: &str) -> Vec<String> {
     let Some(list) = raw else {
-        return vec!["http/1.1".to_owned()];
+        return Vec::new();
     };
     if list.is_empty() {
         c.err(
@@ -619,6 +636,98 @@ fn alpn(c: &mut Checker, raw: &Option<Vec<String>>, path: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// A listener's HTTP/2: on with `http2: true` or with `h2` in its TLS ALPN list. Over TLS, `h2`
+/// is offered first unless the ALPN list is explicit; without `h2` ALPN offers `http/1.1`.
+fn listener_http2(
+    c: &mut Checker,
+    l: &RawListener,
+    tls: Option<&mut ListenerTls>,
+    p: &dyn Fn(&str) -> String,
+) -> Option<Http2Options> {
+    let in_alpn = tls
+        .as_ref()
+        .is_some_and(|t| t.server.alpn.iter().any(|a| a == "h2"));
+    let on = match l.http2 {
+        Some(false) if in_alpn => {
+            let why = "tls.alpn offers h2 but http2 is false: remove h2 from alpn or turn http2 on";
+            c.err(&p("http2"), why);
+            false
+        }
+        Some(on) => on || in_alpn,
+        None => in_alpn,
+    };
+    if let Some(t) = tls
+        && t.server.alpn.is_empty()
+    {
+        t.server.alpn = if on {
+            vec!["h2".to_owned(), "http/1.1".to_owned()]
+        } else {
+            vec!["http/1.1".to_owned()]
+        };
+    }
+    if !on {
+        if l.http2_options.is_some() {
+            c.err(&p("http2_options"), "set http2: true to use HTTP/2 options");
+        }
+        return None;
+    }
+    Some(http2_options(c, &l.http2_options, &p("http2_options")))
+}
+
+fn http2_options(c: &mut Checker, raw: &Option<RawHttp2Options>, path: &str) -> Http2Options {
+    let d = Http2Options::default();
+    let Some(o) = raw else { return d };
+    let p = |f: &str| format!("{path}.{f}");
+    // RFC 9113 §6.5.2 and §6.9.1: windows up to 2^31-1, frames between 2^14 and 2^24-1.
+    const MAX_WINDOW: i64 = (1 << 31) - 1;
+    let keepalive = o.connection_keepalive.as_ref().map(|k| {
+        let interval = c.dur(
+            &Some(k.interval.clone()),
+            Duration::from_secs(30),
+            &p("connection_keepalive.interval"),
+        );
+        let timeout = c.dur(
+            &k.timeout,
+            Duration::from_secs(20),
+            &p("connection_keepalive.timeout"),
+        );
+        (interval, timeout)
+    });
+    Http2Options {
+        max_concurrent_streams: c.int(
+            o.max_concurrent_streams,
+            d.max_concurrent_streams,
+            1..=10_000,
+            &p("max_concurrent_streams"),
+        ),
+        initial_stream_window_size: c.int(
+            o.initial_stream_window_size,
+            d.initial_stream_window_size,
+            65_535..=MAX_WINDOW,
+            &p("initial_stream_window_size"),
+        ),
+        initial_connection_window_size: c.int(
+            o.initial_connection_window_size,
+            d.initial_connection_window_size,
+            65_535..=MAX_WINDOW,
+            &p("initial_connection_window_size"),
+        ),
+        max_frame_size: c.int(
+            o.max_frame_size,
+            d.max_frame_size,
+            16_384..=16_777_215,
+            &p("max_frame_size"),
+        ),
+        max_resets_per_second: c.int(
+            o.max_resets_per_second,
+            d.max_resets_per_second,
+            1..=1_000_000,
+            &p("max_resets_per_second"),
+        ),
+        keepalive,
+    }
 }
 
 fn client_auth(c: &mut Checker, raw: &RawClientAuth, path: &str, file: &str) -> Option<ClientAuth> {
@@ -709,7 +818,13 @@ fn listener_tls(c: &mut Checker, t: &RawListenerTls, path: &str, file: &str) -> 
     }
 }
 
-fn upstream_tls(c: &mut Checker, t: &RawUpstreamTls, path: &str, file: &str) -> ClientSettings {
+fn upstream_tls(
+    c: &mut Checker,
+    t: &RawUpstreamTls,
+    protocol: UpstreamProtocol,
+    path: &str,
+    file: &str,
+) -> ClientSettings {
     let p = |field: &str| format!("{path}.{field}");
     let verify = t.verify.unwrap_or(true);
     let ca =
@@ -767,7 +882,36 @@ fn upstream_tls(c: &mut Checker, t: &RawUpstreamTls, path: &str, file: &str) -> 
         ca,
         verify,
         client_certificate,
-        alpn: alpn(c, &t.alpn, &p("alpn")),
+        alpn: upstream_alpn(c, &t.alpn, protocol, &p("alpn")),
+    }
+}
+
+/// What a cluster offers in ALPN: by default what its protocol allows (`h2`, `http/1.1` or both,
+/// `h2` first); an explicit list must agree with the protocol.
+fn upstream_alpn(
+    c: &mut Checker,
+    raw: &Option<Vec<String>>,
+    protocol: UpstreamProtocol,
+    path: &str,
+) -> Vec<String> {
+    let list = alpn(c, raw, path);
+    let has_h2 = list.iter().any(|a| a == "h2");
+    let has_h1 = list.iter().any(|a| a == "http/1.1");
+    match protocol {
+        _ if list.is_empty() => match protocol {
+            UpstreamProtocol::Http1 => vec!["http/1.1".to_owned()],
+            UpstreamProtocol::Http2 => vec!["h2".to_owned()],
+            UpstreamProtocol::Auto => vec!["h2".to_owned(), "http/1.1".to_owned()],
+        },
+        UpstreamProtocol::Http1 if has_h2 => {
+            c.err(path, "h2 is offered but the cluster's protocol is http1");
+            list
+        }
+        UpstreamProtocol::Http2 if has_h1 || !has_h2 => {
+            c.err(path, "the cluster's protocol is http2: offer h2 alone");
+            list
+        }
+        _ => list,
     }
 }
 

@@ -199,7 +199,7 @@ fn version(v: Option<u8>) -> Version {
 /// (unreserved, sub-delims, percent-encodings), then an optional port of digits that fits in 16
 /// bits. No userinfo. A Host that is not (`bill.example.com:evil`, `[::1`) is a 400: it would
 /// route as one name and be forwarded as another.
-fn is_authority(v: &[u8]) -> bool {
+pub fn is_authority(v: &[u8]) -> bool {
     let port = if let Some(rest) = v.strip_prefix(b"[") {
         let Some(close) = memchr::memchr(b']', rest) else {
             return false;

@@ -155,6 +155,16 @@ pub struct ListenerStats {
     /// Requests that ended without a complete response (the client went away, or the response
     /// was cut short).
     pub downstream_rq_incomplete: Counter,
+    /// HTTP/2 connections (among downstream_cx_*), opened and open now.
+    pub downstream_cx_http2_total: Counter,
+    pub downstream_cx_http2_active: Counter,
+    /// HTTP/2 streams the client reset, and that the gateway reset.
+    pub downstream_rq_rx_reset: Counter,
+    pub downstream_rq_tx_reset: Counter,
+    /// HTTP/2 connections closed with ENHANCE_YOUR_CALM: the client reset streams, or made the
+    /// gateway reset them, faster than the listener allows (rapid reset, MadeYouReset), or
+    /// flooded it otherwise (h2's own limits).
+    pub downstream_cx_http2_flood: Counter,
     pub ssl: TlsStats,
 }
 
@@ -172,7 +182,7 @@ impl ListenerStats {
     ];
 
     /// The `http.<name>.*` counters.
-    pub const REQUESTS: [Field<ListenerStats>; 7] = [
+    pub const REQUESTS: [Field<ListenerStats>; 12] = [
         ("downstream_rq_total", |l| &l.downstream_rq_total, false),
         ("downstream_rq_1xx", |l| &l.downstream_rq_class[0], false),
         ("downstream_rq_2xx", |l| &l.downstream_rq_class[1], false),
@@ -182,6 +192,31 @@ impl ListenerStats {
         (
             "downstream_rq_incomplete",
             |l| &l.downstream_rq_incomplete,
+            false,
+        ),
+        (
+            "downstream_cx_http2_total",
+            |l| &l.downstream_cx_http2_total,
+            false,
+        ),
+        (
+            "downstream_cx_http2_active",
+            |l| &l.downstream_cx_http2_active,
+            true,
+        ),
+        (
+            "downstream_rq_rx_reset",
+            |l| &l.downstream_rq_rx_reset,
+            false,
+        ),
+        (
+            "downstream_rq_tx_reset",
+            |l| &l.downstream_rq_tx_reset,
+            false,
+        ),
+        (
+            "downstream_cx_http2_flood",
+            |l| &l.downstream_cx_http2_flood,
             false,
         ),
     ];

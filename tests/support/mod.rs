@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod grpc;
 pub mod harness;
 pub mod process;
 pub mod tls;
