@@ -311,9 +311,10 @@ pub async fn exchange<B: RequestBody, S: ResponseSink>(
     let _slot = Slot::new(session);
     let mut send = session.send.clone();
     let ready = poll_fn(|cx| send.poll_ready(cx));
+    // A failure before the stream exists (the session was closing) sent nothing: retryable.
     match timer::within(limits.send_timeout, ready).await {
         Some(Ok(())) => {}
-        Some(Err(e)) => return Err(upstream_error(&e)),
+        Some(Err(e)) => return Err(upstream_error(&e).retryable()),
         None => return Err(ProxyError::upstream(ErrorKind::UpstreamSendTimeout)),
     }
     let empty = match request_body {
@@ -323,7 +324,7 @@ pub async fn exchange<B: RequestBody, S: ResponseSink>(
     let started = Instant::now();
     let (response, mut stream) = send
         .send_request(req, empty)
-        .map_err(|e| upstream_error(&e))?;
+        .map_err(|e| upstream_error(&e).retryable())?;
     let body_in = Cell::new(outcome.body_in);
     let body_out = Cell::new(0);
     let mut response = pin!(timer::within(limits.response_timeout, response));

@@ -381,6 +381,8 @@ async fn serve_stream(
             outcome.error = Some(e);
             outcome.status = answer(&responder, &e, &head);
             if outcome.status.is_none() {
+                // The exchange may have seen the client's reset first (a body read failed).
+                let reset_by_client = reset_by_client || responder.borrow_mut().was_reset();
                 end = if reset_by_client {
                     StreamEnd::ResetByClient
                 } else {
@@ -468,6 +470,12 @@ impl Responder {
             Responder::Done => return Poll::Pending,
         };
         polled.map(|r| r.unwrap_or(Reason::CANCEL))
+    }
+
+    /// Whether the client has reset the stream (without waiting).
+    fn was_reset(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.poll_reset(&mut cx).is_ready()
     }
 
     fn reset(&mut self, reason: Reason) {
