@@ -581,7 +581,8 @@ impl EndpointState {
         let protocol = spec.protocol;
         let h2_first = match protocol {
             UpstreamProtocol::Http2 => true,
-            UpstreamProtocol::Auto => self.h2.speaks_h2(),
+            // Until the first connect tells, wait for it rather than open one each.
+            UpstreamProtocol::Auto => self.h2.speaks_h2() || self.h2.is_connecting(),
             UpstreamProtocol::Http1 => false,
         };
         if h2_first {

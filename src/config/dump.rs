@@ -45,6 +45,7 @@ impl Config {
                     "path_with_escaped_slashes": escaped_slashes_name(h.path.escaped_slashes),
                     "headers_with_underscores": h.headers_with_underscores.name(),
                     "trusted_proxies": h.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    "http2": lis.http2.as_ref().map(http2_options),
                     "tls": lis.tls.as_ref().map(|t| json!({
                         "min_version": match t.server.min_version {
                             TlsVersion::Tls12 => "1.2",
@@ -85,6 +86,8 @@ impl Config {
                 "send_timeout": dur(c.send_timeout),
                 "idle_timeout": dur(c.idle_timeout),
                 "max_idle_per_core": c.max_idle_per_core,
+                "protocol": c.protocol.name(),
+                "http2_options": (c.protocol != crate::config::UpstreamProtocol::Http1).then(|| http2_options(&c.http2)),
                 "tls": c.tls.as_ref().map(|t| json!({
                     "sni": t.sni,
                     "verify": t.verify,
@@ -99,4 +102,19 @@ impl Config {
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// A listener's or cluster's HTTP/2 settings, with their config names.
+fn http2_options(o: &crate::config::Http2Options) -> serde_json::Value {
+    json!({
+        "max_concurrent_streams": o.max_concurrent_streams,
+        "initial_stream_window_size": o.initial_stream_window_size,
+        "initial_connection_window_size": o.initial_connection_window_size,
+        "max_frame_size": o.max_frame_size,
+        "max_resets_per_second": o.max_resets_per_second,
+        "connection_keepalive": o.keepalive.map(|(interval, timeout)| json!({
+            "interval": humantime::format_duration(interval).to_string(),
+            "timeout": humantime::format_duration(timeout).to_string(),
+        })),
+    })
 }

@@ -513,3 +513,48 @@ fn summary_mentions_everything() {
     }
     assert!(s.lines().count() < 20, "{s}");
 }
+
+#[test]
+fn http2_options_are_checked_with_their_paths() {
+    let yaml = BASE.replace(
+        "    virtual_hosts:",
+        "    http2: true\n    http2_options: { max_concurrent_streams: 0, max_frame_size: 100, \
+         initial_stream_window_size: 10 }\n    virtual_hosts:",
+    );
+    let e = errs(&yaml);
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "listeners[0].http2_options.max_concurrent_streams",
+        "listeners[0].http2_options.max_frame_size",
+        "listeners[0].http2_options.initial_stream_window_size",
+    ] {
+        assert!(paths.contains(&want), "{want} in {paths:?}");
+    }
+    let ok = parse(
+        &BASE.replace("    virtual_hosts:", "    http2: true\n    virtual_hosts:"),
+        "t",
+    )
+    .unwrap();
+    let h2 = ok.listeners[0].http2.expect("on");
+    assert_eq!(h2.max_concurrent_streams, 100, "the default");
+    let options = "    http2_options: { max_concurrent_streams: 5 }\n    virtual_hosts:";
+    let e = errs(&BASE.replace("    virtual_hosts:", options));
+    assert_eq!(e[0].path, "listeners[0].http2_options");
+}
+
+#[test]
+fn cluster_protocols_need_what_they_name() {
+    let auto = BASE.replace("    endpoints:", "    protocol: auto\n    endpoints:");
+    let e = errs(&auto);
+    assert_eq!(e[0].path, "clusters[0].protocol");
+    assert!(e[0].reason.contains("needs tls"), "{}", e[0].reason);
+    let bad = BASE.replace("    endpoints:", "    protocol: h3\n    endpoints:");
+    assert!(
+        errs(&bad)[0]
+            .reason
+            .contains("accepted: http1, http2, auto")
+    );
+    let h2c = BASE.replace("    endpoints:", "    protocol: http2\n    endpoints:");
+    let c = parse(&h2c, "t").unwrap();
+    assert_eq!(c.clusters[0].protocol, UpstreamProtocol::Http2);
+}
