@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Loopback HTTP/1.1 helpers for the load-test harness (stdlib only).
+"""Loopback HTTP/1.1 and HTTP/2 helpers for the load-test harness (stdlib only).
 
-  idle_client.py probe PORT [--tls] [--http10]
+  idle_client.py probe PORT [--tls] [--http10] [--h2]
       Two GET / requests on one keep-alive connection to 127.0.0.1:PORT; exits 0 when both
       answer 200 with the upstream's body "hello world\\n". Proves the proxy proxies, and keeps
       the connection alive, before it is measured. --tls: over TLS (no certificate check).
       --http10: then also, on a new connection, the request `openssl s_time -www /` sends
-      ("GET / HTTP/1.0", no Host), which must answer 200 with the body and close.
+      ("GET / HTTP/1.0", no Host), which must answer 200 with the body and close. --h2: over
+      HTTP/2 (streams 1 and 3): with --tls, ALPN h2 (the server must select it); without, h2c
+      with prior knowledge.
 
-  idle_client.py hold --port PORT --count N --ready-file F --release-file R [--tls] [...]
+  idle_client.py hold --port PORT --count N --ready-file F --release-file R [--tls] [--h2] [...]
       Opens N keep-alive connections to 127.0.0.1:PORT in batches; on each it sends one
       GET / and reads the whole response, then leaves the connection open and idle. Once all
       are open it writes one JSON line to F ("ready"), holds them until R exists (or
@@ -16,7 +18,11 @@
       JSON line on stdout and closes them all. Every step is bounded in time. --tls: each
       connection does a full TLS handshake first (no session resumption; OpenSSL's default
       versions and suites, or what OPENSSL_CONF says; no certificate check); the JSON lines
-      count the version and suite negotiated.
+      count the version and suite negotiated. --h2: HTTP/2 on each connection (ALPN h2 with
+      --tls, else h2c prior knowledge): the client preface, an empty SETTINGS, HEADERS for
+      GET / built from HPACK static-table indices, the server's SETTINGS acknowledged, the
+      response read; a GOAWAY received while idle counts as closed. The JSON lines count the
+      application protocol of every connection ("protocols").
 
   idle_client.py tls-counters (--coregate-admin PORT | --haproxy-socket PATH)
       The proxy's own count of TLS handshakes so far, as one line "full=N resumed=N":
@@ -42,12 +48,15 @@ BODY = b"hello world\n"
 TLS_READ = 16384
 
 
-def tls_context():
+def tls_context(h2=False):
     """A client context with OpenSSL's defaults (TLS 1.2-1.3, its suites in its order; the
-    harness pins a suite through OPENSSL_CONF) and no certificate check (self-signed)."""
+    harness pins a suite through OPENSSL_CONF) and no certificate check (self-signed). h2: it
+    offers ALPN h2 (only)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if h2:
+        ctx.set_alpn_protocols(["h2"])
     return ctx
 
 
@@ -69,6 +78,168 @@ def parse_response(buf):
     if len(buf) < end + 4 + length:
         return None
     return status, buf[end + 4:end + 4 + length], end + 4 + length
+
+
+# ----------------------------------------------------------------------------- HTTP/2
+# A minimal HTTP/2 client, enough for one GET / at a time per connection: the preface, an
+# empty SETTINGS, HEADERS built by hand from HPACK static-table indices, and a reader that
+# ACKs the server's SETTINGS and PINGs, and collects one response's :status and body.
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_DATA, H2_HEADERS, H2_RST_STREAM, H2_SETTINGS, H2_PING, H2_GOAWAY, H2_CONTINUATION = 0, 1, 3, 4, 6, 7, 9
+H2_END_STREAM, H2_ACK, H2_END_HEADERS, H2_PADDED, H2_PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
+H2_AUTHORITY = b"loadtest"
+H2_USER_AGENT = b"coregate-loadtest-idle"
+# HPACK static table (RFC 7541 appendix A): the :status entries.
+HPACK_STATUS = {8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500}
+# HPACK Huffman codes of the digits (RFC 7541 appendix B): (bits, length) -> digit.
+HUFFMAN_DIGITS = {(0x0, 5): "0", (0x1, 5): "1", (0x2, 5): "2", (0x19, 6): "3", (0x1a, 6): "4",
+                  (0x1b, 6): "5", (0x1c, 6): "6", (0x1d, 6): "7", (0x1e, 6): "8", (0x1f, 6): "9"}
+
+
+class H2Error(Exception):
+    pass
+
+
+def h2_frame(ftype, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_request(stream, scheme):
+    """HEADERS (END_STREAM | END_HEADERS) for GET / on STREAM: :method GET (static index 2),
+    :scheme http/https (6/7), :path / (4), then :authority (name index 1) and user-agent (name
+    index 58) as literals without indexing (the block needs no dynamic table on either side)."""
+    block = bytes([0x82, 0x87 if scheme == "https" else 0x86, 0x84])
+    block += bytes([0x01, len(H2_AUTHORITY)]) + H2_AUTHORITY
+    block += bytes([0x0F, 58 - 15, len(H2_USER_AGENT)]) + H2_USER_AGENT
+    return h2_frame(H2_HEADERS, H2_END_STREAM | H2_END_HEADERS, stream, block)
+
+
+def hpack_int(buf, i, prefix):
+    """An HPACK integer with a PREFIX-bit prefix at buf[i]: (value, index after it)."""
+    mask = (1 << prefix) - 1
+    v = buf[i] & mask
+    i += 1
+    if v < mask:
+        return v, i
+    shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        v += (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return v, i
+
+
+def huffman_digits(data):
+    """Decodes a Huffman-coded string of digits (what a :status literal holds); None if it holds
+    anything else."""
+    out, code, n = [], 0, 0
+    for byte in data:
+        for k in range(7, -1, -1):
+            code, n = (code << 1) | ((byte >> k) & 1), n + 1
+            d = HUFFMAN_DIGITS.get((code, n))
+            if d:
+                out.append(d)
+                code, n = 0, 0
+            elif n > 6 and code != (1 << n) - 1:
+                return None
+    if n >= 8 or code != (1 << n) - 1:  # padding: fewer than 8 bits, all ones
+        return None
+    return "".join(out)
+
+
+def hpack_status(block):
+    """The :status of a response header block (it comes first): static-table entries 8-14,
+    indexed or as a literal's name with a raw or Huffman value. None when it cannot tell (a
+    dynamic-table reference)."""
+    i = 0
+    while i < len(block) and block[i] & 0xE0 == 0x20:  # dynamic table size updates
+        _, i = hpack_int(block, i, 5)
+    if i >= len(block):
+        return None
+    b = block[i]
+    if b & 0x80:
+        idx, _ = hpack_int(block, i, 7)
+        return HPACK_STATUS.get(idx)
+    idx, i = hpack_int(block, i, 6 if b & 0x40 else 4)
+    if idx not in HPACK_STATUS:
+        return None
+    huff = block[i] & 0x80
+    n, i = hpack_int(block, i, 7)
+    raw = block[i:i + n]
+    value = huffman_digits(raw) if huff else raw.decode("ascii", "replace")
+    return int(value) if value and value.isdigit() else None
+
+
+class H2Client:
+    """Sans-I/O: feed() what the server sent, take() what to send. One request at a time."""
+
+    def __init__(self, scheme):
+        self.scheme = scheme
+        self.inbuf = b""
+        self.out = bytearray(H2_PREFACE + h2_frame(H2_SETTINGS, 0, 0))
+        self.next_stream = 1
+        self.stream = None
+        self.status = self.body = self.block = None
+        self.done = False
+        self.goaway = None
+        self.settings_received = False
+
+    def request(self):
+        self.stream = self.next_stream
+        self.next_stream += 2
+        self.status, self.body, self.block, self.done = None, b"", b"", False
+        self.out += h2_request(self.stream, self.scheme)
+
+    def take(self):
+        data, self.out = bytes(self.out), bytearray()
+        return data
+
+    def feed(self, data):
+        self.inbuf += data
+        while len(self.inbuf) >= 9:
+            length = int.from_bytes(self.inbuf[:3], "big")
+            if len(self.inbuf) < 9 + length:
+                break
+            ftype, flags = self.inbuf[3], self.inbuf[4]
+            stream = int.from_bytes(self.inbuf[5:9], "big") & 0x7FFFFFFF
+            payload = self.inbuf[9:9 + length]
+            self.inbuf = self.inbuf[9 + length:]
+            self._frame(ftype, flags, stream, payload)
+
+    def _frame(self, ftype, flags, stream, payload):
+        if ftype == H2_SETTINGS and not flags & H2_ACK:
+            self.settings_received = True
+            self.out += h2_frame(H2_SETTINGS, H2_ACK, 0)
+        elif ftype == H2_PING and not flags & H2_ACK:
+            self.out += h2_frame(H2_PING, H2_ACK, 0, payload)
+        elif ftype == H2_GOAWAY:
+            last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            code = int.from_bytes(payload[4:8], "big")
+            self.goaway = (last, code)
+            if self.stream is not None and not self.done and self.stream > last:
+                raise H2Error(f"GOAWAY (last stream {last}, error {code}) before the response")
+        elif stream != self.stream or self.stream is None:
+            return
+        elif ftype == H2_RST_STREAM:
+            raise H2Error(f"RST_STREAM (error {int.from_bytes(payload[:4], 'big')}) on stream {stream}")
+        elif ftype in (H2_HEADERS, H2_CONTINUATION, H2_DATA):
+            if flags & H2_PADDED and ftype != H2_CONTINUATION:
+                payload = payload[1:len(payload) - payload[0]]
+            if ftype == H2_HEADERS and flags & H2_PRIORITY:
+                payload = payload[5:]
+            if ftype == H2_DATA:
+                self.body += payload
+            else:
+                self.block += payload
+                if flags & H2_END_HEADERS and self.status is None:
+                    self.status = hpack_status(self.block)
+                    if self.status is None:
+                        raise H2Error(f"cannot read :status from the header block {self.block[:16].hex()}")
+            if flags & H2_END_STREAM and ftype != H2_CONTINUATION:
+                self.done = True
 
 
 def raise_nofile():
@@ -99,8 +270,11 @@ async def read_response(reader):
 
 
 class PlainConnection:
-    def __init__(self, reader, writer):
-        self.reader, self.writer = reader, writer
+    def __init__(self, reader, writer, h2=None):
+        self.reader, self.writer, self.h2 = reader, writer, h2
+
+    def alpn(self):
+        return "h2c" if self.h2 else "http/1.1"
 
     def closed_by_server(self):
         return self.reader.at_eof()
@@ -114,12 +288,13 @@ class TlsConnection:
     driven through the event loop's sock_* calls. (asyncio's own SSL transport keeps a 256 KiB
     read buffer per connection: 2.5 GiB of client memory for 10,000 idle connections.)"""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx, h2=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_side=False)
         self.loop = asyncio.get_running_loop()
+        self.h2 = h2  # an H2Client: HTTP/2 over this connection (ALPN h2 required)
 
     async def _flush(self):
         data = self.outgoing.read()
@@ -142,6 +317,30 @@ class TlsConnection:
                 await self._flush()
                 await self._fill()
         await self._flush()
+        if self.h2 and self.tls.selected_alpn_protocol() != "h2":
+            raise ValueError(f"ALPN: the server selected {self.tls.selected_alpn_protocol()!r}, not h2")
+
+    def alpn(self):
+        return self.tls.selected_alpn_protocol() or ("none" if self.h2 else "http/1.1")
+
+    async def request_h2(self):
+        """GET / over HTTP/2 (the preface and SETTINGS go with the first): (status, body)."""
+        self.h2.request()
+        while True:
+            out = self.h2.take()
+            if out:
+                self.tls.write(out)
+            await self._flush()
+            if self.h2.done:
+                return self.h2.status, self.h2.body
+            try:
+                data = self.tls.read(TLS_READ)
+            except ssl.SSLWantReadError:
+                await self._fill()
+                continue
+            if not data:
+                raise ConnectionError("closed by the server")
+            self.h2.feed(data)
 
     async def request(self, request):
         self.tls.write(request)
@@ -175,10 +374,18 @@ class TlsConnection:
         except OSError:
             return True
         try:
-            while self.tls.read(TLS_READ):
-                pass
+            while True:
+                data = self.tls.read(TLS_READ)
+                if not data:
+                    break
+                if self.h2:
+                    self.h2.feed(data)  # a GOAWAY sent while idle counts as closed
+                    if self.h2.goaway:
+                        return True
         except ssl.SSLWantReadError:
             return False
+        except H2Error:
+            return True
         except (ssl.SSLZeroReturnError, ssl.SSLError):
             return True
         return True
@@ -187,27 +394,45 @@ class TlsConnection:
         self.sock.close()
 
 
-async def one_connection(port, timeout, ctx=None):
+async def one_connection(port, timeout, ctx=None, h2=False):
     async def plain():
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(REQUEST)
-        await writer.drain()
-        status, body = await read_response(reader)
-        if status != 200 or body != BODY:
+        try:
+            if h2:
+                client = H2Client("http")
+                client.request()
+                while not client.done:
+                    writer.write(client.take())
+                    await writer.drain()
+                    data = await reader.read(TLS_READ)
+                    if not data:
+                        raise ConnectionError("closed by the server")
+                    client.feed(data)
+                writer.write(client.take())  # the ACKs of what came with the response
+                await writer.drain()
+                status, body = client.status, client.body
+            else:
+                client = None
+                writer.write(REQUEST)
+                await writer.drain()
+                status, body = await read_response(reader)
+            if status != 200 or body != BODY:
+                raise ValueError(f"unexpected response {status} {body[:40]!r}")
+        except BaseException:
             writer.close()
-            raise ValueError(f"unexpected response {status} {body[:40]!r}")
-        return PlainConnection(reader, writer)
+            raise
+        return PlainConnection(reader, writer, client)
 
     async def tls(conn):
         await conn.open(port)
-        status, body = await conn.request(REQUEST)
+        status, body = await (conn.request_h2() if h2 else conn.request(REQUEST))
         if status != 200 or body != BODY:
             raise ValueError(f"unexpected response {status} {body[:40]!r}")
         return conn
 
     if ctx is None:
         return await asyncio.wait_for(plain(), timeout)
-    conn = TlsConnection(ctx)
+    conn = TlsConnection(ctx, H2Client("https") if h2 else None)
     try:
         return await asyncio.wait_for(tls(conn), timeout)
     except BaseException:
@@ -218,12 +443,12 @@ async def one_connection(port, timeout, ctx=None):
 async def hold(args):
     deadline_open = time.monotonic() + args.open_timeout
     conns, failures, errors = [], 0, {}
-    ctx = tls_context() if args.tls else None
+    ctx = tls_context(args.h2) if args.tls else None
     started = time.monotonic()
     while len(conns) < args.count and time.monotonic() < deadline_open:
         n = min(args.batch, args.count - len(conns))
         results = await asyncio.gather(
-            *(one_connection(args.port, args.conn_timeout, ctx) for _ in range(n)),
+            *(one_connection(args.port, args.conn_timeout, ctx, args.h2) for _ in range(n)),
             return_exceptions=True,
         )
         for r in results:
@@ -250,6 +475,10 @@ async def hold(args):
             key = c.negotiated()
             negotiated[key] = negotiated.get(key, 0) + 1
         ready["tls_negotiated"] = negotiated
+    protocols = {}
+    for c in conns:
+        protocols[c.alpn()] = protocols.get(c.alpn(), 0) + 1
+    ready["protocols"] = protocols
     tmp = args.ready_file + ".tmp"
     with open(tmp, "w") as f:
         f.write(json.dumps(ready) + "\n")
@@ -286,7 +515,9 @@ def connect(port, timeout, ctx):
         raise
 
 
-def probe(port, tls=False, http10=False, timeout=3.0):
+def probe(port, tls=False, http10=False, h2=False, timeout=3.0):
+    if h2:
+        return probe_h2(port, tls, timeout)
     ctx = tls_context() if tls else None
     with connect(port, timeout, ctx) as s:
         f = s.makefile("rb")
@@ -311,6 +542,35 @@ def probe(port, tls=False, http10=False, timeout=3.0):
                 return 1
     if http10:
         return probe_http10(port, ctx, timeout)
+    return 0
+
+
+def probe_h2(port, tls, timeout):
+    """Two GET / over HTTP/2 on one connection (streams 1 and 3): with --tls over ALPN h2 (the
+    server must select it), else h2c with prior knowledge. Both must answer 200 with the body."""
+    ctx = tls_context(h2=True) if tls else None
+    client = H2Client("https" if tls else "http")
+    with connect(port, timeout, ctx) as s:
+        if tls and s.selected_alpn_protocol() != "h2":
+            print(f"probe: ALPN: the server selected {s.selected_alpn_protocol()!r}, not h2", file=sys.stderr)
+            return 1
+        for _ in range(2):
+            client.request()
+            while True:
+                out = client.take()
+                if out:
+                    s.sendall(out)
+                if client.done:
+                    break
+                data = s.recv(TLS_READ)
+                if not data:
+                    print("probe: h2: the server closed the connection before the response", file=sys.stderr)
+                    return 1
+                client.feed(data)
+            if client.status != 200 or client.body != BODY:
+                print(f"probe: h2 stream {client.stream}: unexpected response {client.status} {client.body[:40]!r}",
+                      file=sys.stderr)
+                return 1
     return 0
 
 
@@ -408,6 +668,7 @@ def main():
     pr.add_argument("port", type=int)
     pr.add_argument("--tls", action="store_true", help="over TLS")
     pr.add_argument("--http10", action="store_true", help="also the request of openssl s_time -www /")
+    pr.add_argument("--h2", action="store_true", help="over HTTP/2 (ALPN h2 with --tls, else h2c prior knowledge)")
     tc = sub.add_parser("tls-counters")
     src = tc.add_mutually_exclusive_group(required=True)
     src.add_argument("--coregate-admin", type=int, metavar="PORT")
@@ -423,11 +684,13 @@ def main():
     h.add_argument("--conn-timeout", type=float, default=10.0, help="seconds per connection")
     h.add_argument("--max-failures", type=int, default=100)
     h.add_argument("--tls", action="store_true", help="TLS connections (a full handshake each)")
+    h.add_argument("--h2", action="store_true",
+                   help="HTTP/2: ALPN h2 with --tls (else h2c prior knowledge); preface, SETTINGS and one GET /")
     args = p.parse_args()
     if args.cmd == "probe":
         try:
-            return probe(args.port, tls=args.tls, http10=args.http10)
-        except (OSError, ValueError, IndexError) as e:
+            return probe(args.port, tls=args.tls, http10=args.http10, h2=args.h2)
+        except (OSError, ValueError, IndexError, H2Error) as e:
             print(f"probe: {type(e).__name__}: {e}", file=sys.stderr)
             return 1
     if args.cmd == "tls-counters":

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Statistics, table, JSON and SVG chart for the Coregate load-test harness (stdlib only).
 
-The harness (loadtest/run) calls it in three ways:
+The harness (loadtest/run) calls it in these ways:
 
   report.py record-load --raw RAW.jsonl --wrk-output FILE ...   one wrk measurement -> RAW
+  report.py record-h2load --raw RAW.jsonl --h2load-output FILE --request-log FILE ...
+                                     one h2load (HTTP/2) measurement -> RAW (a "load" record)
   report.py record-handshake --raw RAW.jsonl --client-output FILE... one TLS handshake
                                      measurement (openssl s_time or wrk) -> RAW
   report.py record-idle --raw RAW.jsonl --client-output FILE ... one idle-memory run -> RAW
@@ -35,9 +37,9 @@ PROXY_COLORS = {
     "direct": "#8c8c8c",
 }
 LAYOUT_TEXT = {
-    "cpu": "cpu layout: wrk + upstream on CPU 0, proxy alone on CPU 1 "
+    "cpu": "cpu layout: client (wrk, h2load) + upstream on CPU 0, proxy alone on CPU 1 "
     "(load-generator bound: rank by CPU us/request)",
-    "rps": "rps layout: wrk alone on CPU 0, proxy + upstream on CPU 1 "
+    "rps": "rps layout: client (wrk, h2load) alone on CPU 0, proxy + upstream on CPU 1 "
     "(generator has headroom: requests/s compare)",
 }
 LAT_KEYS = ["p50", "p75", "p90", "p99", "p99.9"]
@@ -94,6 +96,88 @@ def parse_wrk(text):
         out.setdefault("requests", 0)
     out["errors_total"] = sum(errs.values())
     return out
+
+
+H2LOAD_UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
+
+
+def h2load_duration_us(text):
+    """"1.63ms" -> 1630.0 (h2load's util::format_duration: us, ms or s)."""
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    return float(m.group(1)) * H2LOAD_UNITS[m.group(2)] if m else None
+
+
+def parse_h2load(text):
+    """Figures from h2load's output (nghttp2 1.52): requests of the measured phase, req/s, status
+    classes, its own request-time statistics (min/max/mean/sd: it prints no percentiles), the
+    per-client req/s spread, and the TLS and application protocol it negotiated."""
+    out = {"parsed": False, "requests": 0, "rps": 0.0}
+    m = re.search(r"^finished in \S+, ([\d.]+) req/s", text, re.M)
+    if m:
+        out["rps_line"] = float(m.group(1))
+    m = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", text, re.M)
+    if m:
+        total, started, done, ok, failed, errored, timeout = map(int, m.groups())
+        out.update(parsed=True, requests=ok, total=total, started=started, done=done, failed=failed,
+                   errored=errored, timeout=timeout)
+    m = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    if m:
+        out["status"] = dict(zip(["2xx", "3xx", "4xx", "5xx"], map(int, m.groups())))
+    m = re.search(r"^time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M)
+    if m:
+        out["request_time_us"] = dict(zip(["min", "max", "mean", "sd"], map(h2load_duration_us, m.groups())))
+    m = re.search(r"^req/s\s+:\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", text, re.M)
+    if m:
+        out["client_rps"] = dict(zip(["min", "max", "mean", "sd"], map(float, m.groups())))
+    for key, pat in [("tls_protocol", r"^TLS Protocol: (\S+)"), ("cipher", r"^Cipher: (\S+)"),
+                     ("server_temp_key", r"^Server Temp Key: (\S+)"), ("protocol", r"^Application protocol: (\S+)")]:
+        m = re.search(pat, text, re.M)
+        if m:
+            out[key] = m.group(1)
+    return out
+
+
+def percentile(sorted_vals, p):
+    """Nearest rank."""
+    if not sorted_vals:
+        return None
+    k = max(0, min(len(sorted_vals) - 1, int(-(-p * len(sorted_vals) // 100)) - 1))
+    return float(sorted_vals[k])
+
+
+def parse_request_log(path):
+    """h2load --log-file: one line per request of the measured phase, "start_us<TAB>status<TAB>
+    microseconds" (status -1: the stream failed). Latency percentiles over the requests that
+    completed."""
+    lat, failed, lines, first, last = [], 0, 0, None, None
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split("\t")
+                if len(parts) < 3:
+                    continue
+                lines += 1
+                start, us = int(parts[0]), int(parts[2])
+                first = start if first is None else min(first, start)
+                last = start + us if last is None else max(last, start + us)
+                if parts[1] == "-1":
+                    failed += 1
+                    continue
+                lat.append(us)
+    except (OSError, ValueError):
+        return None
+    lat.sort()
+    res = {"lines": lines, "failed": failed}
+    if first is not None:
+        # From the first request sent to the last response: about the measured duration, unless
+        # requests stopped early.
+        res["active_s"] = round((last - first) / 1e6, 3)
+    if lat:
+        res["latency_us"] = {k: percentile(lat, float(k[1:])) for k in LAT_KEYS}
+        res["latency_us"]["mean"] = sum(lat) / len(lat)
+        res["latency_us"]["max"] = float(lat[-1])
+    return res
 
 
 def parse_s_time(text):
@@ -230,6 +314,124 @@ def cmd_record_load(a):
     )
 
 
+def cmd_record_h2load(a):
+    """One h2load measurement, recorded as a "load" record (so that it is summarised, tabled and
+    charted like the wrk cases) with the HTTP/2 specifics beside: streams, protocol, h2load's
+    own request-time statistics."""
+    try:
+        with open(a.h2load_output, errors="replace") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    h = parse_h2load(text)
+    reqlog = parse_request_log(a.request_log) if a.request_log else None
+    cpu_s = a.proxy_ticks / a.clk_tck if a.proxy_ticks is not None else None
+    up_s = a.upstream_ticks / a.clk_tck if a.upstream_ticks is not None else None
+    req = h["requests"]
+    rps = h.get("rps_line") or (req / a.duration if a.duration else 0.0)
+    status = h.get("status") or {}
+    non2xx = sum(v for k, v in status.items() if k != "2xx")
+    errors = {
+        "status": non2xx,
+        "stream": h.get("errored", 0),
+        "timeout": h.get("timeout", 0),
+        # failed counts non-2xx and errored too: what is left are requests never issued.
+        "failed": max(0, h.get("failed", 0) - h.get("errored", 0) - non2xx),
+    }
+    problems = []
+    if h["parsed"] and a.expect_protocol and h.get("protocol") != a.expect_protocol:
+        errors["protocol"] = 1
+        problems.append(f"h2load negotiated {h.get('protocol')!r}, expected {a.expect_protocol}")
+    crps = h.get("client_rps")
+    if h["parsed"] and a.connections > 1 and crps and crps["mean"] and crps["min"] < 0.5 * crps["mean"]:
+        # h2load does not reconnect a connection the server closed (GOAWAY) in a timed run: it
+        # would just stop adding load. A connection far below the others shows it.
+        errors["client"] = errors.get("client", 0) + 1
+        problems.append(f"a connection made {crps['min']:.0f} req/s, the mean {crps['mean']:.0f}: "
+                        "closed or stalled during the run?")
+    active = (reqlog or {}).get("active_s")
+    if active is not None and a.duration and active < 0.9 * a.duration:
+        # Every connection closed early (a per-connection request limit: GOAWAY), or all stalled.
+        errors["client"] = errors.get("client", 0) + 1
+        problems.append(f"requests went on for {active:.2f} s of the {a.duration:.0f} s measured: "
+                        "connections closed (GOAWAY) or stalled?")
+    if reqlog is not None and h["parsed"] and abs(reqlog["lines"] - h.get("done", 0)) > max(10, h.get("done", 0) // 1000):
+        problems.append(f"request log has {reqlog['lines']} lines, h2load counted {h.get('done')} requests done")
+    rec = {
+        "kind": "load",
+        "tool": "h2load",
+        "layout": a.layout,
+        "run": a.run,
+        "case": a.case,
+        "connections": a.connections,
+        "streams": a.streams,
+        "proxy": a.proxy,
+        "duration_requested_s": a.duration,
+        "warmup_s": a.warmup,
+        "wall_s": a.wall,
+        "requests": req,
+        "rps": rps,
+        "latency_us": (reqlog or {}).get("latency_us"),
+        "latency_source": "h2load --log-file (every request of the measured phase)" if reqlog else None,
+        "h2load_request_time_us": h.get("request_time_us"),
+        "h2load_client_rps": crps,
+        "h2load_requests": {k: h.get(k) for k in ("total", "started", "done", "failed", "errored", "timeout")},
+        "h2load_status": status,
+        "request_log": {k: v for k, v in (reqlog or {}).items() if k != "latency_us"} or None,
+        "protocol": h.get("protocol"),
+        "errors": errors,
+        "errors_total": sum(errors.values()),
+        "wrk_result_parsed": h["parsed"],
+        "wrk_exit_code": a.h2load_rc,
+        "proxy_cpu_s": cpu_s,
+        "proxy_cpu_us_per_req": (cpu_s * 1e6 / req) if (cpu_s is not None and req) else None,
+        "upstream_cpu_s": up_s,
+        "upstream_cpu_us_per_req": (up_s * 1e6 / req) if (up_s is not None and req) else None,
+        "system_cpu": sys_delta(a.sys_before, a.sys_after, a.clk_tck, a.wall),
+        "loadavg_after": open("/proc/loadavg").read().strip(),
+        "proxy_log": log_lines(a.log),
+        "client_output": text[-3000:],
+    }
+    if problems:
+        rec["problems"] = problems
+    if a.failure:
+        rec["failure"] = a.failure
+    if a.failure or not h["parsed"] or a.h2load_rc != 0 or (a.request_log and not reqlog):
+        rec["errors"]["harness"] = 1
+        rec["errors_total"] += 1
+    tls, wrong_suite = tls_record(a)
+    if tls is not None:
+        if h.get("tls_protocol"):
+            # What h2load itself negotiated (it sets its own suite list; the harness pins it).
+            tls["h2load"] = f"{h['tls_protocol']} {h.get('cipher', '?')} {h.get('server_temp_key', '?')}"
+            if a.expected_suite and suite_of(tls["h2load"]) != a.expected_suite:
+                wrong_suite = True
+        rec["tls"] = tls
+        if wrong_suite and not a.failure:
+            rec["errors"]["cipher"] = 1
+            rec["errors_total"] += 1
+    with open(a.raw, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    lat = rec["latency_us"] or {}
+    cpu = rec["proxy_cpu_us_per_req"]
+    flag = "" if rec["errors_total"] == 0 else f"  ERRORS {rec['errors']} {a.failure or ''}"
+    if problems:
+        flag += "  (" + "; ".join(problems) + ")"
+    steal = (rec["system_cpu"].get("cpu") or {}).get("steal_pct", 0)
+    if steal >= 2:
+        flag += f"  (hypervisor steal {steal}%)"
+    if tls and wrong_suite:
+        flag += f"  (negotiated {tls['negotiated']} / h2load {tls.get('h2load')}, expected {tls['expected']})"
+    print(
+        f"  [{a.layout} run {a.run}] {a.case:<9} c={a.connections}x{a.streams:<3} {a.proxy:<8} "
+        f"{human_rate(rec['rps']):>7} req/s  p99 {fmt_lat(lat.get('p99')):>7}  "
+        f"cpu {'-' if cpu is None else f'{cpu:.2f}':>6} us/req  {rec['protocol'] or '-'}  "
+        f"busy {'/'.join(str(round(v['busy_pct'])) + '%' for k, v in sorted(rec['system_cpu'].items()) if k != 'cpu')}"
+        f"{flag}",
+        flush=True,
+    )
+
+
 def cmd_record_idle(a):
     client = {}
     if a.client_output and os.path.exists(a.client_output):
@@ -272,6 +474,14 @@ def cmd_record_idle(a):
         if wrong_suite or (a.expected_suite and any(k != a.expected_suite for k in tls["client"])):
             rec["wrong_suite"] = True
             problems += 1
+    # The application protocol of every connection (ALPN, or h2c / http/1.1 on plain ones).
+    rec["protocols"] = client.get("protocols")
+    if a.expect_protocol:
+        rec["protocol_expected"] = a.expect_protocol
+        wrong = sum(n for k, n in (rec["protocols"] or {}).items() if k != a.expect_protocol)
+        if wrong or rec["protocols"] is None:
+            rec["wrong_protocol"] = wrong or 1
+            problems += wrong or 1
     rec["errors_total"] = problems
     with open(a.raw, "a") as f:
         f.write(json.dumps(rec) + "\n")
@@ -279,10 +489,13 @@ def cmd_record_idle(a):
     flag = "" if problems == 0 else f"  PROBLEMS: failed={rec['failed']} closed={rec['closed_by_server_while_idle']}"
     if rec.get("wrong_suite"):
         flag += f"  (negotiated {tls['negotiated']} / {tls['client']}, expected {tls['expected']})"
+    if rec.get("wrong_protocol"):
+        flag += f"  (protocols {rec['protocols']}, expected {a.expect_protocol})"
     print(
         f"  [{a.layout} run {a.run}] {a.case} {a.proxy:<8} held {opened}/{a.requested}  "
         f"RSS {a.rss_before / 1024:.1f} -> {a.rss_held / 1024:.1f} MiB  "
-        f"{'-' if bpc is None else f'{bpc:,.0f}'} bytes/conn{flag}",
+        f"{'-' if bpc is None else f'{bpc:,.0f}'} bytes/conn"
+        f"{'  ' + ','.join(rec['protocols']) if a.expect_protocol and rec['protocols'] else ''}{flag}",
         flush=True,
     )
 
@@ -494,6 +707,15 @@ def summarise(records):
                 s["errors"] = errs
                 s["problems"] = [p for r in runs for p in r.get("problems", [])]
             elif runs[0]["kind"] == "load":
+                if runs[0].get("tool") == "h2load":
+                    s["tool"] = "h2load"
+                    s["streams"] = runs[0].get("streams")
+                    s["protocols"] = sorted({r.get("protocol") or "none" for r in runs})
+                    s["h2load_request_time_us"] = {
+                        k: spread([(r.get("h2load_request_time_us") or {}).get(k) for r in runs])
+                        for k in ("min", "max", "mean", "sd")
+                    }
+                    s["problems"] = [p for r in runs for p in r.get("problems", [])]
                 s["rps"] = spread([r["rps"] for r in runs])
                 s["proxy_cpu_us_per_req"] = spread([r["proxy_cpu_us_per_req"] for r in runs])
                 s["upstream_cpu_us_per_req"] = spread([r["upstream_cpu_us_per_req"] for r in runs])
@@ -527,6 +749,13 @@ def summarise(records):
                         ratio.append(r["bytes_per_conn"] / n["bytes_per_conn"])
                 s["bytes_ratio_vs_nginx"] = spread(ratio)
                 s["closed_by_server_while_idle"] = sum(r["closed_by_server_while_idle"] or 0 for r in runs)
+                if any("protocol_expected" in r for r in runs):
+                    protos = {}
+                    for r in runs:
+                        for k, v in (r.get("protocols") or {}).items():
+                            protos[k] = protos.get(k, 0) + v
+                    s["protocols"] = protos
+                    s["wrong_protocol"] = sum(r.get("wrong_protocol", 0) for r in runs)
                 s["failed"] = sum(r["failed"] or 0 for r in runs)
                 s["client_errors"] = {}
                 for r in runs:
@@ -615,18 +844,24 @@ def render_table(summary, meta, paint):
             lines.append(paint.bold(banner))
             lines.append("")
         if kind == "idle":
-            what = "idle TLS keep-alive connections (ECDSA; one full handshake and one request each)" if tls \
-                else "idle keep-alive connections"
+            if any("protocols" in s for s in rows):
+                what = ("idle HTTP/2 connections over TLS (ALPN h2, ECDSA; a full handshake, the preface and "
+                        "SETTINGS exchange and one request each)")
+            elif tls:
+                what = "idle TLS keep-alive connections (ECDSA; one full handshake and one request each)"
+            else:
+                what = "idle keep-alive connections"
             title = (f"=== {case}: {conns:,} {what} held, ran in the {layout} layout, "
                      f"{n_runs} run(s); RSS = sum of VmRSS over the proxy's processes")
             table = [hdr_idle[:-1] + (["negotiated"] if tls else []) + hdr_idle[-1:]]
             for s in rows:
                 problems = s["errors_total"]
                 kinds = ", ".join(sorted(s.get("client_errors", {})))[:80]
+                wrong_proto = (f", protocols {s['protocols']}" if s.get("wrong_protocol") else "")
                 ptxt = "0" if problems == 0 else paint.bad(
                     f"!! {s['failed']} failed{f' ({kinds})' if kinds else ''}, "
                     f"{s['closed_by_server_while_idle']} closed while idle, "
-                    f"held {fmt_num(s['opened']['min'] if s['opened'] else 0)} of {conns:,}")
+                    f"held {fmt_num(s['opened']['min'] if s['opened'] else 0)} of {conns:,}{wrong_proto}")
                 table.append([
                     s["proxy"],
                     fmt_spread(s["bytes_per_conn"]),
@@ -660,14 +895,24 @@ def render_table(summary, meta, paint):
                     etxt,
                 ])
         else:
-            title = (f"-- [{layout} layout] case {case}, {conns} connections: {n_runs} run(s) x "
-                     f"{opts.get('duration', '?')} s, median of runs (min-max); CPU = proxy's own CPU time")
+            h2 = rows[0].get("tool") == "h2load"
+            if h2:
+                protos = sorted({p for s in rows for p in s.get("protocols", [])})
+                title = (f"-- [{layout} layout] case {case}: h2load, {conns} connection(s) x "
+                         f"{rows[0].get('streams')} concurrent streams ({'/'.join(protos)}; HTTP/1.1 to the "
+                         f"upstream): {n_runs} run(s) x {opts.get('duration', '?')} s after a "
+                         f"{opts.get('warmup_s', '?')} s warm-up, median of runs (min-max); latency percentiles "
+                         f"from h2load's per-request log; CPU = proxy's own CPU time")
+            else:
+                title = (f"-- [{layout} layout] case {case}, {conns} connections: {n_runs} run(s) x "
+                         f"{opts.get('duration', '?')} s, median of runs (min-max); CPU = proxy's own CPU time")
             table = [hdr_load[:-1] + (["negotiated"] if tls else []) + hdr_load[-1:]]
             for s in rows:
                 lat = s["latency_us"]
                 e = s["errors_total"]
                 etxt = "0" if e == 0 else paint.bad(
-                    f"{e} !! " + ",".join(f"{k}={v}" for k, v in s["errors"].items() if v))
+                    f"{e} !! " + ",".join(f"{k}={v}" for k, v in s["errors"].items() if v)
+                    + ("; " + "; ".join(dict.fromkeys(s.get("problems") or []))[:160] if s.get("problems") else ""))
                 is_nginx = s["proxy"] == "nginx"
                 table.append([
                     s["proxy"],
@@ -874,7 +1119,7 @@ def bar_panel(svg, x0, y0, w, h, title, groups, proxies, value_fn, unit, label_f
             svg.text(left + gi * gw + gw / 2, bottom + 15 + 12 * li, text, size=11, anchor="middle")
 
 
-def latency_panel(svg, x0, y0, w, h, title, groups, proxies, lat_fn):
+def latency_panel(svg, x0, y0, w, h, title, groups, proxies, lat_fn, group_label=None):
     """Log-scale bars of p50 / p99 / p99.9 per proxy, grouped by (case, connections)."""
     import math
 
@@ -921,7 +1166,8 @@ def latency_panel(svg, x0, y0, w, h, title, groups, proxies, lat_fn):
                 svg.rect(bx, yy, bw, bottom - yy, PROXY_COLORS.get(p, "#444"), opacity=shades[k],
                          title=f"{p} {g[0]} c={g[1]} {k}: {fmt_lat(v)}")
                 svg.text(bx + bw / 2 + 3, yy - 3, f"{k} {fmt_lat(v)}", size=8.5, rotate=-90)
-        svg.text(left + gi * gw + gw / 2, bottom + 16, f"{g[0]}, {g[1]} conns", size=11, anchor="middle")
+        label = group_label(g).replace("\n", ", ") if group_label else f"{g[0]}, {g[1]} conns"
+        svg.text(left + gi * gw + gw / 2, bottom + 16, label, size=11, anchor="middle")
 
 
 def render_svg(summary, meta):
@@ -967,12 +1213,19 @@ def render_svg(summary, meta):
             return f
 
         half = (W - 30) / 2
+        streams = {(s["case"], s["connections"]): s.get("streams") for s in rows}
+
+        def load_label(g, streams=streams):
+            if streams.get(g):
+                return f"{g[0]}\n{g[1]} conns x {streams[g]} streams"
+            return f"{g[0]}\n{g[1]} conns"
+
         if rows:
             bar_panel(svg, 10, y, half, 300, "Requests per second (higher is better)", groups, proxies,
-                      val("rps"), "req/s", lambda v: f"{v / 1000:.1f}k")
+                      val("rps"), "req/s", lambda v: f"{v / 1000:.1f}k", load_label)
             cpu_proxies = [p for p in proxies if p != "direct"]
             bar_panel(svg, 20 + half, y, half, 300, "Proxy CPU time per request, microseconds (lower is better)",
-                      groups, cpu_proxies, val("proxy_cpu_us_per_req"), "us", lambda v: f"{v:.2f}")
+                      groups, cpu_proxies, val("proxy_cpu_us_per_req"), "us", lambda v: f"{v:.2f}", load_label)
             y += 306
 
             def lat(g, p, layout=layout):
@@ -983,7 +1236,7 @@ def render_svg(summary, meta):
 
             latency_panel(svg, 10, y, W - 20, 330,
                           "Latency percentiles p50 / p99 / p99.9 (light to dark), log scale (lower is better)",
-                          groups, proxies, lat)
+                          groups, proxies, lat, load_label)
             y += 340
         if hs_rows:
             hs_groups = sorted({(s["case"], s["connections"]) for s in hs_rows},
@@ -1005,8 +1258,8 @@ def render_svg(summary, meta):
         conns = idle[0]["connections"]
         igroups = sorted({(s["case"], s["connections"]) for s in idle}, key=lambda g: case_order.get(g[0], 9))
         svg.rect(10, y, W - 20, 24, "#f0f0f0")
-        svg.text(18, y + 17, f"idle memory: RSS growth per idle keep-alive connection (plain HTTP / TLS), "
-                 f"{conns:,} connections held (ran in the {layout} layout)", size=13, weight="bold")
+        svg.text(18, y + 17, f"idle memory: RSS growth per idle keep-alive connection (plain HTTP / TLS / "
+                 f"HTTP/2 over TLS), {conns:,} connections held (ran in the {layout} layout)", size=13, weight="bold")
         y += 30
         proxies = sorted({s["proxy"] for s in idle}, key=proxy_rank)
 
@@ -1106,6 +1359,31 @@ def main():
     rl.add_argument("--negotiated", help="TLS: what openssl s_client negotiated before measuring")
     rl.add_argument("--expected-suite", help="TLS: the version and suite every proxy must negotiate")
 
+    r2 = sub.add_parser("record-h2load")
+    r2.add_argument("--raw", required=True)
+    r2.add_argument("--h2load-output", required=True)
+    r2.add_argument("--h2load-rc", type=int, default=0)
+    r2.add_argument("--request-log", help="h2load --log-file of the measured run")
+    r2.add_argument("--layout", required=True)
+    r2.add_argument("--run", type=int, required=True)
+    r2.add_argument("--case", required=True)
+    r2.add_argument("--connections", type=int, required=True)
+    r2.add_argument("--streams", type=int, required=True, help="concurrent streams per connection (-m)")
+    r2.add_argument("--proxy", required=True)
+    r2.add_argument("--duration", type=float, required=True)
+    r2.add_argument("--warmup", type=float)
+    r2.add_argument("--wall", type=float)
+    r2.add_argument("--proxy-ticks", type=int)
+    r2.add_argument("--upstream-ticks", type=int)
+    r2.add_argument("--clk-tck", type=int, required=True)
+    r2.add_argument("--log")
+    r2.add_argument("--sys-before")
+    r2.add_argument("--sys-after")
+    r2.add_argument("--failure")
+    r2.add_argument("--expect-protocol", help="h2 or h2c: what h2load must report as the application protocol")
+    r2.add_argument("--negotiated")
+    r2.add_argument("--expected-suite")
+
     rh = sub.add_parser("record-handshake")
     rh.add_argument("--raw", required=True)
     rh.add_argument("--client-output", action="append", help="an s_time or wrk output (repeatable)")
@@ -1145,6 +1423,7 @@ def main():
     ri.add_argument("--case", default="idle-memory")
     ri.add_argument("--negotiated")
     ri.add_argument("--expected-suite")
+    ri.add_argument("--expect-protocol", help="the application protocol every held connection must have (h2)")
 
     fi = sub.add_parser("final")
     fi.add_argument("--raw", required=True)
@@ -1159,8 +1438,8 @@ def main():
     fi.add_argument("--color", choices=["auto", "always", "never"], default="auto")
 
     a = p.parse_args()
-    {"record-load": cmd_record_load, "record-handshake": cmd_record_handshake, "record-idle": cmd_record_idle,
-     "final": cmd_final}[a.cmd](a)
+    {"record-load": cmd_record_load, "record-h2load": cmd_record_h2load, "record-handshake": cmd_record_handshake,
+     "record-idle": cmd_record_idle, "final": cmd_final}[a.cmd](a)
 
 
 if __name__ == "__main__":
