@@ -62,13 +62,23 @@ pub fn read_request<B>(
 ) -> Result<(), ProxyError> {
     head.method = req.method().clone();
     head.version = Version::HTTP_2;
+    let uri = req.uri();
     if *req.method() == http::Method::CONNECT {
+        // RFC 9113 §8.5: CONNECT names its target in :authority; without one it is malformed.
+        if uri.authority().is_none() {
+            return Err(ProxyError::bad_request("CONNECT without :authority\n"));
+        }
         return Err(ProxyError::downstream(ErrorKind::NotImplemented(
             "CONNECT is not supported\n",
         )));
     }
-    let uri = req.uri();
-    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    // RFC 9113 §8.3.1: every request but CONNECT carries :path.
+    // (Without :authority, h2 hands over an empty URI whose path_and_query reads "/": its
+    // path is "" only then.)
+    let target = match uri.path_and_query() {
+        Some(pq) if !uri.path().is_empty() => pq.as_str(),
+        _ => return Err(ProxyError::bad_request("missing :path\n")),
+    };
     if target.is_empty() {
         return Err(ProxyError::bad_request("empty :path\n"));
     }

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod gateway;
 pub mod grpc;
+pub mod h2frames;
 pub mod harness;
 pub mod process;
 pub mod tls;
