@@ -80,6 +80,59 @@ pub trait ResponseSink {
     async fn flush(&mut self) -> Result<(), ProxyError>;
 }
 
+// A downstream whose halves are plain borrows of its parts (an HTTP/2 stream) hands them out
+// as they are.
+impl<T: RequestBody> RequestBody for &mut T {
+    fn take_body<F>(&mut self, f: F) -> Result<bool, ProxyError>
+    where
+        F: FnMut(&[u8]) -> Result<(), ProxyError>,
+    {
+        (**self).take_body(f)
+    }
+
+    fn trailers(&self) -> Option<&Headers> {
+        (**self).trailers()
+    }
+
+    async fn fill_body(&mut self) -> Result<(), ProxyError> {
+        (**self).fill_body().await
+    }
+
+    fn expects_continue(&self) -> bool {
+        (**self).expects_continue()
+    }
+}
+
+impl<T: ResponseSink> ResponseSink for &mut T {
+    async fn send_continue(&mut self) -> Result<(), ProxyError> {
+        (**self).send_continue().await
+    }
+
+    async fn send_interim(&mut self, head: &ResponseHead) -> Result<(), ProxyError> {
+        (**self).send_interim(head).await
+    }
+
+    fn start_response(&mut self, head: &ResponseHead) {
+        (**self).start_response(head)
+    }
+
+    fn push_body(&mut self, data: &[u8]) -> Result<(), ProxyError> {
+        (**self).push_body(data)
+    }
+
+    fn end_body(&mut self, trailers: Option<&Headers>) -> Result<(), ProxyError> {
+        (**self).end_body(trailers)
+    }
+
+    fn pending(&self) -> usize {
+        (**self).pending()
+    }
+
+    async fn flush(&mut self) -> Result<(), ProxyError> {
+        (**self).flush().await
+    }
+}
+
 /// What the downstream connection knows about one request's context.
 pub struct Context<'a> {
     pub worker: &'a Worker,
@@ -113,8 +166,9 @@ pub struct Outcome {
     /// Request body bytes taken from the client, and response body bytes passed to it.
     pub body_in: u64,
     pub body_out: u64,
-    /// From the first write to the upstream until its response head.
+    /// From the first write to the upstream until its response head, and that head's status.
     pub upstream_time: Option<Duration>,
+    pub upstream_status: Option<u16>,
     /// What went wrong, if anything (the error the client was answered with, or that cut the
     /// exchange).
     pub error: Option<ProxyError>,
@@ -258,17 +312,7 @@ pub async fn forward<D: Downstream>(
     reader.recycle();
     let status = response.status;
     response.recycle();
-    if outcome.upstream_time.is_some() {
-        // The upstream answered: its status class, and the exchange's time until now (the
-        // response relayed, or cut) as Envoy's upstream_rq_time.
-        ep.stats.record_status(status);
-        cluster.rq_time.record(began.elapsed());
-    }
-    if let Err(e) = &result
-        && e.kind == ErrorKind::UpstreamTimeout
-    {
-        ep.stats.upstream_rq_timeout.inc();
-    }
+    record_upstream(cluster, ep, outcome, began, result.as_ref().err());
     result?;
     // The upstream is done with: it goes back to the pool before the client gets the last
     // bytes, so that the next request (maybe this client's) finds it there.
@@ -392,6 +436,7 @@ impl Exchange<'_> {
             }
         };
         self.outcome.upstream_time = Some(started.elapsed());
+        self.outcome.upstream_status = Some(self.response.status);
         sink.start_response(&self.response);
         self.relay(sink).await?;
         Ok(keep_alive)
@@ -485,6 +530,7 @@ impl Exchange<'_> {
             }
         };
         outcome.upstream_time = Some(started.elapsed());
+        outcome.upstream_status = Some(response.status);
         sink.start_response(response);
         let relaying = pin!(relay_response(reader, conn, sink, *body_timeout, outcome));
         if !uploading {
@@ -619,7 +665,10 @@ impl EndpointState {
             return Ok((Upstream::H1(conn), false));
         }
         if conn.speaks_h2(protocol == UpstreamProtocol::Http2) {
-            let session = Session::open(conn, &spec.http2, max_head, spec.send_timeout).await?;
+            // Boxed: a new HTTP/2 connection is rare, and its handshake state would otherwise
+            // weigh on every exchange's future.
+            let open = Session::open(conn, &spec.http2, max_head, spec.send_timeout);
+            let session = Box::pin(open).await?;
             self.h2.add(session.clone());
             return Ok((Upstream::H2(session), false));
         }
@@ -660,7 +709,12 @@ impl H2Exchange<'_> {
         ep.stats.upstream_rq_total.inc();
         outcome.endpoint = Some(ep.address);
         outcome.reused = reused;
-        let limits = self.spec.h2_limits(self.body_timeout, self.body_limit);
+        let limits = client::Limits {
+            response_timeout: self.spec.response_timeout,
+            send_timeout: self.spec.send_timeout,
+            body_timeout: self.body_timeout,
+            body_limit: self.body_limit,
+        };
         let mut request_body = match client::take_initial(body, self.body_limit, outcome)? {
             Ok(held) => client::Body::Held(held),
             Err(part) => client::Body::Streaming(part),
@@ -703,20 +757,29 @@ impl H2Exchange<'_> {
                 Ok(status) => break Ok(status),
             }
         };
-        if let (Some(_), Ok(status)) = (outcome.upstream_time, &result) {
-            ep.stats.record_status(*status);
-        }
-        if outcome.upstream_time.is_some() {
-            self.cluster.rq_time.record(began.elapsed());
-        }
-        if let Err(e) = &result
-            && e.kind == ErrorKind::UpstreamTimeout
-        {
-            ep.stats.upstream_rq_timeout.inc();
-        }
+        record_upstream(self.cluster, ep, outcome, began, result.as_ref().err());
         let status = result?;
         sink.flush().await?;
         Ok(status)
+    }
+}
+
+/// Counts one exchange with an endpoint once it is over, whatever the protocol: when the
+/// upstream answered, its status class and the exchange's time until now (the response
+/// relayed, or cut) as Envoy's upstream_rq_time; a response timeout.
+fn record_upstream(
+    cluster: &ClusterState,
+    ep: &EndpointState,
+    outcome: &Outcome,
+    began: Instant,
+    error: Option<&ProxyError>,
+) {
+    if let Some(status) = outcome.upstream_status {
+        ep.stats.record_status(status);
+        cluster.rq_time.record(began.elapsed());
+    }
+    if error.is_some_and(|e| e.kind == ErrorKind::UpstreamTimeout) {
+        ep.stats.upstream_rq_timeout.inc();
     }
 }
 

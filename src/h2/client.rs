@@ -15,7 +15,7 @@ use futures_util::future::{Either, select};
 use h2::client::{self, SendRequest};
 use h2::{Reason, RecvStream, SendStream};
 
-use crate::config::{Cluster, Http2Options};
+use crate::config::Http2Options;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::h2::io::H2Io;
 use crate::h2::{self as codec};
@@ -113,14 +113,6 @@ impl Sessions {
 
     pub fn clear(&self) {
         self.list.borrow_mut().clear();
-    }
-
-    pub fn len(&self) -> usize {
-        self.list.borrow().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -227,18 +219,6 @@ fn upstream_error(e: &h2::Error) -> ProxyError {
         Some(io) => err.caused_by(io),
         None if unprocessed => err.retryable(),
         None => err,
-    }
-}
-
-impl Cluster {
-    /// The exchange limits of this cluster for a route allowing `body_limit`.
-    pub fn h2_limits(&self, body_timeout: Duration, body_limit: Option<u64>) -> Limits {
-        Limits {
-            response_timeout: self.response_timeout,
-            send_timeout: self.send_timeout,
-            body_timeout,
-            body_limit,
-        }
     }
 }
 
@@ -358,6 +338,7 @@ pub async fn exchange<B: RequestBody, S: ResponseSink>(
         None => return Err(ProxyError::upstream(ErrorKind::UpstreamTimeout)),
     };
     outcome.upstream_time = Some(started.elapsed());
+    outcome.upstream_status = Some(res.status().as_u16());
     let (parts, mut recv) = res.into_parts();
     let res = http::Response::from_parts(parts, ());
     let mut head = ResponseHead::take();

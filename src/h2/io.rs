@@ -12,7 +12,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -203,6 +203,21 @@ async fn send(shared: Rc<Shared>) {
     rt::recycle_buffer(batch);
 }
 
+impl State {
+    /// Whether h2 may queue more bytes: not after a failed send (Err), nor while the queue is
+    /// full (Pending until the sending task takes it).
+    fn room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(kind) = self.output_error {
+            return Poll::Ready(Err(kind.into()));
+        }
+        if self.output.len() >= MAX_QUEUED {
+            self.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl AsyncRead for H2Io {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -244,12 +259,8 @@ impl AsyncWrite for H2Io {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let mut st = self.shared.state.borrow_mut();
-        if let Some(kind) = st.output_error {
-            return Poll::Ready(Err(kind.into()));
-        }
-        if st.output.len() >= MAX_QUEUED {
-            st.writer = Some(cx.waker().clone());
-            return Poll::Pending;
+        if let Err(e) = ready!(st.room(cx)) {
+            return Poll::Ready(Err(e));
         }
         if st.output.capacity() == 0 {
             st.output = rt::take_buffer();
@@ -265,15 +276,7 @@ impl AsyncWrite for H2Io {
     /// without h2 waiting for each write's completion (one task hop less per batch); the queue
     /// limit is the back-pressure.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut st = self.shared.state.borrow_mut();
-        if let Some(kind) = st.output_error {
-            return Poll::Ready(Err(kind.into()));
-        }
-        if st.output.len() >= MAX_QUEUED {
-            st.writer = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        Poll::Ready(Ok(()))
+        self.shared.state.borrow_mut().room(cx)
     }
 
     /// Ends the sending side once everything queued is written.

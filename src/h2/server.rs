@@ -414,7 +414,6 @@ fn reset_reason(e: &ProxyError) -> Reason {
         ErrorKind::UpstreamClosed | ErrorKind::BadResponse(_) | ErrorKind::Aborted => {
             Reason::INTERNAL_ERROR
         }
-        ErrorKind::UpstreamTimeout | ErrorKind::UpstreamSendTimeout => Reason::CANCEL,
         _ => Reason::CANCEL,
     }
 }
@@ -740,57 +739,6 @@ impl Downstream for H2Stream {
 
     fn split(&mut self) -> (&mut Input, &mut Output) {
         (&mut self.input, &mut self.output)
-    }
-}
-
-impl<T: RequestBody> RequestBody for &mut T {
-    fn take_body<F>(&mut self, f: F) -> Result<bool, ProxyError>
-    where
-        F: FnMut(&[u8]) -> Result<(), ProxyError>,
-    {
-        (**self).take_body(f)
-    }
-
-    fn trailers(&self) -> Option<&Headers> {
-        (**self).trailers()
-    }
-
-    async fn fill_body(&mut self) -> Result<(), ProxyError> {
-        (**self).fill_body().await
-    }
-
-    fn expects_continue(&self) -> bool {
-        (**self).expects_continue()
-    }
-}
-
-impl<T: ResponseSink> ResponseSink for &mut T {
-    async fn send_continue(&mut self) -> Result<(), ProxyError> {
-        (**self).send_continue().await
-    }
-
-    async fn send_interim(&mut self, head: &ResponseHead) -> Result<(), ProxyError> {
-        (**self).send_interim(head).await
-    }
-
-    fn start_response(&mut self, head: &ResponseHead) {
-        (**self).start_response(head)
-    }
-
-    fn push_body(&mut self, data: &[u8]) -> Result<(), ProxyError> {
-        (**self).push_body(data)
-    }
-
-    fn end_body(&mut self, trailers: Option<&Headers>) -> Result<(), ProxyError> {
-        (**self).end_body(trailers)
-    }
-
-    fn pending(&self) -> usize {
-        (**self).pending()
-    }
-
-    async fn flush(&mut self) -> Result<(), ProxyError> {
-        (**self).flush().await
     }
 }
 
