@@ -1,7 +1,8 @@
 //! HTTP/2 through the gateway over real sockets: curl over TLS (ALPN h2) and with prior
 //! knowledge (h2c), HTTP/1.1 still served on the same listener, many streams on one connection
 //! spread over endpoints, bodies larger than every window both ways, a stream reset mid-body,
-//! a rapid-reset flood, and an HTTP/2 upstream that sends GOAWAY under load.
+//! a rapid-reset flood, an HTTP/2 upstream that sends GOAWAY under load, drain, ALPN toward a
+//! TLS upstream, keep-alive PINGs, the idle GOAWAY and interim responses.
 
 mod support;
 
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use coregate::stats::ListenerStats;
 use h2::client::SendRequest;
 use support::gateway::{CatchAll, TestGateway};
+use support::h2frames::{ACK, GOAWAY, H2Client, HEADERS, NO_ERROR, PING};
 use support::harness::T;
 use support::tls::{Ca, Dir, Key};
 use support::upstream::{HttpUpstream, RawUpstream, Reply, checksum, pattern_bytes};
@@ -493,4 +495,118 @@ fn http2_to_a_tls_upstream_is_agreed_by_alpn_and_shared() {
         1,
         "A carried the ten requests as streams of one HTTP/2 connection to B"
     );
+}
+
+/// The request fields of `GET {path}` for the raw-frame client.
+fn raw_get(path: &str) -> [(&'static str, String); 4] {
+    [
+        (":method", "GET".to_owned()),
+        (":scheme", "http".to_owned()),
+        (":path", path.to_owned()),
+        (":authority", "app.test".to_owned()),
+    ]
+}
+
+#[test]
+fn keepalive_pings_keep_an_answering_client_and_close_a_silent_one() {
+    let up = HttpUpstream::builder().start();
+    let gw = CatchAll::new(up.addr())
+        .listener(
+            "main",
+            "    http2: true\n    http2_options:\n      connection_keepalive: { interval: 200ms, timeout: 300ms }\n",
+        )
+        .start();
+    // The h2 crate answers PINGs: its connection outlives several intervals and timeouts.
+    let (first, later) = run(async {
+        let send = h2c(gw.addr).await;
+        let first = fetch(&send, "/a").await.0;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        (first, fetch(&send, "/b").await.0)
+    });
+    assert_eq!((first, later), (200, 200));
+    assert_eq!(
+        total(&gw, |l| &l.downstream_cx_http2_total),
+        1,
+        "one connection"
+    );
+    // A client that never answers is PINGed, then closed.
+    let mut raw = H2Client::connect(gw.addr);
+    let started = std::time::Instant::now();
+    loop {
+        match raw.next_frame() {
+            Some(f) if f.kind == PING && !f.has(ACK) => break,
+            Some(_) => {}
+            None => panic!("closed before any PING"),
+        }
+    }
+    raw.read_until_closed();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "closed after one interval and one timeout: {waited:?}"
+    );
+}
+
+#[test]
+fn an_idle_connection_gets_goaway_and_is_closed() {
+    let up = HttpUpstream::builder().start();
+    let gw = CatchAll::new(up.addr())
+        .top("limits: { idle_timeout: 300ms }\n")
+        .listener("main", "    http2: true\n")
+        .start();
+    // A client that answers the graceful shutdown's PING gets the final GOAWAY, then the close.
+    let mut raw = H2Client::connect(gw.addr);
+    raw.request(1, &raw_get("/once"), true);
+    let mut answered = false;
+    loop {
+        let f = raw.next_frame().expect("open until the PING is answered");
+        answered |= f.kind == HEADERS && f.stream_id == 1 && f.status() == Some(200);
+        if f.kind == PING && !f.has(ACK) {
+            let payload: [u8; 8] = f.payload[..8].try_into().expect("8 bytes");
+            raw.ping(payload, true);
+            break;
+        }
+    }
+    assert!(answered, "the request was answered first");
+    let frames = raw.read_until_closed();
+    let goaway = frames
+        .iter()
+        .find(|f| f.kind == GOAWAY)
+        .expect("the final GOAWAY before the close");
+    assert_eq!(goaway.word(4), NO_ERROR);
+    assert_eq!(goaway.word(0) & 0x7fff_ffff, 1, "stream 1 was processed");
+    // One that stays silent is closed all the same, after a grace.
+    let mut silent = H2Client::connect(gw.addr);
+    silent.request(1, &raw_get("/once"), true);
+    let frames = silent.read_until_closed();
+    assert!(frames.iter().any(|f| f.kind == GOAWAY), "told GOAWAY first");
+}
+
+#[test]
+fn interim_responses_reach_http2_clients() {
+    let up = RawUpstream::start(|conn| {
+        if conn.read_head().is_some() {
+            conn.write(
+                b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n\
+                  HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            );
+        }
+    });
+    let gw = CatchAll::new(up.addr())
+        .listener("main", "    http2: true\n")
+        .start();
+    let mut raw = H2Client::connect(gw.addr);
+    raw.request(1, &raw_get("/hints"), true);
+    let mut heads = Vec::new();
+    while heads.len() < 2 {
+        let f = raw.next_frame().expect("open");
+        if f.kind == HEADERS && f.stream_id == 1 {
+            heads.push((f.status(), f.field("link").map(str::to_owned)));
+        }
+    }
+    assert_eq!(
+        heads[0],
+        (Some(103), Some("</a.css>; rel=preload".to_owned()))
+    );
+    assert_eq!(heads[1].0, Some(200));
 }

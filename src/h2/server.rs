@@ -34,9 +34,10 @@ use crate::worker::Worker;
 
 /// Response bytes h2 may buffer per stream beyond what the client's window lets out.
 const MAX_SEND_BUFFER: usize = 64 * 1024;
-/// How long a connection that was told GOAWAY (drain, idle) may take to finish its streams
-/// when the listener is not closing (the drain deadline bounds the other case).
-const IDLE_GOAWAY_GRACE: Duration = Duration::from_secs(5);
+/// How long an idle connection that was told GOAWAY may take to close. h2's graceful shutdown
+/// waits for the answer to a PING before its final GOAWAY: a client that never answers is
+/// closed after this, unless it opened streams meanwhile (a drain has its own deadline).
+const IDLE_GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// What every stream of a connection shares: who the client is and where it came in.
 struct Client {
@@ -137,7 +138,7 @@ async fn run(client: &Rc<Client>, io: Transport, first: Option<Received>, option
     let mut ping = options.keepalive.and_then(|_| conn.ping_pong());
     let mut state = ConnState {
         resets: ResetBudget::new(options.max_resets_per_second),
-        last_active: Instant::now(),
+        last_active: timer::now(),
         ping_sent: None,
         goaway_at: None,
         accepting: true,
@@ -163,6 +164,7 @@ async fn run(client: &Rc<Client>, io: Transport, first: Option<Received>, option
             .goaway_at
             .is_some_and(|at| now >= at + IDLE_GOAWAY_GRACE)
             && !draining
+            && streams.is_empty()
         {
             break;
         }
@@ -194,7 +196,8 @@ async fn run(client: &Rc<Client>, io: Transport, first: Option<Received>, option
 /// What the connection's task tracks between polls.
 struct ConnState {
     resets: ResetBudget,
-    /// When a stream last began or ended, or a PING was answered.
+    /// When a stream last began or ended, or a PING was answered (the coarse clock of the
+    /// timer wheel: no clock read per stream).
     last_active: Instant,
     /// A keep-alive PING is out since then.
     ping_sent: Option<Instant>,
@@ -239,7 +242,7 @@ fn drive(
     let stats = &client.slot.stats;
     loop {
         while let Poll::Ready(Some(end)) = streams.poll_next_unpin(cx) {
-            state.last_active = Instant::now();
+            state.last_active = timer::now();
             match end {
                 StreamEnd::Done => {}
                 StreamEnd::ResetByClient => stats.downstream_rq_rx_reset.inc(),
@@ -255,7 +258,7 @@ fn drive(
             && pp.poll_pong(cx).is_ready()
         {
             state.ping_sent = None;
-            state.last_active = Instant::now();
+            state.last_active = timer::now();
         }
         if !state.accepting {
             // h2 is done: only the streams still finishing are left.
@@ -267,7 +270,7 @@ fn drive(
         }
         match conn.poll_accept(cx) {
             Poll::Ready(Some(Ok((req, respond)))) => {
-                state.last_active = Instant::now();
+                state.last_active = timer::now();
                 streams.push(Box::pin(serve_stream(client.clone(), req, respond)));
             }
             Poll::Ready(Some(Err(e))) => {
