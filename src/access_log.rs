@@ -240,6 +240,7 @@ impl Entry<'_> {
             }
             Op::Protocol => put(match self.head.version {
                 Version::HTTP_10 => b"HTTP/1.0",
+                Version::HTTP_2 => b"HTTP/2",
                 _ => b"HTTP/1.1",
             }),
             Op::ResponseCode => put(num.format(self.status.unwrap_or(0)).as_bytes()),

@@ -1,5 +1,7 @@
-//! One downstream HTTP/1.x connection from accept to close: read heads under their limits and
-//! timeouts, hand each request to the proxy, answer errors, keep-alive and pipelining.
+//! One downstream connection from accept to close: the TLS handshake, the choice of protocol
+//! (ALPN, or the h2c preface; HTTP/2 is served by `h2::server`), and HTTP/1.x itself: read
+//! heads under their limits and timeouts, hand each request to the proxy, answer errors,
+//! keep-alive and pipelining; and the one step that records every finished request.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
@@ -36,7 +38,8 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 
 /// Serves one accepted connection to its end: the TLS handshake first on a TLS listener, then
-/// the protocol the client and the gateway agreed on (HTTP/1.x: ALPN `http/1.1` or none).
+/// the protocol the client and the gateway agreed on (HTTP/2: ALPN `h2` or the h2c preface;
+/// HTTP/1.x otherwise).
 /// `tracked` counts it out when it ends, or when its task is dropped (a drain cut short, before
 /// or during a request).
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, tracked: Tracked) {

@@ -304,3 +304,38 @@ fn envoys_default_format_and_sigusr1_reopen() {
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert_eq!(old.lines().count(), 1, "{old}");
 }
+
+#[test]
+fn http2_requests_are_logged_as_http2() {
+    let up = HttpUpstream::builder().start();
+    let dir = Dir::new("access-h2");
+    let log = dir.path("access.log");
+    let lines = format!(
+        "    http2: true\n    access_log:\n      - path: \"{}\"",
+        log.display()
+    );
+    let gw = CatchAll::new(up.addr()).listener("main", &lines).start();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+        ])
+        .arg(format!("http://127.0.0.1:{}/over-h2", gw.addr.port()))
+        .output()
+        .expect("curl runs (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = wait_lines(&log, 1);
+    assert!(
+        lines[0].contains("\"GET /over-h2 HTTP/2\" 200 "),
+        "{}",
+        lines[0]
+    );
+}
