@@ -79,8 +79,10 @@ pub fn read_request<B>(
         Some(pq) if !uri.path().is_empty() => pq.as_str(),
         _ => return Err(ProxyError::bad_request("missing :path\n")),
     };
-    if target.is_empty() {
-        return Err(ProxyError::bad_request("empty :path\n"));
+    // §8.3.1: an origin-form path, or `*` for OPTIONS alone.
+    let asterisk = target == "*" && *req.method() == http::Method::OPTIONS;
+    if !target.starts_with('/') && !asterisk {
+        return Err(ProxyError::bad_request("invalid :path\n"));
     }
     head.set_target(target.as_bytes());
     let headers = req.headers();
@@ -343,6 +345,23 @@ mod tests {
         let mut head = RequestHead::take();
         read_request(&req, true, &mut head).expect("Host stands in for :authority");
         assert_eq!(head.authority(), b"h.test");
+    }
+
+    #[test]
+    fn a_path_is_origin_form_or_an_options_asterisk() {
+        let mut head = RequestHead::take();
+        let relative = request(Request::builder().uri("https://app.test/a"));
+        read_request(&relative, true, &mut head).expect("origin form");
+        let star = request(
+            Request::builder()
+                .method("OPTIONS")
+                .uri("*")
+                .header("host", "app.test"),
+        );
+        let mut head = RequestHead::take();
+        read_request(&star, true, &mut head).expect("OPTIONS *");
+        let get_star = request(Request::builder().uri("*").header("host", "app.test"));
+        assert!(read_request(&get_star, true, &mut RequestHead::take()).is_err());
     }
 
     #[test]
