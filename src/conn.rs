@@ -55,11 +55,27 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, tracked: Tracked) {
         )
     };
     let Some(tls) = tls else {
-        if http2 {
-            // Boxed: only listeners with HTTP/2 on pay for the sniffing.
-            return Box::pin(sniff_h2c(tcp, peer, limit, tracked)).await;
+        let io = Transport::Plain(tcp);
+        if !http2 {
+            return serve_h1(io, peer, None, None, tracked).await;
         }
-        return serve_h1(Transport::Plain(tcp), peer, None, None, tracked).await;
+        // Boxed, and over before either protocol is served: only the first read of a
+        // connection to an HTTP/2 listener pays for it.
+        let Some((first, h2c)) = Box::pin(sniff_h2c(&io, limit, &tracked.slot)).await else {
+            return;
+        };
+        return if h2c {
+            Box::pin(crate::h2::server::serve(
+                io,
+                Some(first),
+                peer,
+                None,
+                tracked,
+            ))
+            .await
+        } else {
+            serve_h1(io, peer, None, Some(first), tracked).await
+        };
     };
     // Boxed: the handshake's state (the ClientHello reader, the first flights) is gone once it
     // ends, and a plaintext connection never pays for it.
@@ -138,23 +154,27 @@ impl Protocol {
 /// The HTTP/2 connection preface (RFC 9113 §3.4): a client with prior knowledge starts with it.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// On a plaintext listener with HTTP/2: reads the first bytes and serves HTTP/2 when they are
-/// the preface (h2c with prior knowledge), HTTP/1.x otherwise, before the HTTP/1 parser sees
-/// them (it would answer the preface's `PRI` request line with 505).
-async fn sniff_h2c(tcp: TcpStream, peer: SocketAddr, limit: Duration, tracked: Tracked) {
-    let io = Transport::Plain(tcp);
+/// On a plaintext listener with HTTP/2: reads the first bytes and tells whether they are the
+/// preface (h2c with prior knowledge: true) or HTTP/1.x, before the HTTP/1 parser sees them (it
+/// would answer the preface's `PRI` request line with 505). None: nothing came in time, or the
+/// listener closes.
+async fn sniff_h2c(
+    io: &Transport,
+    limit: Duration,
+    slot: &ListenerSlot,
+) -> Option<(rt::Received, bool)> {
     let first = {
         let read = pin!(timer::within(limit, io.read_pooled()));
-        match select(read, pin!(tracked.slot.closed())).await {
+        match select(read, pin!(slot.closed())).await {
             Either::Left((Some(Ok(Some(bytes))), _)) if !bytes.is_empty() => bytes,
             Either::Left((Some(Err(e)), _)) if rt::out_of_buffers(&e) => {
                 let mut buf = rt::take_buffer();
                 match timer::within(limit, io.read_some(&mut buf, MIN_READ)).await {
                     Some(Ok(n)) if n > 0 => rt::Received::Owned(buf),
-                    _ => return,
+                    _ => return None,
                 }
             }
-            _ => return,
+            _ => return None,
         }
     };
     // A preface split over reads (rare): gather up to its length before deciding.
@@ -165,18 +185,15 @@ async fn sniff_h2c(tcp: TcpStream, peer: SocketAddr, limit: Duration, tracked: T
         while buf.len() < PREFACE.len() && PREFACE.starts_with(&buf) {
             match timer::within(limit, io.read_some(&mut buf, MIN_READ)).await {
                 Some(Ok(n)) if n > 0 => {}
-                _ => return,
+                _ => return None,
             }
         }
         rt::Received::Owned(buf)
     } else {
         first
     };
-    if first.starts_with(PREFACE) {
-        crate::h2::server::serve(io, Some(first), peer, None, tracked).await
-    } else {
-        serve_h1(io, peer, None, Some(first), tracked).await
-    }
+    let h2c = first.starts_with(PREFACE);
+    Some((first, h2c))
 }
 
 /// What the TLS handshake told about a client.
