@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures_channel::mpsc::{UnboundedSender, unbounded};
 
 use crate::config::{Config, Workers};
+use crate::health::Probers;
 use crate::listener::{self, BindError};
 use crate::snapshot::{Carried, Published, Snapshot};
 use crate::stats::Registry;
@@ -66,8 +67,10 @@ pub struct Gateway {
     addresses: HashMap<String, SocketAddr>,
     published: Published,
     /// Session ticket keys (kept for the life of the process: a reload that made new ones
-    /// would invalidate every ticket clients hold) and the span exporter.
+    /// would invalidate every ticket clients hold), the span exporter and health verdicts.
     carried: Carried,
+    /// The health checkers of the clusters that have one.
+    probers: Probers,
 }
 
 /// The worker count `workers: auto` resolves to: the CPUs this process may run on.
@@ -144,12 +147,15 @@ impl Gateway {
             });
         }
         drop(ready_tx);
+        let mut probers = Probers::default();
+        probers.restart(&snapshot.clusters, &snapshot.health, &registry);
         let gateway = Gateway {
             workers,
             registry,
             addresses,
             published: Arc::new(Mutex::new(snapshot)),
             carried,
+            probers,
         };
         for _ in 0..count {
             match ready_rx.recv() {
@@ -281,6 +287,9 @@ impl Gateway {
             }
         }
         self.addresses = addresses;
+        // The new probers write the verdicts the cores now read (kept ones included).
+        self.probers
+            .restart(&snapshot.clusters, &snapshot.health, &self.registry);
         let generation = snapshot.generation;
         *self
             .published
@@ -301,6 +310,7 @@ impl Gateway {
     }
 
     fn stop(&mut self, drain: Duration) {
+        self.probers.stop();
         for w in &self.workers {
             let _ = w.commands.unbounded_send(Command::Stop { drain });
         }

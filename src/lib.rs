@@ -25,6 +25,7 @@ pub mod error;
 pub mod gateway;
 pub mod h1;
 pub mod h2;
+pub mod health;
 pub mod hosts;
 pub mod listener;
 pub mod message;

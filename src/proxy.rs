@@ -13,6 +13,7 @@ use tracing::debug;
 use crate::config::{Cluster, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::h2::client::{self, Session};
+use crate::health::ClusterHealth;
 use crate::message::{BodyLength, Headers, Method, RequestHead, ResponseHead};
 use crate::route::RouteId;
 use crate::sanitize::{Origin, sanitize};
@@ -244,7 +245,11 @@ pub async fn forward<D: Downstream>(
         .get(route.cluster)
         .and_then(Option::as_ref);
     let max_head = snapshot.limits.max_request_head_bytes;
-    let (endpoint, upstream, reused) = connect_any(cluster, spec, tls, max_head).await?;
+    let health = snapshot
+        .health
+        .get(route.cluster)
+        .and_then(Option::as_deref);
+    let (endpoint, upstream, reused) = connect_any(cluster, spec, tls, health, max_head).await?;
     let conn = match upstream {
         Upstream::H1(conn) => conn,
         Upstream::H2(session) => {
@@ -580,6 +585,7 @@ async fn connect_any(
     cluster: &ClusterState,
     spec: &Cluster,
     tls: Option<&ClientTls>,
+    health: Option<&ClusterHealth>,
     max_head: usize,
 ) -> Result<(usize, Upstream, bool), ProxyError> {
     let n = cluster.endpoints.len();
@@ -602,6 +608,12 @@ async fn connect_any(
         let Some(ep) = cluster.endpoints.get(endpoint) else {
             break;
         };
+        // An endpoint its health check took out is passed over (the schedule moves on, so
+        // the others keep their shares), unless so few are healthy that all are used.
+        if health.is_some_and(|h| !h.admits(endpoint)) {
+            failed.push(endpoint);
+            continue;
+        }
         match ep.connect(spec, tls, max_head).await {
             Ok((upstream, reused)) => return Ok((endpoint, upstream, reused)),
             Err(e) => {

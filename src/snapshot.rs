@@ -6,17 +6,21 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::config::{Cluster, Config, HttpOptions, Limits};
+use crate::health::{ClusterHealth, Verdicts};
 use crate::route::Router;
 use crate::tls::{ClientTls, ServerTls, Tickets};
 use crate::trace::RequestIdOptions;
 use crate::zipkin::{Exporter, Exporters};
 
 /// What a reload carries over from the previous snapshot: session ticket keys (tickets issued
-/// before it still resume) and the span exporter (spans queued are not lost).
+/// before it still resume), the span exporter (spans queued are not lost) and the health
+/// verdicts (an endpoint found down stays out).
 #[derive(Debug, Default)]
 pub struct Carried {
     pub tickets: Tickets,
     pub exporters: Exporters,
+    /// Health-check verdicts of the endpoints that stay.
+    pub verdicts: Verdicts,
 }
 
 /// Tracing as the cores use it.
@@ -57,6 +61,8 @@ pub struct Snapshot {
     pub clusters: Vec<Cluster>,
     /// Each cluster's TLS client config (by cluster index), for clusters with `tls`.
     pub upstream_tls: Vec<Option<ClientTls>>,
+    /// Each cluster's health verdicts (by cluster index), for clusters with `health_check`.
+    pub health: Vec<Option<Arc<ClusterHealth>>>,
     /// Set: sampled spans are exported.
     pub tracer: Option<Tracer>,
     /// The validated config it was compiled from, for summaries and reload diffs.
@@ -120,12 +126,19 @@ impl Snapshot {
             }),
             None => None,
         };
+        carried.verdicts.retain(&config.clusters);
+        let health = config
+            .clusters
+            .iter()
+            .map(|c| carried.verdicts.cluster(c))
+            .collect();
         Ok(Snapshot {
             generation,
             limits: config.limits.clone(),
             listeners,
             clusters: config.clusters.clone(),
             upstream_tls,
+            health,
             tracer,
             config,
         })

@@ -87,6 +87,20 @@ impl Config {
                 "idle_timeout": dur(c.idle_timeout),
                 "max_idle_per_core": c.max_idle_per_core,
                 "protocol": c.protocol.name(),
+                "panic_threshold": c.panic_threshold,
+                "health_check": c.health_check.as_ref().map(|h| json!({
+                    "kind": match &h.kind {
+                        crate::config::CheckKind::Tcp => json!({"tcp": {}}),
+                        crate::config::CheckKind::Http { path, host, expected_statuses } => json!({
+                            "http": {"path": path, "host": host, "expected_statuses": expected_statuses},
+                        }),
+                    },
+                    "interval": dur(h.interval),
+                    "timeout": dur(h.timeout),
+                    "jitter": dur(h.jitter),
+                    "healthy_threshold": h.healthy_threshold,
+                    "unhealthy_threshold": h.unhealthy_threshold,
+                })),
                 "http2_options": (c.protocol != crate::config::UpstreamProtocol::Http1).then(|| http2_options(&c.http2)),
                 "tls": c.tls.as_ref().map(|t| json!({
                     "sni": t.sni,

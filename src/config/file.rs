@@ -135,6 +135,30 @@ pub(super) struct RawHttp2Options {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawHealthCheck {
+    pub(super) http: Option<RawHttpCheck>,
+    pub(super) tcp: Option<RawTcpCheck>,
+    pub(super) interval: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) healthy_threshold: Option<i64>,
+    pub(super) unhealthy_threshold: Option<i64>,
+    pub(super) jitter: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttpCheck {
+    pub(super) path: String,
+    pub(super) host: Option<String>,
+    pub(super) expected_statuses: Option<Vec<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTcpCheck {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawKeepalive {
     pub(super) interval: String,
     pub(super) timeout: Option<String>,
@@ -235,6 +259,8 @@ pub(super) struct RawCluster {
     pub(super) tls: Option<RawUpstreamTls>,
     pub(super) protocol: Option<String>,
     pub(super) http2_options: Option<RawHttp2Options>,
+    pub(super) health_check: Option<RawHealthCheck>,
+    pub(super) panic_threshold: Option<i64>,
     #[serde(default)]
     pub(super) endpoints: Vec<RawEndpoint>,
 }

@@ -276,7 +276,40 @@ pub struct Cluster {
     /// The protocol spoken to the endpoints, and the HTTP/2 settings when it is HTTP/2.
     pub protocol: UpstreamProtocol,
     pub http2: Http2Options,
+    /// Set: one prober on the control side checks every endpoint, and endpoints it finds
+    /// unhealthy leave rotation on every core.
+    pub health_check: Option<HealthCheck>,
+    /// Below this share of healthy endpoints (percent), every endpoint is used anyway
+    /// (Envoy's panic threshold): a cluster half down still spreads its load.
+    pub panic_threshold: u8,
     pub endpoints: Vec<Endpoint>,
+}
+
+/// An active health check (Envoy's names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes that bring an unhealthy endpoint back, and failures that take a
+    /// healthy one out.
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    /// Up to this much is added to each interval at random, so probes of many gateways do not
+    /// arrive together.
+    pub jitter: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// The endpoint accepts a TCP connection.
+    Tcp,
+    /// `GET path` (Host: `host`, the cluster's name by default) answers one of the statuses.
+    Http {
+        path: String,
+        host: String,
+        expected_statuses: Vec<u16>,
+    },
 }
 
 /// What a cluster speaks to its endpoints.

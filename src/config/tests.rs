@@ -558,3 +558,36 @@ fn cluster_protocols_need_what_they_name() {
     let c = parse(&h2c, "t").unwrap();
     assert_eq!(c.clusters[0].protocol, UpstreamProtocol::Http2);
 }
+
+#[test]
+fn health_checks_are_checked_with_their_paths() {
+    let check = "    panic_threshold: 101\n    health_check:\n      http: { path: healthz, expected_statuses: [200, 700] }\n      interval: 1s\n      timeout: 2s\n    endpoints:";
+    let e = errs(&BASE.replace("    endpoints:", check));
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "clusters[0].panic_threshold",
+        "clusters[0].health_check.http.path",
+        "clusters[0].health_check.http.expected_statuses[1]",
+        "clusters[0].health_check.timeout",
+    ] {
+        assert!(paths.contains(&want), "{want} in {paths:?}");
+    }
+    let both = "    health_check: { http: { path: /h }, tcp: {} }\n    endpoints:";
+    let e = errs(&BASE.replace("    endpoints:", both));
+    assert_eq!(e[0].path, "clusters[0].health_check");
+    assert!(e[0].reason.contains("exactly one"), "{}", e[0].reason);
+    let ok = "    health_check: { http: { path: /healthz } }\n    endpoints:";
+    let c = parse(&BASE.replace("    endpoints:", ok), "t").unwrap();
+    let h = c.clusters[0].health_check.as_ref().expect("on");
+    assert_eq!(h.interval, Duration::from_secs(5));
+    assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (1, 2));
+    assert_eq!(
+        h.kind,
+        CheckKind::Http {
+            path: "/healthz".into(),
+            host: "c".into(),
+            expected_statuses: vec![200],
+        }
+    );
+    assert_eq!(c.clusters[0].panic_threshold, 50);
+}

@@ -526,6 +526,11 @@ fn cluster(
         c.err(&p("protocol"), why);
     }
     let http2 = http2_options(c, &cl.http2_options, &p("http2_options"));
+    let health_check = cl
+        .health_check
+        .as_ref()
+        .map(|h| health_check(c, h, &cl.name, &p("health_check")));
+    let panic_threshold = c.int(cl.panic_threshold, 50u8, 0..=100, &p("panic_threshold"));
     let tls = cl
         .tls
         .as_ref()
@@ -541,6 +546,8 @@ fn cluster(
         tls,
         protocol,
         http2,
+        health_check,
+        panic_threshold,
         endpoints,
     }
 }
@@ -727,6 +734,74 @@ fn http2_options(c: &mut Checker, raw: &Option<RawHttp2Options>, path: &str) -> 
             &p("max_resets_per_second"),
         ),
         keepalive,
+    }
+}
+
+fn health_check(c: &mut Checker, h: &RawHealthCheck, cluster: &str, path: &str) -> HealthCheck {
+    let p = |f: &str| format!("{path}.{f}");
+    let kind = match (&h.http, &h.tcp) {
+        (Some(http), None) => {
+            check_path(c, &http.path, &p("http.path"));
+            let host = http.host.clone().unwrap_or_else(|| cluster.to_owned());
+            if host.is_empty() || host.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                c.err(&p("http.host"), format!("invalid host {host:?}"));
+            }
+            let expected_statuses = match &http.expected_statuses {
+                None => vec![200],
+                Some(list) if list.is_empty() => {
+                    c.err(
+                        &p("http.expected_statuses"),
+                        "an empty list accepts nothing",
+                    );
+                    vec![200]
+                }
+                Some(list) => list
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, &s)| match u16::try_from(s) {
+                        Ok(s) if (100..=599).contains(&s) => Some(s),
+                        _ => {
+                            let why = format!("must be a status between 100 and 599, got {s}");
+                            c.err(&p(&format!("http.expected_statuses[{i}]")), why);
+                            None
+                        }
+                    })
+                    .collect(),
+            };
+            CheckKind::Http {
+                path: http.path.clone(),
+                host,
+                expected_statuses,
+            }
+        }
+        (None, Some(_)) => CheckKind::Tcp,
+        _ => {
+            c.err(path, "exactly one of `http` and `tcp` is required");
+            CheckKind::Tcp
+        }
+    };
+    let secs = Duration::from_secs;
+    let interval = c.dur(&h.interval, secs(5), &p("interval"));
+    let timeout = c.dur(&h.timeout, secs(1), &p("timeout"));
+    if timeout > interval {
+        c.err(&p("timeout"), "must not be longer than the interval");
+    }
+    let jitter = match &h.jitter {
+        Some(j) if j.trim() == "0" || j.trim() == "0s" => Duration::ZERO,
+        j => c.dur(j, Duration::ZERO, &p("jitter")),
+    };
+    HealthCheck {
+        kind,
+        interval,
+        timeout,
+        healthy_threshold: c.int(h.healthy_threshold, 1u32, 1..=1000, &p("healthy_threshold")),
+        unhealthy_threshold: c.int(
+            h.unhealthy_threshold,
+            2u32,
+            1..=1000,
+            &p("unhealthy_threshold"),
+        ),
+        jitter,
     }
 }
 

@@ -285,10 +285,16 @@ pub struct EndpointStats {
     pub upstream_rq_retry: Counter,
     /// No response head within the cluster's response timeout.
     pub upstream_rq_timeout: Counter,
+    /// Active health checks of the endpoint (written by its cluster's prober, in worker 0's
+    /// entry): probes, passed, failed, and whether it is healthy now (1) or out (0).
+    pub health_check_attempt: Counter,
+    pub health_check_success: Counter,
+    pub health_check_failure: Counter,
+    pub health_check_healthy: Counter,
 }
 
 impl EndpointStats {
-    pub const FIELDS: [Field<EndpointStats>; 17] = [
+    pub const FIELDS: [Field<EndpointStats>; 21] = [
         ("upstream_cx_total", |e| &e.upstream_cx_total, false),
         ("upstream_cx_active", |e| &e.upstream_cx_active, true),
         ("upstream_cx_idle", |e| &e.upstream_cx_idle, true),
@@ -322,6 +328,10 @@ impl EndpointStats {
         ("upstream_rq_5xx", |e| &e.upstream_rq_class[4], false),
         ("upstream_rq_retry", |e| &e.upstream_rq_retry, false),
         ("upstream_rq_timeout", |e| &e.upstream_rq_timeout, false),
+        ("health_check_attempt", |e| &e.health_check_attempt, false),
+        ("health_check_success", |e| &e.health_check_success, false),
+        ("health_check_failure", |e| &e.health_check_failure, false),
+        ("health_check_healthy", |e| &e.health_check_healthy, true),
     ];
 
     /// Counts the status of a response the upstream sent.

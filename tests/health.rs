@@ -1,0 +1,188 @@
+//! Active health checks over real sockets: an endpoint that starts hanging after accept is
+//! taken out of rotation by its probes and comes back when it answers again, the verdict
+//! survives a reload, and a cluster with nothing healthy and no panic mode answers 503 without
+//! trying its endpoints.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::client::raw_exchange;
+use support::gateway::TestGateway;
+use support::harness::T;
+use support::upstream::{HttpUpstream, Reply};
+
+/// An endpoint that answers `200 flaky` while `up`, and otherwise accepts and never answers.
+struct Flaky {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+}
+
+impl Flaky {
+    fn start() -> Flaky {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let up = Arc::new(AtomicBool::new(true));
+        let state = up.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming().take(10_000) {
+                let Ok(mut conn) = conn else { return };
+                let up = state.clone();
+                thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut buf = [0u8; 4096];
+                    // One request per read is enough for these small GETs.
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 {
+                            return;
+                        }
+                        if !up.load(Ordering::SeqCst) {
+                            // Hang: hold the connection, answer nothing.
+                            thread::sleep(Duration::from_secs(10));
+                            return;
+                        }
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nflaky";
+                        if conn.write_all(reply).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Flaky { addr, up }
+    }
+}
+
+fn config(good: SocketAddr, flaky: SocketAddr, extra: &str) -> String {
+    format!(
+        "workers: 2
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: [\"*\"]
+        routes:
+          - match: {{ prefix: \"/\" }}
+            route: {{ cluster: backend }}
+clusters:
+  - name: backend
+    response_timeout: 5s
+{extra}    endpoints:
+      - {{ address: \"{good}\" }}
+      - {{ address: \"{flaky}\" }}
+"
+    )
+}
+
+const HTTP_CHECK: &str = "    health_check:
+      http: { path: /healthz }
+      interval: 100ms
+      timeout: 80ms
+      unhealthy_threshold: 2
+      healthy_threshold: 1
+";
+
+/// Waits (bounded) until the endpoint's health gauge reads `healthy`.
+fn wait_health(gw: &TestGateway, addr: SocketAddr, healthy: bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.endpoint("backend", addr).health_check_healthy.get() != u64::from(healthy) {
+        assert!(
+            Instant::now() < deadline,
+            "{addr} never became {}",
+            if healthy { "healthy" } else { "unhealthy" }
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The bodies of `n` requests, each on a new connection.
+fn bodies(gw: &TestGateway, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let got = raw_exchange(
+                gw.addr,
+                b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+                T,
+            );
+            assert_eq!(got.status(), Some(200), "{}", got.text());
+            got.responses()[0].text()
+        })
+        .collect()
+}
+
+#[test]
+fn a_hanging_endpoint_is_taken_out_and_comes_back() {
+    let good = HttpUpstream::builder()
+        .route("/", Reply::Status(200, "good"))
+        .start();
+    let flaky = Flaky::start();
+    let gw = TestGateway::start(&config(good.addr(), flaky.addr, HTTP_CHECK));
+    wait_health(&gw, flaky.addr, true);
+    // Each of the two cores alternates on its own: the split is even within one per core.
+    let before = bodies(&gw, 8);
+    let share = |got: &[String]| got.iter().filter(|b| *b == "flaky").count();
+    assert!((2..=6).contains(&share(&before)), "{before:?}");
+
+    flaky.up.store(false, Ordering::SeqCst);
+    wait_health(&gw, flaky.addr, false);
+    let out = bodies(&gw, 10);
+    assert!(out.iter().all(|b| b == "good"), "{out:?}");
+    let probes = gw.endpoint("backend", flaky.addr);
+    assert!(probes.health_check_failure.get() >= 2);
+
+    // A reload that keeps the endpoint keeps its verdict: it stays out at once.
+    let mut gw = gw;
+    let again = coregate::config::parse(&config(good.addr(), flaky.addr, HTTP_CHECK), "t.yaml")
+        .expect("valid");
+    gw.gateway.reload(again).expect("reload");
+    let after_reload = bodies(&gw, 6);
+    assert!(after_reload.iter().all(|b| b == "good"), "{after_reload:?}");
+
+    flaky.up.store(true, Ordering::SeqCst);
+    wait_health(&gw, flaky.addr, true);
+    let back = bodies(&gw, 8);
+    assert!((2..=6).contains(&share(&back)), "{back:?}");
+}
+
+#[test]
+fn nothing_healthy_without_panic_mode_is_503_at_once() {
+    // Both endpoints refuse connections: their ports are bound, then closed.
+    let closed = || {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let (a, b) = (closed(), closed());
+    let check = "    panic_threshold: 0
+    health_check:
+      tcp: {}
+      interval: 100ms
+      timeout: 50ms
+      unhealthy_threshold: 1
+";
+    let gw = TestGateway::start(&config(a, b, check));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for addr in [a, b] {
+        while gw.endpoint("backend", addr).health_check_healthy.get() != 0 {
+            assert!(Instant::now() < deadline, "{addr} still healthy");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let connects = |gw: &TestGateway| {
+        gw.endpoint("backend", a).upstream_cx_connect_fail.get()
+            + gw.endpoint("backend", b).upstream_cx_connect_fail.get()
+    };
+    let tried = connects(&gw);
+    let got = raw_exchange(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        T,
+    );
+    assert_eq!(got.status(), Some(503), "{}", got.text());
+    assert_eq!(connects(&gw), tried, "no connect was tried");
+}
