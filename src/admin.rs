@@ -224,9 +224,15 @@ const INDEX: &str = "\
 fn clusters(registry: &Registry, snapshot: &Snapshot, json: bool) -> String {
     let mut out = String::new();
     let mut all = Vec::new();
-    for cluster in &snapshot.clusters {
+    for (ci, cluster) in snapshot.clusters.iter().enumerate() {
+        let health = snapshot.health.get(ci).and_then(Option::as_ref);
         let mut endpoints = Vec::new();
-        for e in &cluster.endpoints {
+        for (ei, e) in cluster.endpoints.iter().enumerate() {
+            // Envoy's health_flags: healthy, or failed an active health check.
+            let flags = match health {
+                Some(h) if !h.is_healthy(ei) => "/failed_active_hc",
+                _ => "healthy",
+            };
             let per_worker = registry.endpoint_per_worker(&cluster.name, e.address);
             let total = registry.endpoint_totals(&cluster.name, e.address);
             let stats =
@@ -239,6 +245,7 @@ fn clusters(registry: &Registry, snapshot: &Snapshot, json: bool) -> String {
             if !json {
                 let p = format!("{}::{}", cluster.name, e.address);
                 let _ = writeln!(out, "{p}::weight::{}", e.weight);
+                let _ = writeln!(out, "{p}::health_flags::{flags}");
                 for (name, read, _) in EndpointStats::FIELDS {
                     let _ = writeln!(out, "{p}::{name}::{}", read(&total).get());
                 }
@@ -251,6 +258,7 @@ fn clusters(registry: &Registry, snapshot: &Snapshot, json: bool) -> String {
             endpoints.push(serde_json::json!({
                 "address": e.address.to_string(),
                 "weight": e.weight,
+                "health_flags": flags,
                 "total": stats(&total),
                 "workers": per_worker
                     .iter()

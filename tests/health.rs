@@ -135,6 +135,22 @@ fn a_hanging_endpoint_is_taken_out_and_comes_back() {
     assert!(out.iter().all(|b| b == "good"), "{out:?}");
     let probes = gw.endpoint("backend", flaky.addr);
     assert!(probes.health_check_failure.get() >= 2);
+    let admin = gw.start_admin();
+    let clusters = raw_exchange(
+        admin,
+        b"GET /clusters HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        T,
+    )
+    .text();
+    let flag = |addr: SocketAddr| format!("backend::{addr}::health_flags::");
+    assert!(
+        clusters.contains(&format!("{}/failed_active_hc", flag(flaky.addr))),
+        "{clusters}"
+    );
+    assert!(
+        clusters.contains(&format!("{}healthy", flag(good.addr()))),
+        "{clusters}"
+    );
 
     // A reload that keeps the endpoint keeps its verdict: it stays out at once.
     let mut gw = gw;
