@@ -188,6 +188,7 @@ pub fn response_flags(error: Option<&ProxyError>, retried: bool) -> Cow<'static,
     let flag = match e.kind {
         ErrorKind::NoRoute => "NR",
         ErrorKind::NoUpstream => "UH",
+        ErrorKind::Overflow => "UO",
         ErrorKind::UpstreamTls => "UF",
         ErrorKind::UpstreamClosed | ErrorKind::Aborted => "UC",
         ErrorKind::UpstreamTimeout | ErrorKind::UpstreamSendTimeout => "UT",

@@ -34,6 +34,9 @@ pub enum ErrorKind {
     NoRoute,
     /// 503: no endpoint of the cluster accepted a connection.
     NoUpstream,
+    /// 503: a circuit breaker of the cluster is open (too many connections, requests, or
+    /// requests waiting for a connection under way on this core).
+    Overflow,
     /// 502: the upstream closed or reset before a complete response head.
     UpstreamClosed,
     /// 502: no endpoint completed a TLS handshake (a certificate that does not verify, no
@@ -118,7 +121,7 @@ impl ProxyError {
             ErrorKind::VersionNotSupported => 505,
             ErrorKind::NotImplemented(_) => 501,
             ErrorKind::NoRoute => 404,
-            ErrorKind::NoUpstream => 503,
+            ErrorKind::NoUpstream | ErrorKind::Overflow => 503,
             ErrorKind::UpstreamClosed | ErrorKind::UpstreamTls | ErrorKind::BadResponse(_) => 502,
             ErrorKind::UpstreamTimeout | ErrorKind::UpstreamSendTimeout => 504,
             ErrorKind::ClientGone | ErrorKind::Aborted => return None,
@@ -152,6 +155,7 @@ impl ProxyError {
             ErrorKind::NotImplemented(why) => why,
             ErrorKind::NoRoute => "no route matched this request\n",
             ErrorKind::NoUpstream => "no upstream endpoint available\n",
+            ErrorKind::Overflow => "upstream overflow: too many requests under way\n",
             ErrorKind::UpstreamClosed => "upstream closed the connection before responding\n",
             ErrorKind::UpstreamTls => "upstream TLS handshake failed\n",
             ErrorKind::BadResponse(why) => why,

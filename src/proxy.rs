@@ -21,7 +21,7 @@ use crate::timer;
 use crate::tls::{ClientTls, TlsInfo};
 use crate::trace::{self, Span};
 use crate::upstream::{ConnectError, Head, Idle, ResponseReader, UpstreamConn, UpstreamRequest};
-use crate::worker::{ClusterState, EndpointState, Worker};
+use crate::worker::{ClusterState, EndpointState, Held, Worker};
 
 /// The downstream side of one exchange (an HTTP/1 connection today, an HTTP/2 stream
 /// tomorrow), split in two halves that work at the same time: a response may stream back while
@@ -245,6 +245,11 @@ pub async fn forward<D: Downstream>(
         .get(route.cluster)
         .and_then(Option::as_ref);
     let max_head = snapshot.limits.max_request_head_bytes;
+    // Circuit breaker: at most this core's share of `max_requests` under way.
+    let Some(_request) = Held::take(&cluster.load.requests, cluster.breakers.max_requests) else {
+        cluster.stats.upstream_rq_pending_overflow.inc();
+        return Err(ProxyError::upstream(ErrorKind::Overflow));
+    };
     let health = snapshot
         .health
         .get(route.cluster)
@@ -282,6 +287,7 @@ pub async fn forward<D: Downstream>(
     outcome.reused = reused;
 
     let mut exchange = Exchange {
+        cluster,
         spec,
         tls,
         ep,
@@ -382,6 +388,7 @@ fn pull_body<B: RequestBody>(
 /// One exchange with the upstream: the connection, the request going out and the response
 /// coming back.
 struct Exchange<'a> {
+    cluster: &'a ClusterState,
     spec: &'a Cluster,
     tls: Option<&'a ClientTls>,
     ep: &'a EndpointState,
@@ -403,6 +410,8 @@ impl Exchange<'_> {
     /// upstream allows the connection to be reused.
     async fn whole<S: ResponseSink>(&mut self, sink: &mut S) -> Result<bool, ProxyError> {
         let started = Instant::now();
+        // A retry holds a place under the cluster's `max_retries` while it runs.
+        let mut _retrying = None;
         let keep_alive = loop {
             let sent = async {
                 self.request
@@ -419,6 +428,14 @@ impl Exchange<'_> {
                 {
                     // The upstream had closed the pooled connection while it was idle; the
                     // request never reached the application.
+                    let cluster = self.cluster;
+                    let Some(held) = cluster.hold_retry() else {
+                        return Err(ProxyError {
+                            retryable: false,
+                            ..e
+                        });
+                    };
+                    _retrying = Some(held);
                     debug!(endpoint = %self.ep.address, "retrying on a new connection after {e}");
                     self.outcome.retried = true;
                     self.ep.stats.upstream_rq_retry.inc();
@@ -614,8 +631,10 @@ async fn connect_any(
             failed.push(endpoint);
             continue;
         }
-        match ep.connect(spec, tls, max_head).await {
+        match ep.connect(cluster, spec, tls, max_head).await {
             Ok((upstream, reused)) => return Ok((endpoint, upstream, reused)),
+            // A breaker is open for the cluster, not just this endpoint.
+            Err(e) if e.kind == ErrorKind::Overflow => return Err(e),
             Err(e) => {
                 debug!(endpoint = %ep.address, cluster = %spec.name, "connect failed: {e}");
                 cause = Some(e);
@@ -632,6 +651,7 @@ impl EndpointState {
     /// on this core: the others wait for it and share the session.
     async fn connect(
         &self,
+        cluster: &ClusterState,
         spec: &Cluster,
         tls: Option<&ClientTls>,
         max_head: usize,
@@ -652,6 +672,9 @@ impl EndpointState {
                 if !self.h2.is_connecting() {
                     break;
                 }
+                let Some(_pending) = cluster.hold_pending() else {
+                    return Err(ProxyError::upstream(ErrorKind::Overflow));
+                };
                 self.h2.wait().await;
             }
         }
@@ -667,6 +690,17 @@ impl EndpointState {
                 }
             }
         }
+        // Circuit breakers: the cluster's open connections, and requests waiting for one.
+        let open: u64 = (cluster.endpoints.iter())
+            .map(|e| e.stats.upstream_cx_active.get())
+            .sum();
+        if open >= u64::from(cluster.breakers.max_connections) {
+            cluster.stats.upstream_cx_overflow.inc();
+            return Err(ProxyError::upstream(ErrorKind::Overflow));
+        }
+        let Some(_pending) = cluster.hold_pending() else {
+            return Err(ProxyError::upstream(ErrorKind::Overflow));
+        };
         let _connecting = (protocol != UpstreamProtocol::Http1).then(|| self.h2.connecting());
         let conn = UpstreamConn::connect(self.address, spec.connect_timeout, tls)
             .await
@@ -691,6 +725,28 @@ impl EndpointState {
         }
         self.h2.set_speaks_h2(false);
         Ok((Upstream::H1(conn), false))
+    }
+}
+
+impl ClusterState {
+    /// Holds a place among the requests waiting for a connection, unless this core's share
+    /// of `max_pending_requests` is taken (counted as an overflow).
+    fn hold_pending(&self) -> Option<Held<'_>> {
+        let held = Held::take(&self.load.pending, self.breakers.max_pending_requests);
+        if held.is_none() {
+            self.stats.upstream_rq_pending_overflow.inc();
+        }
+        held
+    }
+
+    /// Holds a place among the retries under way, unless this core's share of `max_retries`
+    /// is taken (counted as an overflow: the request is not retried).
+    fn hold_retry(&self) -> Option<Held<'_>> {
+        let held = Held::take(&self.load.retries, self.breakers.max_retries);
+        if held.is_none() {
+            self.stats.upstream_rq_retry_overflow.inc();
+        }
+        held
     }
 }
 
@@ -733,6 +789,7 @@ impl H2Exchange<'_> {
         };
         let head_request = head.method == Method::HEAD;
         let began = Instant::now();
+        let mut _retrying = None;
         let result = loop {
             let req = client::request(head, self.tls.is_some(), &self.spec.name)?;
             let exchange = client::exchange(
@@ -751,11 +808,21 @@ impl H2Exchange<'_> {
                         && !outcome.retried
                         && matches!(request_body, client::Body::Held(_)) =>
                 {
+                    let Some(held) = self.cluster.hold_retry() else {
+                        break Err(ProxyError {
+                            retryable: false,
+                            ..e
+                        });
+                    };
+                    _retrying = Some(held);
                     debug!(endpoint = %ep.address, "retrying a stream the upstream did not process: {e}");
                     session.close();
                     outcome.retried = true;
                     ep.stats.upstream_rq_retry.inc();
-                    session = match ep.connect(self.spec, self.tls, self.max_head).await? {
+                    session = match ep
+                        .connect(self.cluster, self.spec, self.tls, self.max_head)
+                        .await?
+                    {
                         (Upstream::H2(s), _) => s,
                         (Upstream::H1(_), _) => break Err(e),
                     };

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 
 use crate::access_log;
 use crate::balance::Wrr;
+use crate::config::CircuitBreakers;
 use crate::conn;
 use crate::h2::client::Sessions;
 use crate::listener;
@@ -24,7 +25,7 @@ use crate::rt::{self, TcpListener};
 use crate::slot::{ListenerSlot, SlotStats};
 use crate::snapshot::Snapshot;
 use crate::stats::{
-    EndpointStats, HistKey, LocalHistogram, LocalHistograms, Registry, WorkerStats,
+    ClusterStats, EndpointStats, HistKey, LocalHistogram, LocalHistograms, Registry, WorkerStats,
 };
 use crate::timer;
 use crate::upstream::{Idle, UpstreamConn};
@@ -59,6 +60,41 @@ pub struct ClusterState {
     pub endpoints: Box<[EndpointState]>,
     /// `cluster.<name>.upstream_rq_time` on this core.
     pub rq_time: Rc<LocalHistogram>,
+    /// The cluster's own counters on this core (circuit-breaker overflows).
+    pub stats: Arc<ClusterStats>,
+    /// This core's share of the circuit breakers, and what is under way against them (kept
+    /// across reloads, so requests that began before one still count).
+    pub breakers: CircuitBreakers,
+    pub load: Rc<ClusterLoad>,
+}
+
+/// What a cluster has under way on this core, against its circuit breakers.
+#[derive(Debug, Default)]
+pub struct ClusterLoad {
+    pub requests: Cell<u32>,
+    pub pending: Cell<u32>,
+    pub retries: Cell<u32>,
+}
+
+/// Counts one unit in `cell` while it lives.
+pub struct Held<'a>(&'a Cell<u32>);
+
+impl<'a> Held<'a> {
+    /// Holds one unit unless `max` are held already.
+    pub fn take(cell: &'a Cell<u32>, max: u32) -> Option<Held<'a>> {
+        let n = cell.get();
+        if n >= max {
+            return None;
+        }
+        cell.set(n + 1);
+        Some(Held(cell))
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 /// This core's view of one snapshot. Requests hold an `Rc` to the generation they started
@@ -173,10 +209,26 @@ impl Worker {
                         }
                     })
                     .collect();
+                let load = before
+                    .get(c.name.as_str())
+                    .and_then(|&i| previous.clusters.get(i))
+                    .map_or_else(Rc::default, |old| old.load.clone());
+                // This core's share: the limit over the workers, rounded up.
+                let workers = self.workers.max(1) as u32;
+                let share = |limit: u32| limit.div_ceil(workers);
+                let b = c.circuit_breakers;
                 ClusterState {
                     balancer: RefCell::new(balancer),
                     endpoints,
                     rq_time: self.histograms.get(HistKey::upstream_rq_time(&c.name)),
+                    stats: self.registry.cluster(self.id, &c.name),
+                    breakers: CircuitBreakers {
+                        max_connections: share(b.max_connections),
+                        max_pending_requests: share(b.max_pending_requests),
+                        max_requests: share(b.max_requests),
+                        max_retries: share(b.max_retries),
+                    },
+                    load,
                 }
             })
             .collect();

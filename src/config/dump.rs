@@ -88,6 +88,12 @@ impl Config {
                 "max_idle_per_core": c.max_idle_per_core,
                 "protocol": c.protocol.name(),
                 "panic_threshold": c.panic_threshold,
+                "circuit_breakers": json!({
+                    "max_connections": c.circuit_breakers.max_connections,
+                    "max_pending_requests": c.circuit_breakers.max_pending_requests,
+                    "max_requests": c.circuit_breakers.max_requests,
+                    "max_retries": c.circuit_breakers.max_retries,
+                }),
                 "health_check": c.health_check.as_ref().map(|h| json!({
                     "kind": match &h.kind {
                         crate::config::CheckKind::Tcp => json!({"tcp": {}}),

@@ -147,6 +147,15 @@ pub(super) struct RawHealthCheck {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawCircuitBreakers {
+    pub(super) max_connections: Option<i64>,
+    pub(super) max_pending_requests: Option<i64>,
+    pub(super) max_requests: Option<i64>,
+    pub(super) max_retries: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawHttpCheck {
     pub(super) path: String,
     pub(super) host: Option<String>,
@@ -261,6 +270,7 @@ pub(super) struct RawCluster {
     pub(super) http2_options: Option<RawHttp2Options>,
     pub(super) health_check: Option<RawHealthCheck>,
     pub(super) panic_threshold: Option<i64>,
+    pub(super) circuit_breakers: Option<RawCircuitBreakers>,
     #[serde(default)]
     pub(super) endpoints: Vec<RawEndpoint>,
 }

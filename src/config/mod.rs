@@ -282,7 +282,34 @@ pub struct Cluster {
     /// Below this share of healthy endpoints (percent), every endpoint is used anyway
     /// (Envoy's panic threshold): a cluster half down still spreads its load.
     pub panic_threshold: u8,
+    pub circuit_breakers: CircuitBreakers,
     pub endpoints: Vec<Endpoint>,
+}
+
+/// Limits on what a cluster may have under way (Envoy's names and defaults), for the whole
+/// gateway: each core enforces its share, the limit divided by the workers (rounded up).
+/// Past one, a request is answered 503 at once and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreakers {
+    /// Upstream connections open.
+    pub max_connections: u32,
+    /// Requests waiting for a connection (a connect under way).
+    pub max_pending_requests: u32,
+    /// Requests under way.
+    pub max_requests: u32,
+    /// Retries under way.
+    pub max_retries: u32,
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        CircuitBreakers {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
+    }
 }
 
 /// An active health check (Envoy's names).

@@ -591,3 +591,20 @@ fn health_checks_are_checked_with_their_paths() {
     );
     assert_eq!(c.clusters[0].panic_threshold, 50);
 }
+
+#[test]
+fn circuit_breakers_default_to_envoys_and_are_checked() {
+    let c = parse(BASE, "t").unwrap();
+    assert_eq!(c.clusters[0].circuit_breakers, CircuitBreakers::default());
+    assert_eq!(c.clusters[0].circuit_breakers.max_retries, 3);
+    let bad = "    circuit_breakers: { max_requests: 0, max_retries: -1 }\n    endpoints:";
+    let e = errs(&BASE.replace("    endpoints:", bad));
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "clusters[0].circuit_breakers.max_requests",
+            "clusters[0].circuit_breakers.max_retries"
+        ]
+    );
+}

@@ -531,6 +531,30 @@ fn cluster(
         .as_ref()
         .map(|h| health_check(c, h, &cl.name, &p("health_check")));
     let panic_threshold = c.int(cl.panic_threshold, 50u8, 0..=100, &p("panic_threshold"));
+    let circuit_breakers = cl
+        .circuit_breakers
+        .as_ref()
+        .map_or_else(Default::default, |b| {
+            let d = CircuitBreakers::default();
+            let p = |f: &str| format!("clusters[{ci}].circuit_breakers.{f}");
+            const MAX: i64 = 1 << 30;
+            CircuitBreakers {
+                max_connections: c.int(
+                    b.max_connections,
+                    d.max_connections,
+                    1..=MAX,
+                    &p("max_connections"),
+                ),
+                max_pending_requests: c.int(
+                    b.max_pending_requests,
+                    d.max_pending_requests,
+                    1..=MAX,
+                    &p("max_pending_requests"),
+                ),
+                max_requests: c.int(b.max_requests, d.max_requests, 1..=MAX, &p("max_requests")),
+                max_retries: c.int(b.max_retries, d.max_retries, 0..=MAX, &p("max_retries")),
+            }
+        });
     let tls = cl
         .tls
         .as_ref()
@@ -548,6 +572,7 @@ fn cluster(
         http2,
         health_check,
         panic_threshold,
+        circuit_breakers,
         endpoints,
     }
 }

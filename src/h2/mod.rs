@@ -262,7 +262,10 @@ pub fn is_grpc(head: &RequestHead) -> bool {
 /// could take the call, 4 DEADLINE_EXCEEDED when the upstream did not answer in time.
 pub fn grpc_status(e: &ProxyError) -> u8 {
     match e.kind {
-        ErrorKind::NoUpstream | ErrorKind::UpstreamClosed | ErrorKind::UpstreamTls => 14,
+        ErrorKind::NoUpstream
+        | ErrorKind::Overflow
+        | ErrorKind::UpstreamClosed
+        | ErrorKind::UpstreamTls => 14,
         ErrorKind::UpstreamTimeout | ErrorKind::UpstreamSendTimeout => 4,
         ErrorKind::RequestTimeout => 4,
         ErrorKind::NoRoute | ErrorKind::NotImplemented(_) => 12,

@@ -257,6 +257,34 @@ impl ListenerLoad {
     }
 }
 
+/// What one worker did with one cluster before any endpoint was involved (`cluster.<name>.*`,
+/// beside the sums of its endpoints' counters): requests refused by a circuit breaker.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// A new connection was needed while `max_connections` were open.
+    pub upstream_cx_overflow: Counter,
+    /// `max_requests` were under way, or `max_pending_requests` waited for a connection.
+    pub upstream_rq_pending_overflow: Counter,
+    /// A retry was skipped: `max_retries` were under way.
+    pub upstream_rq_retry_overflow: Counter,
+}
+
+impl ClusterStats {
+    pub const FIELDS: [Field<ClusterStats>; 3] = [
+        ("upstream_cx_overflow", |c| &c.upstream_cx_overflow, false),
+        (
+            "upstream_rq_pending_overflow",
+            |c| &c.upstream_rq_pending_overflow,
+            false,
+        ),
+        (
+            "upstream_rq_retry_overflow",
+            |c| &c.upstream_rq_retry_overflow,
+            false,
+        ),
+    ];
+}
+
 /// What one worker did with one endpoint of one cluster; the cluster's counters
 /// (`cluster.<name>.*`) are the sums over its endpoints.
 #[derive(Debug, Default)]
@@ -543,6 +571,8 @@ pub struct Registry {
     workers: Vec<Arc<WorkerStats>>,
     /// Written when a worker builds a config generation, never on the request path.
     endpoints: Mutex<BTreeMap<EndpointKey, Arc<EndpointStats>>>,
+    /// By (cluster name, worker); written likewise.
+    clusters: Mutex<BTreeMap<(String, usize), Arc<ClusterStats>>>,
     /// By (listener name, worker): kept across reloads so that open connections stay counted.
     listeners: Mutex<BTreeMap<(String, usize), Arc<ListenerStats>>>,
     /// By listener name, over every core (`max_connections`).
@@ -567,6 +597,7 @@ impl Registry {
                 })
                 .collect(),
             endpoints: Mutex::new(BTreeMap::new()),
+            clusters: Mutex::new(BTreeMap::new()),
             listeners: Mutex::new(BTreeMap::new()),
             loads: Mutex::new(BTreeMap::new()),
             histograms: Mutex::new(BTreeMap::new()),
@@ -594,6 +625,23 @@ impl Registry {
         if ok { &s.reloads_ok } else { &s.reloads_failed }.inc();
         s.last_reload_time.set(now);
         s.last_reload_ok.set(u64::from(ok));
+    }
+
+    /// A cluster's own counters on a worker, created on first use.
+    pub fn cluster(&self, worker: usize, cluster: &str) -> Arc<ClusterStats> {
+        lock(&self.clusters)
+            .entry((cluster.to_owned(), worker))
+            .or_default()
+            .clone()
+    }
+
+    /// A cluster's own counter summed over every worker.
+    pub fn cluster_total(&self, cluster: &str, field: fn(&ClusterStats) -> &Counter) -> u64 {
+        lock(&self.clusters)
+            .iter()
+            .filter(|((c, _), _)| c == cluster)
+            .map(|(_, s)| field(s).get())
+            .sum()
     }
 
     /// The counters of an endpoint on a worker, created on first use.

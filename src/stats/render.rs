@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use super::{
-    EndpointStats, Field, HistKey, Latency, ListenerStats, Registry, TlsStats, WorkerStats, lock,
+    ClusterStats, EndpointStats, Field, HistKey, Latency, ListenerStats, Registry, TlsStats,
+    WorkerStats, lock,
 };
 
 /// How the stats are written.
@@ -245,6 +246,19 @@ impl Registry {
         }
         drop(by_cluster);
         drop(endpoints);
+        let clusters = lock(&self.clusters);
+        let mut own: BTreeMap<&str, Vec<&ClusterStats>> = BTreeMap::new();
+        for ((cluster, _), stats) in clusters.iter() {
+            own.entry(cluster).or_default().push(stats);
+        }
+        for (cluster, per_worker) in &own {
+            let labels: Labels = Rc::from(vec![("cluster", (*cluster).to_owned())]);
+            let prefix = format!("cluster.{cluster}");
+            let fields = &ClusterStats::FIELDS;
+            c.fields(&prefix, "coregate_cluster", &labels, fields, per_worker);
+        }
+        drop(own);
+        drop(clusters);
 
         for w in &self.workers {
             let labels: Labels = Rc::from(vec![("worker", w.worker.to_string())]);
