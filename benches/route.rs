@@ -16,6 +16,8 @@ fn prefix_route(p: String, cluster: usize) -> Route {
         methods: None,
         cluster,
         max_request_body_bytes: None,
+        timeout: None,
+        idle_timeout: None,
         client_certificate: None,
     }
 }
@@ -52,6 +54,8 @@ fn many_routes(n: usize) -> Router {
                     methods: Some(vec![Method::GET]),
                     cluster: i,
                     max_request_body_bytes: None,
+                    timeout: None,
+                    idle_timeout: None,
                     client_certificate: None,
                 }
             } else {

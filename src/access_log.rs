@@ -191,7 +191,9 @@ pub fn response_flags(error: Option<&ProxyError>, retried: bool) -> Cow<'static,
         ErrorKind::Overflow => "UO",
         ErrorKind::UpstreamTls => "UF",
         ErrorKind::UpstreamClosed | ErrorKind::Aborted => "UC",
-        ErrorKind::UpstreamTimeout | ErrorKind::UpstreamSendTimeout => "UT",
+        ErrorKind::UpstreamTimeout | ErrorKind::UpstreamSendTimeout | ErrorKind::RouteTimeout => {
+            "UT"
+        }
         ErrorKind::BadResponse(_) => "UPE",
         ErrorKind::ClientGone => "DC",
         ErrorKind::RequestTimeout => "DT",

@@ -46,6 +46,9 @@ pub enum ErrorKind {
     BadResponse(&'static str),
     /// 504: the upstream did not answer within the cluster's response timeout.
     UpstreamTimeout,
+    /// 504: the exchange did not complete within its route's timeout (a response under way is
+    /// cut instead).
+    RouteTimeout,
     /// 504: the upstream stopped reading the request (no write progress within the cluster's
     /// send timeout).
     UpstreamSendTimeout,
@@ -123,7 +126,9 @@ impl ProxyError {
             ErrorKind::NoRoute => 404,
             ErrorKind::NoUpstream | ErrorKind::Overflow => 503,
             ErrorKind::UpstreamClosed | ErrorKind::UpstreamTls | ErrorKind::BadResponse(_) => 502,
-            ErrorKind::UpstreamTimeout | ErrorKind::UpstreamSendTimeout => 504,
+            ErrorKind::UpstreamTimeout
+            | ErrorKind::UpstreamSendTimeout
+            | ErrorKind::RouteTimeout => 504,
             ErrorKind::ClientGone | ErrorKind::Aborted => return None,
         })
     }
@@ -160,6 +165,7 @@ impl ProxyError {
             ErrorKind::UpstreamTls => "upstream TLS handshake failed\n",
             ErrorKind::BadResponse(why) => why,
             ErrorKind::UpstreamTimeout => "upstream response timeout\n",
+            ErrorKind::RouteTimeout => "upstream request timeout\n",
             ErrorKind::UpstreamSendTimeout => "upstream stopped reading the request\n",
             ErrorKind::ClientGone | ErrorKind::Aborted => "",
         }

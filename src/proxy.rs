@@ -250,92 +250,108 @@ pub async fn forward<D: Downstream>(
         cluster.stats.upstream_rq_pending_overflow.inc();
         return Err(ProxyError::upstream(ErrorKind::Overflow));
     };
-    let health = snapshot
-        .health
-        .get(route.cluster)
-        .and_then(Option::as_deref);
-    let (endpoint, upstream, reused) = connect_any(cluster, spec, tls, health, max_head).await?;
-    let conn = match upstream {
-        Upstream::H1(conn) => conn,
-        Upstream::H2(session) => {
-            let ep = &cluster.endpoints[endpoint];
-            let h2 = H2Exchange {
-                cluster,
-                spec,
-                tls,
-                ep,
-                max_head,
-                body_timeout: snapshot.limits.body_timeout,
-                body_limit,
-            };
-            return h2
-                .forward(head, session, reused, &mut body, &mut sink, outcome)
-                .await;
-        }
-    };
-    let mut request = UpstreamRequest::new(head, spec.name.as_bytes(), body_limit);
-    // The body bytes that came with the head go out in the same write.
-    let pulled = pull_body(&mut request, &mut body);
-    outcome.body_in = request.body_bytes;
-    pulled?;
-    // Only a request held whole in memory can be sent again on another connection, and only
-    // one whose repetition cannot change the outcome.
-    let replayable = request.is_encoded() && head.is_idempotent();
-    let ep = &cluster.endpoints[endpoint];
-    ep.stats.upstream_rq_total.inc();
-    outcome.endpoint = Some(ep.address);
-    outcome.reused = reused;
+    // The route's idle timeout stands in for the listener's body timeout on the upstream side.
+    let body_timeout = route.idle_timeout.unwrap_or(snapshot.limits.body_timeout);
+    let exchange = async {
+        let health = snapshot
+            .health
+            .get(route.cluster)
+            .and_then(Option::as_deref);
+        let (endpoint, upstream, reused) =
+            connect_any(cluster, spec, tls, health, max_head).await?;
+        let conn = match upstream {
+            Upstream::H1(conn) => conn,
+            Upstream::H2(session) => {
+                let ep = &cluster.endpoints[endpoint];
+                let h2 = H2Exchange {
+                    cluster,
+                    spec,
+                    tls,
+                    ep,
+                    max_head,
+                    body_timeout,
+                    body_limit,
+                };
+                return h2
+                    .forward(head, session, reused, &mut body, &mut sink, outcome)
+                    .await;
+            }
+        };
+        let mut request = UpstreamRequest::new(head, spec.name.as_bytes(), body_limit);
+        // The body bytes that came with the head go out in the same write.
+        let pulled = pull_body(&mut request, &mut body);
+        outcome.body_in = request.body_bytes;
+        pulled?;
+        // Only a request held whole in memory can be sent again on another connection, and only
+        // one whose repetition cannot change the outcome.
+        let replayable = request.is_encoded() && head.is_idempotent();
+        let ep = &cluster.endpoints[endpoint];
+        ep.stats.upstream_rq_total.inc();
+        outcome.endpoint = Some(ep.address);
+        outcome.reused = reused;
 
-    let mut exchange = Exchange {
-        cluster,
-        spec,
-        tls,
-        ep,
-        conn,
-        reused,
-        request,
-        reader: ResponseReader::new(),
-        response: ResponseHead::take(),
-        head_request: head.method == Method::HEAD,
-        replayable,
-        body_timeout: snapshot.limits.body_timeout,
-        outcome,
+        let mut exchange = Exchange {
+            cluster,
+            spec,
+            tls,
+            ep,
+            conn,
+            reused,
+            request,
+            reader: ResponseReader::new(),
+            response: ResponseHead::take(),
+            head_request: head.method == Method::HEAD,
+            replayable,
+            body_timeout,
+            outcome,
+        };
+        let began = Instant::now();
+        let result = if exchange.request.is_encoded() {
+            exchange.whole(&mut sink).await
+        } else {
+            exchange.streaming(&mut body, &mut sink).await
+        };
+        let Exchange {
+            conn,
+            request,
+            reader,
+            response,
+            outcome,
+            ..
+        } = exchange;
+        outcome.body_in = request.body_bytes;
+        let reusable = result.as_ref().is_ok_and(|&keep_alive| keep_alive)
+            && reader.reusable()
+            && request.is_sent();
+        request.recycle();
+        reader.recycle();
+        let status = response.status;
+        response.recycle();
+        record_upstream(cluster, ep, outcome, began, result.as_ref().err());
+        result?;
+        // The upstream is done with: it goes back to the pool before the client gets the last
+        // bytes, so that the next request (maybe this client's) finds it there.
+        if reusable {
+            match conn.park() {
+                Ok(conn) => ep.pool.checkin(conn, timer::now()),
+                Err(Idle::Stray) => ep.stats.upstream_cx_idle_stray.inc(),
+                Err(_) => ep.stats.upstream_cx_idle_closed.inc(),
+            }
+        }
+        sink.flush().await?;
+        Ok(status)
     };
-    let began = Instant::now();
-    let result = if exchange.request.is_encoded() {
-        exchange.whole(&mut sink).await
-    } else {
-        exchange.streaming(&mut body, &mut sink).await
+    // The route's timeout bounds all of it: connect, request, and the complete response.
+    let Some(limit) = route.timeout else {
+        return exchange.await;
     };
-    let Exchange {
-        conn,
-        request,
-        reader,
-        response,
-        outcome,
-        ..
-    } = exchange;
-    outcome.body_in = request.body_bytes;
-    let reusable = result.as_ref().is_ok_and(|&keep_alive| keep_alive)
-        && reader.reusable()
-        && request.is_sent();
-    request.recycle();
-    reader.recycle();
-    let status = response.status;
-    response.recycle();
-    record_upstream(cluster, ep, outcome, began, result.as_ref().err());
-    result?;
-    // The upstream is done with: it goes back to the pool before the client gets the last
-    // bytes, so that the next request (maybe this client's) finds it there.
-    if reusable {
-        match conn.park() {
-            Ok(conn) => ep.pool.checkin(conn, timer::now()),
-            Err(Idle::Stray) => ep.stats.upstream_cx_idle_stray.inc(),
-            Err(_) => ep.stats.upstream_cx_idle_closed.inc(),
+    match timer::within(limit, exchange).await {
+        Some(result) => result,
+        None => {
+            cluster.stats.upstream_rq_route_timeout.inc();
+            Err(ProxyError::upstream(ErrorKind::RouteTimeout))
         }
     }
-    sink.flush().await?;
-    Ok(status)
 }
 
 /// Answers with a redirect to the same host (without its port) and target on https: 301 for
@@ -857,8 +873,14 @@ fn record_upstream(
         ep.stats.record_status(status);
         cluster.rq_time.record(began.elapsed());
     }
-    if error.is_some_and(|e| e.kind == ErrorKind::UpstreamTimeout) {
-        ep.stats.upstream_rq_timeout.inc();
+    match error {
+        Some(e) if e.kind == ErrorKind::UpstreamTimeout => ep.stats.upstream_rq_timeout.inc(),
+        Some(e)
+            if e.kind == ErrorKind::Aborted && e.cause == Some(std::io::ErrorKind::TimedOut) =>
+        {
+            cluster.stats.upstream_rq_idle_timeout.inc()
+        }
+        _ => {}
     }
 }
 

@@ -22,6 +22,9 @@ pub struct Route {
     pub cluster: usize,
     /// Overrides the listener's request body limit.
     pub max_request_body_bytes: Option<u64>,
+    /// The whole exchange's limit, and the longest pause of the upstream (see config::Route).
+    pub timeout: Option<std::time::Duration>,
+    pub idle_timeout: Option<std::time::Duration>,
     /// Set: matches only requests whose connection presented (true) or did not present
     /// (false) a verified client certificate.
     pub client_certificate: Option<bool>,
@@ -261,6 +264,8 @@ impl Router {
                             methods: r.methods.clone().map(Vec::into_boxed_slice),
                             cluster: r.cluster,
                             max_request_body_bytes: r.max_request_body_bytes,
+                            timeout: r.timeout,
+                            idle_timeout: r.idle_timeout,
                             client_certificate: r.client_certificate,
                         })
                         .collect(),
@@ -314,6 +319,8 @@ mod tests {
             methods: None,
             cluster,
             max_request_body_bytes: None,
+            timeout: None,
+            idle_timeout: None,
             client_certificate: None,
         }
     }
@@ -329,6 +336,8 @@ mod tests {
                         methods: Some(vec![Method::GET]),
                         cluster: 9,
                         max_request_body_bytes: None,
+                        timeout: None,
+                        idle_timeout: None,
                         client_certificate: None,
                     },
                     prefix("/v1/", 1),
@@ -418,6 +427,8 @@ mod tests {
                     methods,
                     cluster: i,
                     max_request_body_bytes: None,
+                    timeout: None,
+                    idle_timeout: None,
                     client_certificate: None,
                 });
             }

@@ -214,6 +214,12 @@ fn stale(e: &io::Error) -> bool {
     )
 }
 
+/// A response cut because the upstream paused longer than the body (or route idle) timeout.
+pub fn idle_timeout() -> ProxyError {
+    let timed_out = io::Error::from(io::ErrorKind::TimedOut);
+    ProxyError::upstream(ErrorKind::Aborted).caused_by(&timed_out)
+}
+
 /// The request as it goes to the upstream: the encoded bytes not yet written, and how far the
 /// body got.
 #[derive(Debug)]
@@ -465,7 +471,7 @@ impl ResponseReader {
                 .map_err(|_| ProxyError::upstream(ErrorKind::Aborted)),
             Some(Ok(_)) => Ok(()),
             Some(Err(e)) => Err(ProxyError::upstream(ErrorKind::Aborted).caused_by(&e)),
-            None => Err(ProxyError::upstream(ErrorKind::Aborted)),
+            None => Err(idle_timeout()),
         }
     }
 

@@ -74,6 +74,8 @@ impl Config {
                             "client_certificate": r.client_certificate,
                             "cluster": self.clusters.get(r.cluster).map(|c| c.name.as_str()),
                             "max_request_body_bytes": r.max_request_body_bytes,
+                            "timeout": r.timeout.map(dur),
+                            "idle_timeout": r.idle_timeout.map(dur),
                         })).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                 })

@@ -253,6 +253,8 @@ pub(super) struct RawTlsContext {
 pub(super) struct RawRouteAction {
     pub(super) cluster: String,
     pub(super) max_request_body_bytes: Option<i64>,
+    pub(super) timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]

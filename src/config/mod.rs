@@ -237,6 +237,12 @@ pub struct Route {
     pub cluster: usize,
     /// Overrides the listener's `max_request_body_bytes` for this route.
     pub max_request_body_bytes: Option<u64>,
+    /// The whole exchange (connect, request, the complete response) within this, or 504 (a
+    /// response already under way is cut). None: no limit beyond the cluster's timeouts.
+    pub timeout: Option<Duration>,
+    /// Overrides `limits.body_timeout` for this route's upstream waits: the longest pause in
+    /// a response body before the exchange is cut.
+    pub idle_timeout: Option<Duration>,
     /// `match.tls_context`: set, the route matches only connections that presented (true) or
     /// did not present (false) a verified client certificate.
     pub client_certificate: Option<bool>,

@@ -87,6 +87,8 @@ fn full_example_parses() {
         methods: Some(vec![http::Method::GET, http::Method::POST]),
         cluster: 0,
         max_request_body_bytes: None,
+        timeout: None,
+        idle_timeout: None,
         client_certificate: None,
     };
     let r1 = Route {
@@ -94,6 +96,8 @@ fn full_example_parses() {
         methods: None,
         cluster: 1,
         max_request_body_bytes: None,
+        timeout: None,
+        idle_timeout: None,
         client_certificate: None,
     };
     assert_eq!(v.routes, [r0, r1]);

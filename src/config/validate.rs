@@ -459,11 +459,27 @@ fn route(
                 }
                 (p, v) => p.or(v),
             });
+    let timeout = r.route.timeout.as_ref().map(|t| {
+        c.dur(
+            &Some(t.clone()),
+            Duration::ZERO,
+            &format!("{rp}.route.timeout"),
+        )
+    });
+    let idle_timeout = r.route.idle_timeout.as_ref().map(|t| {
+        c.dur(
+            &Some(t.clone()),
+            Duration::ZERO,
+            &format!("{rp}.route.idle_timeout"),
+        )
+    });
     Route {
         path,
         methods,
         cluster,
         max_request_body_bytes,
+        timeout,
+        idle_timeout,
         client_certificate,
     }
 }

@@ -443,7 +443,7 @@ async fn relay<S: ResponseSink>(
             }
             Some(None) => break,
             Some(Some(Err(_))) => return Err(ProxyError::upstream(ErrorKind::Aborted)),
-            None => return Err(ProxyError::upstream(ErrorKind::Aborted)),
+            None => return Err(crate::upstream::idle_timeout()),
         }
     }
     let trailers = poll_fn(|cx| recv.poll_trailers(cx));

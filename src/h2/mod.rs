@@ -266,7 +266,7 @@ pub fn grpc_status(e: &ProxyError) -> u8 {
         | ErrorKind::Overflow
         | ErrorKind::UpstreamClosed
         | ErrorKind::UpstreamTls => 14,
-        ErrorKind::UpstreamTimeout | ErrorKind::UpstreamSendTimeout => 4,
+        ErrorKind::UpstreamTimeout | ErrorKind::UpstreamSendTimeout | ErrorKind::RouteTimeout => 4,
         ErrorKind::RequestTimeout => 4,
         ErrorKind::NoRoute | ErrorKind::NotImplemented(_) => 12,
         ErrorKind::PayloadTooLarge | ErrorKind::HeadTooLarge => 8,

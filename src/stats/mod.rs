@@ -267,10 +267,15 @@ pub struct ClusterStats {
     pub upstream_rq_pending_overflow: Counter,
     /// A retry was skipped: `max_retries` were under way.
     pub upstream_rq_retry_overflow: Counter,
+    /// Exchanges cut by their route's `timeout`, and responses cut because the upstream
+    /// paused longer than the body (or route idle) timeout. Response-head timeouts are the
+    /// endpoints' `upstream_rq_timeout`, connect timeouts their `upstream_cx_connect_timeout`.
+    pub upstream_rq_route_timeout: Counter,
+    pub upstream_rq_idle_timeout: Counter,
 }
 
 impl ClusterStats {
-    pub const FIELDS: [Field<ClusterStats>; 3] = [
+    pub const FIELDS: [Field<ClusterStats>; 5] = [
         ("upstream_cx_overflow", |c| &c.upstream_cx_overflow, false),
         (
             "upstream_rq_pending_overflow",
@@ -280,6 +285,16 @@ impl ClusterStats {
         (
             "upstream_rq_retry_overflow",
             |c| &c.upstream_rq_retry_overflow,
+            false,
+        ),
+        (
+            "upstream_rq_route_timeout",
+            |c| &c.upstream_rq_route_timeout,
+            false,
+        ),
+        (
+            "upstream_rq_idle_timeout",
+            |c| &c.upstream_rq_idle_timeout,
             false,
         ),
     ];
