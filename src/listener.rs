@@ -1,10 +1,12 @@
 //! Listening sockets: one SO_REUSEPORT socket per worker per listener, built with socket2 so that
 //! the backlog and options are ours, and each core's accept loop.
 
+use std::cell::RefCell;
+use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::warn;
@@ -107,16 +109,56 @@ where
     slot.set_accepting(task);
 }
 
+thread_local! {
+    /// A descriptor each core keeps in reserve, given back when the process runs out of them
+    /// so that the connection waiting at the head of the backlog can be taken and closed:
+    /// the client learns at once that it was refused, instead of waiting in the backlog.
+    static RESERVE: RefCell<Option<File>> = const { RefCell::new(None) };
+}
+
+/// Takes a descriptor into this core's reserve, if it has none.
+fn reserve_fd() {
+    RESERVE.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.is_none() {
+            *r = File::open("/dev/null").ok();
+        }
+    });
+}
+
+/// Whether an accept failed for want of file descriptors (the process's or the system's).
+fn out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
 /// Accepts connections on this core's socket until the slot closes.
 async fn accept_loop<F: Fn(TcpStream, SocketAddr)>(slot: Rc<ListenerSlot>, serve: F) {
     let Some(socket) = slot.socket() else {
         return;
     };
+    reserve_fd();
+    // Failures are logged at most once a second: a flood would otherwise write a line per
+    // refused connection.
+    let mut logged: Option<Instant> = None;
     loop {
         match socket.accept().await {
             Ok((stream, peer)) => serve(stream, peer),
             Err(e) => {
-                warn!(listener = %slot.name, "accept failed: {e}");
+                if out_of_fds(&e) {
+                    slot.stats.downstream_cx_fd_exhausted.inc();
+                    // Close the waiting connection with the reserve's descriptor, then take
+                    // the reserve back (it fails while the process is still out).
+                    RESERVE.with(|r| r.borrow_mut().take());
+                    if let Ok((refused, _)) = socket.accept().await {
+                        drop(refused);
+                    }
+                    reserve_fd();
+                }
+                if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                    warn!(listener = %slot.name, "accept failed: {e}");
+                    logged = Some(Instant::now());
+                }
+                // A short pause, so the loop never spins while the condition lasts.
                 timer::sleep(ACCEPT_BACKOFF).await;
             }
         }

@@ -149,6 +149,9 @@ pub struct ListenerStats {
     pub downstream_cx_destroy: Counter,
     /// Closed at accept: the listener had `max_connections` open over every core.
     pub downstream_cx_overflow: Counter,
+    /// Accepts that failed for want of file descriptors (the connection waiting was closed
+    /// with the core's reserve descriptor).
+    pub downstream_cx_fd_exhausted: Counter,
     pub downstream_rq_total: Counter,
     /// downstream_rq_1xx .. downstream_rq_5xx.
     pub downstream_rq_class: [Counter; 5],
@@ -170,13 +173,18 @@ pub struct ListenerStats {
 
 impl ListenerStats {
     /// The `listener.<name>.*` counters.
-    pub const CONNECTIONS: [Field<ListenerStats>; 4] = [
+    pub const CONNECTIONS: [Field<ListenerStats>; 5] = [
         ("downstream_cx_total", |l| &l.downstream_cx_total, false),
         ("downstream_cx_active", |l| &l.downstream_cx_active, true),
         ("downstream_cx_destroy", |l| &l.downstream_cx_destroy, false),
         (
             "downstream_cx_overflow",
             |l| &l.downstream_cx_overflow,
+            false,
+        ),
+        (
+            "downstream_cx_fd_exhausted",
+            |l| &l.downstream_cx_fd_exhausted,
             false,
         ),
     ];

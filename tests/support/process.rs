@@ -33,9 +33,29 @@ pub fn temp_config(tag: &str) -> PathBuf {
 impl Coregate {
     /// Writes `yaml` to a new file and starts the binary on it; returns once it listens.
     pub fn start(yaml: &str) -> Coregate {
+        Coregate::spawn(yaml, Command::new(env!("CARGO_BIN_EXE_coregate")))
+    }
+
+    /// Like [`start`](Coregate::start), with the process's open-file limit at `nofile`
+    /// (through util-linux's `prlimit`, which then runs the binary in its place).
+    pub fn start_with_fd_limit(yaml: &str, nofile: u32) -> Coregate {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_coregate"));
+        Coregate::spawn(yaml, command)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(yaml: &str, mut command: Command) -> Coregate {
         let config = temp_config("run");
         std::fs::write(&config, yaml).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_coregate"))
+        let mut child = command
             .args(["run", "-c"])
             .arg(&config)
             .env("RUST_LOG", "info")
