@@ -228,6 +228,7 @@ async fn serve_h1(
             started: Instant::now(),
             deadline: Instant::now(),
         },
+        served: 0,
         output: Output {
             wbuf: Vec::new(),
             encoder: BodyEncoder::new(Framing::None),
@@ -315,6 +316,8 @@ struct H1<S> {
     tls: Option<Rc<TlsSide>>,
     input: Input,
     output: Output,
+    /// Requests read on this connection so far.
+    served: u32,
 }
 
 /// The one place where every finished request is counted, whatever its protocol.
@@ -576,8 +579,17 @@ impl<S: Stream> H1<S> {
         input.timeout = limits.body_timeout;
         input.deadline = input.started + limits.request_timeout;
         input.expect_continue = parsed.expect_continue;
+        // The listener's last request on this connection says Connection: close.
+        self.served = self.served.saturating_add(1);
+        let listener = generation
+            .snapshot
+            .listeners
+            .get(self.tracked.slot.index.get());
+        let last = listener
+            .and_then(|l| l.http.max_requests_per_connection)
+            .is_some_and(|max| self.served >= max);
         let output = &mut self.output;
-        output.client_keep_alive = parsed.keep_alive;
+        output.client_keep_alive = parsed.keep_alive && !last;
         output.version = head.version;
         output.head_request = head.method == Method::HEAD;
         output.te_trailers = head.te_trailers;

@@ -100,6 +100,7 @@ pub(super) struct RawListener {
     pub(super) backlog: Option<i64>,
     pub(super) max_connections: Option<i64>,
     pub(super) max_request_body_bytes: Option<i64>,
+    pub(super) max_requests_per_connection: Option<i64>,
     pub(super) normalize_path: Option<bool>,
     pub(super) merge_slashes: Option<bool>,
     pub(super) path_with_escaped_slashes: Option<String>,

@@ -166,6 +166,9 @@ pub struct HttpOptions {
     /// Largest request body (413 beyond it). None: unlimited (bodies stream, memory is bounded
     /// either way). A route may set its own.
     pub max_request_body_bytes: Option<u64>,
+    /// Requests (HTTP/2 streams) a connection may carry; the last one's response closes it
+    /// (HTTP/1: `Connection: close`; HTTP/2: GOAWAY). None: unlimited.
+    pub max_requests_per_connection: Option<u32>,
     /// How request paths are normalised before routing and forwarding.
     pub path: PathOptions,
     pub headers_with_underscores: UnderscoreHeaders,

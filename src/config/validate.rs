@@ -383,6 +383,10 @@ fn http_options(c: &mut Checker, l: &RawListener, p: &dyn Fn(&str) -> String) ->
                 &p("max_request_body_bytes"),
             )
         }),
+        max_requests_per_connection: l.max_requests_per_connection.map(|v| {
+            let path = p("max_requests_per_connection");
+            c.int(Some(v), 1u32, 1..=i64::from(u32::MAX), &path)
+        }),
         path: PathOptions {
             normalize: l.normalize_path.unwrap_or(d.normalize),
             merge_slashes: l.merge_slashes.unwrap_or(d.merge_slashes),

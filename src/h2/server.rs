@@ -142,6 +142,14 @@ async fn run(client: &Rc<Client>, io: Transport, first: Option<Received>, option
         ping_sent: None,
         goaway_at: None,
         accepting: true,
+        accepted: 0,
+        max_streams: client
+            .worker
+            .generation()
+            .snapshot
+            .listeners
+            .get(client.slot.index.get())
+            .and_then(|l| l.http.max_requests_per_connection),
     };
     let mut streams: FuturesUnordered<LocalBoxFuture<'static, StreamEnd>> = FuturesUnordered::new();
     let mut closing = pin!(slot.closed());
@@ -205,6 +213,9 @@ struct ConnState {
     goaway_at: Option<Instant>,
     /// h2 still hands out new streams.
     accepting: bool,
+    /// Streams accepted so far, and how many the listener allows (then GOAWAY).
+    accepted: u32,
+    max_streams: Option<u32>,
 }
 
 impl ConnState {
@@ -272,6 +283,11 @@ fn drive(
             Poll::Ready(Some(Ok((req, respond)))) => {
                 state.last_active = timer::now();
                 streams.push(Box::pin(serve_stream(client.clone(), req, respond)));
+                state.accepted = state.accepted.saturating_add(1);
+                if state.max_streams == Some(state.accepted) {
+                    // The last stream this connection may carry: GOAWAY, the open ones finish.
+                    conn.graceful_shutdown();
+                }
             }
             Poll::Ready(Some(Err(e))) => {
                 if e.reason() == Some(Reason::ENHANCE_YOUR_CALM) {
