@@ -107,6 +107,7 @@ impl Gateway {
             Workers::Auto => cpus.len().max(1),
             Workers::Count(n) => n.max(1),
         };
+        crate::rt::count_panics();
         let carried = Carried::default();
         let snapshot = Arc::new(Snapshot::compile(config, 1, &carried).map_err(StartError::Tls)?);
         let registry = Arc::new(Registry::new(count));

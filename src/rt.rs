@@ -286,6 +286,34 @@ impl TickFd {
     }
 }
 
+/// Panics caught in tasks (and anywhere else in the process) since it started.
+static PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many panics the process has had (`server.panics`).
+pub fn panics() -> u64 {
+    PANICS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Logs and counts every panic, once installed (once per process). A panic in a task ends
+/// that task alone: the runtime catches it where it polls the task (compio wraps each poll in
+/// `catch_unwind`), so one connection's bug closes that connection, and its guards (the
+/// connection counts, the pooled upstream) are dropped as the stack unwinds. The worker and
+/// every other connection go on.
+pub fn count_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // Rare, and from any thread: a locked increment is fine here.
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("?");
+            tracing::error!(thread = name, "panic: {info}");
+            previous(info);
+        }));
+    });
+}
+
 /// Runs a task on this core until it ends; it never moves to another core.
 pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
     compio::runtime::spawn(fut).detach();
@@ -327,5 +355,47 @@ pub async fn connect(addr: std::net::SocketAddr, limit: Duration) -> io::Result<
         }
         Some(Err(e)) => Err(e),
         None => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// Counts its drops: stands for a connection's guards.
+    struct Guard(Rc<Cell<u32>>);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+
+    #[test]
+    fn a_panicking_task_ends_alone_and_is_counted() {
+        count_panics();
+        let before = panics();
+        let rt = Runtime::new().expect("runtime");
+        let dropped = Rc::new(Cell::new(0));
+        let served = rt.run(async {
+            let guard = Guard(dropped.clone());
+            let failing = spawn_handle(async move {
+                let _guard = guard;
+                let bug: Option<u32> = None;
+                // A bug in one connection's task.
+                #[allow(clippy::unnecessary_literal_unwrap)]
+                let _ = bug.expect("a bug");
+            });
+            failing.await;
+            // The runtime and other tasks go on.
+            let other = spawn_handle(async {});
+            other.await;
+            true
+        });
+        assert!(served);
+        assert_eq!(dropped.get(), 1, "the task's guards were dropped");
+        assert!(panics() > before, "counted");
     }
 }

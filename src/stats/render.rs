@@ -150,6 +150,7 @@ impl Registry {
             ("reloads_failed", s.reloads_failed.get(), false),
             ("last_reload_time", s.last_reload_time.get(), true),
             ("last_reload_ok", s.last_reload_ok.get(), true),
+            ("panics", crate::rt::panics(), false),
         ] {
             c.push(
                 format!("server.{name}"),
