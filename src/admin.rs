@@ -229,8 +229,14 @@ fn clusters(registry: &Registry, snapshot: &Snapshot, json: bool) -> String {
         let mut endpoints = Vec::new();
         for (ei, e) in cluster.endpoints.iter().enumerate() {
             // Envoy's health_flags: healthy, or failed an active health check.
+            let ejected = registry
+                .endpoint_totals(&cluster.name, e.address)
+                .outlier_ejected
+                .get()
+                > 0;
             let flags = match health {
                 Some(h) if !h.is_healthy(ei) => "/failed_active_hc",
+                _ if ejected => "/failed_outlier_check",
                 _ => "healthy",
             };
             let per_worker = registry.endpoint_per_worker(&cluster.name, e.address);

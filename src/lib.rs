@@ -30,6 +30,7 @@ pub mod hosts;
 pub mod listener;
 pub mod message;
 pub mod notify;
+pub mod outlier;
 pub mod path;
 pub mod pool;
 pub mod proxy;

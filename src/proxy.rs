@@ -8,13 +8,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, select};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::config::{Cluster, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::h2::client::{self, Session};
 use crate::health::ClusterHealth;
 use crate::message::{BodyLength, Headers, Method, RequestHead, ResponseHead};
+use crate::outlier::{self, Observed};
 use crate::route::RouteId;
 use crate::sanitize::{Origin, sanitize};
 use crate::timer;
@@ -327,7 +328,7 @@ pub async fn forward<D: Downstream>(
         reader.recycle();
         let status = response.status;
         response.recycle();
-        record_upstream(cluster, ep, outcome, began, result.as_ref().err());
+        record_upstream(cluster, spec, ep, outcome, began, result.as_ref().err());
         result?;
         // The upstream is done with: it goes back to the pool before the client gets the last
         // bytes, so that the next request (maybe this client's) finds it there.
@@ -642,8 +643,16 @@ async fn connect_any(
             break;
         };
         // An endpoint its health check took out is passed over (the schedule moves on, so
-        // the others keep their shares), unless so few are healthy that all are used.
+        // the others keep their shares), unless so few are healthy that all are used; so is
+        // one this core's outlier detection ejected, unless every endpoint is.
         if health.is_some_and(|h| !h.admits(endpoint)) {
+            failed.push(endpoint);
+            continue;
+        }
+        let now = timer::now();
+        if ep.outlier.is_ejected(now)
+            && (cluster.endpoints.iter()).any(|e| !e.outlier.is_ejected(now))
+        {
             failed.push(endpoint);
             continue;
         }
@@ -720,7 +729,10 @@ impl EndpointState {
         let _connecting = (protocol != UpstreamProtocol::Http1).then(|| self.h2.connecting());
         let conn = UpstreamConn::connect(self.address, spec.connect_timeout, tls)
             .await
-            .map_err(|e| connect_failed(self, e))?;
+            .map_err(|e| {
+                observe(cluster, spec, self, Observed::LocalFailure);
+                connect_failed(self, e)
+            })?;
         self.stats.upstream_cx_total.inc();
         let conn = conn.counted(&self.stats);
         if protocol == UpstreamProtocol::Http1 {
@@ -852,7 +864,14 @@ impl H2Exchange<'_> {
                 Ok(status) => break Ok(status),
             }
         };
-        record_upstream(self.cluster, ep, outcome, began, result.as_ref().err());
+        record_upstream(
+            self.cluster,
+            self.spec,
+            ep,
+            outcome,
+            began,
+            result.as_ref().err(),
+        );
         let status = result?;
         sink.flush().await?;
         Ok(status)
@@ -864,11 +883,25 @@ impl H2Exchange<'_> {
 /// relayed, or cut) as Envoy's upstream_rq_time; a response timeout.
 fn record_upstream(
     cluster: &ClusterState,
+    spec: &Cluster,
     ep: &EndpointState,
     outcome: &Outcome,
     began: Instant,
     error: Option<&ProxyError>,
 ) {
+    // What it tells outlier detection: the status, or a failure of the upstream to answer
+    // (a client that went away says nothing about the endpoint).
+    let seen = match (outcome.upstream_status, error) {
+        (Some(s), _) if s >= 500 => Some(Observed::Status(s)),
+        (Some(_), _) => Some(Observed::Success),
+        (None, Some(e)) if e.side == Side::Upstream && e.kind != ErrorKind::Overflow => {
+            Some(Observed::LocalFailure)
+        }
+        _ => None,
+    };
+    if let Some(seen) = seen {
+        observe(cluster, spec, ep, seen);
+    }
     if let Some(status) = outcome.upstream_status {
         ep.stats.record_status(status);
         cluster.rq_time.record(began.elapsed());
@@ -881,6 +914,26 @@ fn record_upstream(
             cluster.stats.upstream_rq_idle_timeout.inc()
         }
         _ => {}
+    }
+}
+
+/// Feeds one result to the endpoint's outlier detection on this core; logs and counts an
+/// ejection.
+fn observe(cluster: &ClusterState, spec: &Cluster, ep: &EndpointState, seen: Observed) {
+    let Some(rules) = &spec.outlier_detection else {
+        return;
+    };
+    let now = timer::now();
+    let may_eject = || {
+        let out = (cluster.endpoints.iter())
+            .filter(|e| e.outlier.is_ejected(now))
+            .count();
+        outlier::may_eject(out, cluster.endpoints.len(), rules.max_ejection_percent)
+    };
+    if let Some(length) = ep.outlier.observe(rules, seen, now, may_eject) {
+        ep.stats.outlier_ejections_total.inc();
+        ep.stats.outlier_ejected.set(1);
+        warn!(cluster = %spec.name, endpoint = %ep.address, ejected_for = ?length, "outlier detection: endpoint ejected");
     }
 }
 

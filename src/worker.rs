@@ -20,6 +20,7 @@ use crate::config::CircuitBreakers;
 use crate::conn;
 use crate::h2::client::Sessions;
 use crate::listener;
+use crate::outlier::Outlier;
 use crate::pool::Pool;
 use crate::rt::{self, TcpListener};
 use crate::slot::{ListenerSlot, SlotStats};
@@ -41,7 +42,7 @@ type PoolKey = (String, SocketAddr);
 
 /// An endpoint's idle HTTP/1 connections and its HTTP/2 sessions on this core, kept across
 /// reloads that keep the endpoint.
-type EndpointPools = (Rc<Pool<UpstreamConn>>, Rc<Sessions>);
+type EndpointPools = (Rc<Pool<UpstreamConn>>, Rc<Sessions>, Rc<Outlier>);
 
 /// An endpoint of a cluster as this core uses it.
 #[derive(Debug)]
@@ -50,6 +51,8 @@ pub struct EndpointState {
     pub pool: Rc<Pool<UpstreamConn>>,
     /// HTTP/2 connections, shared by many requests at once.
     pub h2: Rc<Sessions>,
+    /// Its outlier-detection record on this core.
+    pub outlier: Rc<Outlier>,
     pub stats: Arc<EndpointStats>,
 }
 
@@ -195,16 +198,17 @@ impl Worker {
                     .iter()
                     .map(|e| {
                         let key = (c.name.clone(), e.address);
-                        let (pool, h2) = pools.remove(&key).unwrap_or_else(|| {
+                        let (pool, h2, outlier) = pools.remove(&key).unwrap_or_else(|| {
                             let pool = Pool::new(c.max_idle_per_core, c.idle_timeout);
-                            (Rc::new(pool), Rc::default())
+                            (Rc::new(pool), Rc::default(), Rc::default())
                         });
                         pool.set_limits(c.max_idle_per_core, c.idle_timeout);
-                        kept.insert(key, (pool.clone(), h2.clone()));
+                        kept.insert(key, (pool.clone(), h2.clone(), outlier.clone()));
                         EndpointState {
                             address: e.address,
                             pool,
                             h2,
+                            outlier,
                             stats: self.registry.endpoint(self.id, &c.name, e.address),
                         }
                     })
@@ -234,7 +238,7 @@ impl Worker {
             .collect();
         // What is left belongs to removed endpoints: close their idle connections now;
         // connections in use finish their exchange and are then dropped.
-        for (pool, h2) in pools.values() {
+        for (pool, h2, _) in pools.values() {
             pool.clear();
             h2.clear();
         }
@@ -352,7 +356,7 @@ impl Worker {
         loop {
             timer::sleep(SWEEP_INTERVAL).await;
             let now = timer::now();
-            for (pool, _) in self.pools.borrow().values() {
+            for (pool, _, _) in self.pools.borrow().values() {
                 pool.evict_expired(now);
             }
             // Idle connections the upstream closed or wrote to are closed now rather than at
@@ -374,6 +378,8 @@ impl Worker {
                     });
                     ep.stats.upstream_cx_idle.set(ep.pool.len() as u64);
                     ep.h2.evict_idle(now, spec.idle_timeout);
+                    let ejected = ep.outlier.is_ejected(std::time::Instant::now());
+                    ep.stats.outlier_ejected.set(u64::from(ejected));
                 }
             }
             self.fold_histograms();

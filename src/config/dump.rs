@@ -90,6 +90,13 @@ impl Config {
                 "max_idle_per_core": c.max_idle_per_core,
                 "protocol": c.protocol.name(),
                 "panic_threshold": c.panic_threshold,
+                "outlier_detection": c.outlier_detection.map(|o| json!({
+                    "consecutive_5xx": o.consecutive_5xx,
+                    "consecutive_gateway_failure": o.consecutive_gateway_failure,
+                    "base_ejection_time": dur(o.base_ejection_time),
+                    "max_ejection_time": dur(o.max_ejection_time),
+                    "max_ejection_percent": o.max_ejection_percent,
+                })),
                 "circuit_breakers": json!({
                     "max_connections": c.circuit_breakers.max_connections,
                     "max_pending_requests": c.circuit_breakers.max_pending_requests,

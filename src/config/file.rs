@@ -148,6 +148,16 @@ pub(super) struct RawHealthCheck {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawOutlierDetection {
+    pub(super) consecutive_5xx: Option<i64>,
+    pub(super) consecutive_gateway_failure: Option<i64>,
+    pub(super) base_ejection_time: Option<String>,
+    pub(super) max_ejection_time: Option<String>,
+    pub(super) max_ejection_percent: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawCircuitBreakers {
     pub(super) max_connections: Option<i64>,
     pub(super) max_pending_requests: Option<i64>,
@@ -274,6 +284,7 @@ pub(super) struct RawCluster {
     pub(super) health_check: Option<RawHealthCheck>,
     pub(super) panic_threshold: Option<i64>,
     pub(super) circuit_breakers: Option<RawCircuitBreakers>,
+    pub(super) outlier_detection: Option<RawOutlierDetection>,
     #[serde(default)]
     pub(super) endpoints: Vec<RawEndpoint>,
 }

@@ -292,7 +292,35 @@ pub struct Cluster {
     /// (Envoy's panic threshold): a cluster half down still spreads its load.
     pub panic_threshold: u8,
     pub circuit_breakers: CircuitBreakers,
+    /// Set: each core ejects endpoints that fail in a row (passive, per core).
+    pub outlier_detection: Option<OutlierDetection>,
     pub endpoints: Vec<Endpoint>,
+}
+
+/// Passive outlier detection (Envoy's names and defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// 5xx answers (or failures to answer) in a row that eject an endpoint.
+    pub consecutive_5xx: u32,
+    /// 502, 503, 504 answers or failures to answer in a row that eject it.
+    pub consecutive_gateway_failure: u32,
+    /// An ejection lasts this x the times the endpoint was ejected, up to the max.
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    /// At most this share of a cluster's endpoints is ejected at once (one at least).
+    pub max_ejection_percent: u8,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_5xx: 5,
+            consecutive_gateway_failure: 5,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 10,
+        }
+    }
 }
 
 /// Limits on what a cluster may have under way (Envoy's names and defaults), for the whole

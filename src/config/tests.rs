@@ -612,3 +612,24 @@ fn circuit_breakers_default_to_envoys_and_are_checked() {
         ]
     );
 }
+
+#[test]
+fn outlier_detection_defaults_to_envoys_and_is_checked() {
+    let on = "    outlier_detection: {}\n    endpoints:";
+    let c = parse(&BASE.replace("    endpoints:", on), "t").unwrap();
+    assert_eq!(
+        c.clusters[0].outlier_detection,
+        Some(OutlierDetection::default())
+    );
+    let bad =
+        "    outlier_detection: { consecutive_5xx: 0, max_ejection_percent: 101 }\n    endpoints:";
+    let e = errs(&BASE.replace("    endpoints:", bad));
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "clusters[0].outlier_detection.consecutive_5xx",
+            "clusters[0].outlier_detection.max_ejection_percent"
+        ]
+    );
+}

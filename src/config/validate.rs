@@ -551,6 +551,41 @@ fn cluster(
         .as_ref()
         .map(|h| health_check(c, h, &cl.name, &p("health_check")));
     let panic_threshold = c.int(cl.panic_threshold, 50u8, 0..=100, &p("panic_threshold"));
+    let outlier_detection = cl.outlier_detection.as_ref().map(|o| {
+        let d = OutlierDetection::default();
+        let p = |f: &str| format!("clusters[{ci}].outlier_detection.{f}");
+        let max = 1_000_000;
+        OutlierDetection {
+            consecutive_5xx: c.int(
+                o.consecutive_5xx,
+                d.consecutive_5xx,
+                1..=max,
+                &p("consecutive_5xx"),
+            ),
+            consecutive_gateway_failure: c.int(
+                o.consecutive_gateway_failure,
+                d.consecutive_gateway_failure,
+                1..=max,
+                &p("consecutive_gateway_failure"),
+            ),
+            base_ejection_time: c.dur(
+                &o.base_ejection_time,
+                d.base_ejection_time,
+                &p("base_ejection_time"),
+            ),
+            max_ejection_time: c.dur(
+                &o.max_ejection_time,
+                d.max_ejection_time,
+                &p("max_ejection_time"),
+            ),
+            max_ejection_percent: c.int(
+                o.max_ejection_percent,
+                d.max_ejection_percent,
+                0..=100,
+                &p("max_ejection_percent"),
+            ),
+        }
+    });
     let circuit_breakers = cl
         .circuit_breakers
         .as_ref()
@@ -593,6 +628,7 @@ fn cluster(
         health_check,
         panic_threshold,
         circuit_breakers,
+        outlier_detection,
         endpoints,
     }
 }

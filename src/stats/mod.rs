@@ -342,10 +342,14 @@ pub struct EndpointStats {
     pub health_check_success: Counter,
     pub health_check_failure: Counter,
     pub health_check_healthy: Counter,
+    /// Times this core's outlier detection ejected the endpoint, and whether it is out now (as
+    /// of the core's last once-a-second sweep).
+    pub outlier_ejections_total: Counter,
+    pub outlier_ejected: Counter,
 }
 
 impl EndpointStats {
-    pub const FIELDS: [Field<EndpointStats>; 21] = [
+    pub const FIELDS: [Field<EndpointStats>; 23] = [
         ("upstream_cx_total", |e| &e.upstream_cx_total, false),
         ("upstream_cx_active", |e| &e.upstream_cx_active, true),
         ("upstream_cx_idle", |e| &e.upstream_cx_idle, true),
@@ -383,6 +387,12 @@ impl EndpointStats {
         ("health_check_success", |e| &e.health_check_success, false),
         ("health_check_failure", |e| &e.health_check_failure, false),
         ("health_check_healthy", |e| &e.health_check_healthy, true),
+        (
+            "outlier_ejections_total",
+            |e| &e.outlier_ejections_total,
+            false,
+        ),
+        ("outlier_ejected", |e| &e.outlier_ejected, true),
     ];
 
     /// Counts the status of a response the upstream sent.
