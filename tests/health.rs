@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::client::raw_exchange;
-use support::gateway::TestGateway;
+use support::gateway::{TestGateway, simple_config};
 use support::harness::T;
 use support::upstream::{HttpUpstream, Reply};
 
@@ -59,25 +59,8 @@ impl Flaky {
 }
 
 fn config(good: SocketAddr, flaky: SocketAddr, extra: &str) -> String {
-    format!(
-        "workers: 2
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: [\"*\"]
-        routes:
-          - match: {{ prefix: \"/\" }}
-            route: {{ cluster: backend }}
-clusters:
-  - name: backend
-    response_timeout: 5s
-{extra}    endpoints:
-      - {{ address: \"{good}\" }}
-      - {{ address: \"{flaky}\" }}
-"
-    )
+    let extra = format!("    response_timeout: 5s\n{extra}");
+    simple_config(&[(good, 1), (flaky, 1)], 2, &extra, "{}")
 }
 
 const HTTP_CHECK: &str = "    health_check:

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::client::raw_exchange;
-use support::gateway::TestGateway;
+use support::gateway::{TestGateway, simple_config};
 use support::harness::T;
 use support::upstream::{HttpUpstream, Reply};
 
@@ -21,30 +21,12 @@ fn an_endpoint_failing_in_a_row_is_ejected_then_returns() {
     let bad = HttpUpstream::builder()
         .route("/", Reply::Status(503, "bad"))
         .start();
-    let yaml = format!(
-        "workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: [\"*\"]
-        routes:
-          - match: {{ prefix: \"/\" }}
-            route: {{ cluster: backend }}
-clusters:
-  - name: backend
-    outlier_detection:
+    let outlier = "    outlier_detection:
       consecutive_5xx: 3
       base_ejection_time: 1s
-      max_ejection_percent: 50
-    endpoints:
-      - {{ address: \"{}\" }}
-      - {{ address: \"{}\" }}
-",
-        good.addr(),
-        bad.addr()
-    );
+      max_ejection_percent: 50";
+    let endpoints = [(good.addr(), 1), (bad.addr(), 1)];
+    let yaml = simple_config(&endpoints, 1, outlier, "{}");
     let gw = TestGateway::start(&yaml);
     // Alternating: the bad endpoint gets requests 2, 4 and 6, the third ejects it.
     let statuses: Vec<Option<u16>> = (0..12)
