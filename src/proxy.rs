@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{Either, select};
 use tracing::{debug, warn};
 
-use crate::config::{Cluster, UpstreamProtocol};
+use crate::config::{Cluster, RetryPolicy, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::h2::client::{self, Session};
 use crate::health::ClusterHealth;
@@ -258,89 +258,135 @@ pub async fn forward<D: Downstream>(
             .health
             .get(route.cluster)
             .and_then(Option::as_deref);
-        let (endpoint, upstream, reused) =
-            connect_any(cluster, spec, tls, health, max_head).await?;
-        let conn = match upstream {
-            Upstream::H1(conn) => conn,
-            Upstream::H2(session) => {
-                let ep = &cluster.endpoints[endpoint];
-                let h2 = H2Exchange {
-                    cluster,
-                    spec,
-                    tls,
-                    ep,
-                    max_head,
-                    body_timeout,
-                    body_limit,
-                };
-                return h2
-                    .forward(head, session, reused, &mut body, &mut sink, outcome)
-                    .await;
-            }
-        };
-        let mut request = UpstreamRequest::new(head, spec.name.as_bytes(), body_limit);
-        // The body bytes that came with the head go out in the same write.
-        let pulled = pull_body(&mut request, &mut body);
-        outcome.body_in = request.body_bytes;
-        pulled?;
-        // Only a request held whole in memory can be sent again on another connection, and only
-        // one whose repetition cannot change the outcome.
-        let replayable = request.is_encoded() && head.is_idempotent();
-        let ep = &cluster.endpoints[endpoint];
-        ep.stats.upstream_rq_total.inc();
-        outcome.endpoint = Some(ep.address);
-        outcome.reused = reused;
+        let policy = route.retry_policy.as_deref();
+        let mut retries_left = policy.map_or(0, |p| p.num_retries);
+        // Endpoints already tried (a retry goes elsewhere: `previous_hosts`); allocated only
+        // when a retry happens.
+        let mut tried: Vec<usize> = Vec::new();
+        // The request, encoded, kept across attempts when it may be sent again.
+        let mut kept: Option<UpstreamRequest> = None;
+        // A retry holds a place under the cluster's retry limits while it runs.
+        let mut _retrying = None;
+        loop {
+            let (endpoint, upstream, reused) =
+                connect_any(cluster, spec, tls, health, max_head, &tried).await?;
+            let conn = match upstream {
+                Upstream::H1(conn) => conn,
+                Upstream::H2(session) => {
+                    let ep = &cluster.endpoints[endpoint];
+                    let h2 = H2Exchange {
+                        cluster,
+                        spec,
+                        tls,
+                        ep,
+                        max_head,
+                        body_timeout,
+                        body_limit,
+                    };
+                    return h2
+                        .forward(head, session, reused, &mut body, &mut sink, outcome)
+                        .await;
+                }
+            };
+            let request = match kept.take() {
+                Some(request) => request,
+                None => {
+                    let mut request = UpstreamRequest::new(head, spec.name.as_bytes(), body_limit);
+                    // The body bytes that came with the head go out in the same write.
+                    let pulled = pull_body(&mut request, &mut body);
+                    outcome.body_in = request.body_bytes;
+                    pulled?;
+                    request
+                }
+            };
+            // Only a request held whole in memory can be sent again on another connection, and
+            // only one whose repetition cannot change the outcome.
+            let replayable = request.is_encoded() && head.is_idempotent();
+            let retry = policy.filter(|p| {
+                retries_left > 0 && replayable && request.body_bytes <= p.max_retry_body_bytes
+            });
+            let ep = &cluster.endpoints[endpoint];
+            ep.stats.upstream_rq_total.inc();
+            outcome.endpoint = Some(ep.address);
+            outcome.reused = reused;
 
-        let mut exchange = Exchange {
-            cluster,
-            spec,
-            tls,
-            ep,
-            conn,
-            reused,
-            request,
-            reader: ResponseReader::new(),
-            response: ResponseHead::take(),
-            head_request: head.method == Method::HEAD,
-            replayable,
-            body_timeout,
-            outcome,
-        };
-        let began = Instant::now();
-        let result = if exchange.request.is_encoded() {
-            exchange.whole(&mut sink).await
-        } else {
-            exchange.streaming(&mut body, &mut sink).await
-        };
-        let Exchange {
-            conn,
-            request,
-            reader,
-            response,
-            outcome,
-            ..
-        } = exchange;
-        outcome.body_in = request.body_bytes;
-        let reusable = result.as_ref().is_ok_and(|&keep_alive| keep_alive)
-            && reader.reusable()
-            && request.is_sent();
-        request.recycle();
-        reader.recycle();
-        let status = response.status;
-        response.recycle();
-        record_upstream(cluster, spec, ep, outcome, began, result.as_ref().err());
-        result?;
-        // The upstream is done with: it goes back to the pool before the client gets the last
-        // bytes, so that the next request (maybe this client's) finds it there.
-        if reusable {
-            match conn.park() {
-                Ok(conn) => ep.pool.checkin(conn, timer::now()),
-                Err(Idle::Stray) => ep.stats.upstream_cx_idle_stray.inc(),
-                Err(_) => ep.stats.upstream_cx_idle_closed.inc(),
+            let mut exchange = Exchange {
+                cluster,
+                spec,
+                tls,
+                ep,
+                conn,
+                reused,
+                request,
+                reader: ResponseReader::new(),
+                response: ResponseHead::take(),
+                head_request: head.method == Method::HEAD,
+                replayable,
+                retry,
+                retry_now: None,
+                body_timeout,
+                outcome: &mut *outcome,
+            };
+            let began = Instant::now();
+            let result = if exchange.request.is_encoded() {
+                exchange.whole(&mut sink).await
+            } else {
+                exchange.streaming(&mut body, &mut sink).await
+            };
+            let Exchange {
+                conn,
+                request,
+                reader,
+                response,
+                retry_now,
+                ..
+            } = exchange;
+            outcome.body_in = request.body_bytes;
+            let reusable = result.as_ref().is_ok_and(|&keep_alive| keep_alive)
+                && reader.reusable()
+                && request.is_sent()
+                && retry_now.is_none();
+            reader.recycle();
+            let status = response.status;
+            response.recycle();
+            record_upstream(cluster, spec, ep, outcome, began, result.as_ref().err());
+            // A retriable answer, or a failure to answer before anything reached the client:
+            // once more on another endpoint, within the cluster's retry limits and budget.
+            let failed_early = retry.is_some_and(|p| p.retries_failure())
+                && result
+                    .as_ref()
+                    .is_err_and(|e| e.side == Side::Upstream && outcome.upstream_status.is_none());
+            let held = match retry_now {
+                Some(held) => Some(held),
+                None if failed_early => cluster.hold_budgeted_retry(spec),
+                None => None,
+            };
+            if let Some(held) = held {
+                _retrying = Some(held);
+                retries_left -= 1;
+                tried.push(endpoint);
+                outcome.retried = true;
+                outcome.upstream_status = None;
+                outcome.upstream_time = None;
+                ep.stats.upstream_rq_retry.inc();
+                debug!(endpoint = %ep.address, status, "retrying on another endpoint");
+                kept = Some(request);
+                continue;
             }
+            request.recycle();
+            result?;
+            // The upstream is done with: it goes back to the pool before the client gets the
+            // last bytes, so that the next request (maybe this client's) finds it there.
+            if reusable {
+                match conn.park() {
+                    Ok(conn) => ep.pool.checkin(conn, timer::now()),
+                    Err(Idle::Stray) => ep.stats.upstream_cx_idle_stray.inc(),
+                    Err(_) => ep.stats.upstream_cx_idle_closed.inc(),
+                }
+            }
+            sink.flush().await?;
+            return Ok(status);
         }
-        sink.flush().await?;
-        Ok(status)
     };
     // The route's timeout bounds all of it: connect, request, and the complete response.
     let Some(limit) = route.timeout else {
@@ -404,7 +450,7 @@ fn pull_body<B: RequestBody>(
 
 /// One exchange with the upstream: the connection, the request going out and the response
 /// coming back.
-struct Exchange<'a> {
+struct Exchange<'a, 'o> {
     cluster: &'a ClusterState,
     spec: &'a Cluster,
     tls: Option<&'a ClientTls>,
@@ -417,11 +463,15 @@ struct Exchange<'a> {
     head_request: bool,
     /// The request is held whole and idempotent: it may be sent again on a new connection.
     replayable: bool,
+    /// The route's retry policy, when this attempt may be retried; and, once an answer it
+    /// retries came (held back from the client), the place the retry holds.
+    retry: Option<&'a RetryPolicy>,
+    retry_now: Option<Held<'a>>,
     body_timeout: Duration,
-    outcome: &'a mut Outcome,
+    outcome: &'o mut Outcome,
 }
 
-impl Exchange<'_> {
+impl Exchange<'_, '_> {
     /// A request held whole in memory: send it, read the head (sending it once more on a fresh
     /// connection if a pooled one turns out closed), relay the response. Ok(keep_alive): the
     /// upstream allows the connection to be reused.
@@ -434,8 +484,11 @@ impl Exchange<'_> {
                 self.request
                     .send(&self.conn, self.replayable, self.spec.send_timeout)
                     .await?;
-                let deadline = timer::now() + self.spec.response_timeout;
-                self.final_head(sink, Some(deadline)).await
+                let per_try = self.retry.and_then(|p| p.per_try_timeout);
+                let wait = per_try.map_or(self.spec.response_timeout, |t| {
+                    t.min(self.spec.response_timeout)
+                });
+                self.final_head(sink, Some(timer::now() + wait)).await
             }
             .await;
             match sent {
@@ -476,6 +529,16 @@ impl Exchange<'_> {
         };
         self.outcome.upstream_time = Some(started.elapsed());
         self.outcome.upstream_status = Some(self.response.status);
+        // An answer the route retries is not passed on, if the limits allow a retry.
+        if let Some(policy) = self.retry
+            && policy.retries_status(self.response.status)
+        {
+            let cluster = self.cluster;
+            if let Some(held) = cluster.hold_budgeted_retry(self.spec) {
+                self.retry_now = Some(held);
+                return Ok(false);
+            }
+        }
         sink.start_response(&self.response);
         self.relay(sink).await?;
         Ok(keep_alive)
@@ -621,10 +684,16 @@ async fn connect_any(
     tls: Option<&ClientTls>,
     health: Option<&ClusterHealth>,
     max_head: usize,
+    exclude: &[usize],
 ) -> Result<(usize, Upstream, bool), ProxyError> {
     let n = cluster.endpoints.len();
-    // Allocated only once a connect fails.
-    let mut failed: Vec<usize> = Vec::new();
+    // Endpoints a retry must avoid, unless that is all of them (then any will do); and those
+    // whose connect failed. Allocated only when there are some.
+    let mut failed: Vec<usize> = if exclude.len() < n {
+        exclude.to_vec()
+    } else {
+        Vec::new()
+    };
     let mut cause = None;
     for _ in 0..n {
         let endpoint = {
@@ -770,7 +839,23 @@ impl ClusterState {
     /// Holds a place among the retries under way, unless this core's share of `max_retries`
     /// is taken (counted as an overflow: the request is not retried).
     fn hold_retry(&self) -> Option<Held<'_>> {
-        let held = Held::take(&self.load.retries, self.breakers.max_retries);
+        self.hold_retries_within(self.breakers.max_retries)
+    }
+
+    /// Like [`hold_retry`](ClusterState::hold_retry), within the cluster's retry budget too:
+    /// retries under way at most `budget_percent` of the requests under way, or
+    /// `min_retry_concurrency`, whichever is more.
+    fn hold_budgeted_retry(&self, spec: &Cluster) -> Option<Held<'_>> {
+        let b = spec.retry_budget;
+        let share = u64::from(self.load.requests.get()) * u64::from(b.budget_centipercent) / 10_000;
+        let budget = u32::try_from(share)
+            .unwrap_or(u32::MAX)
+            .max(b.min_retry_concurrency);
+        self.hold_retries_within(budget.min(self.breakers.max_retries))
+    }
+
+    fn hold_retries_within(&self, max: u32) -> Option<Held<'_>> {
+        let held = Held::take(&self.load.retries, max);
         if held.is_none() {
             self.stats.upstream_rq_retry_overflow.inc();
         }

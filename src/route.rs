@@ -25,6 +25,7 @@ pub struct Route {
     /// The whole exchange's limit, and the longest pause of the upstream (see config::Route).
     pub timeout: Option<std::time::Duration>,
     pub idle_timeout: Option<std::time::Duration>,
+    pub retry_policy: Option<Box<crate::config::RetryPolicy>>,
     /// Set: matches only requests whose connection presented (true) or did not present
     /// (false) a verified client certificate.
     pub client_certificate: Option<bool>,
@@ -266,6 +267,7 @@ impl Router {
                             max_request_body_bytes: r.max_request_body_bytes,
                             timeout: r.timeout,
                             idle_timeout: r.idle_timeout,
+                            retry_policy: r.retry_policy.clone(),
                             client_certificate: r.client_certificate,
                         })
                         .collect(),
@@ -321,6 +323,7 @@ mod tests {
             max_request_body_bytes: None,
             timeout: None,
             idle_timeout: None,
+            retry_policy: None,
             client_certificate: None,
         }
     }
@@ -338,6 +341,7 @@ mod tests {
                         max_request_body_bytes: None,
                         timeout: None,
                         idle_timeout: None,
+                        retry_policy: None,
                         client_certificate: None,
                     },
                     prefix("/v1/", 1),
@@ -429,6 +433,7 @@ mod tests {
                     max_request_body_bytes: None,
                     timeout: None,
                     idle_timeout: None,
+                    retry_policy: None,
                     client_certificate: None,
                 });
             }

@@ -76,6 +76,15 @@ impl Config {
                             "max_request_body_bytes": r.max_request_body_bytes,
                             "timeout": r.timeout.map(dur),
                             "idle_timeout": r.idle_timeout.map(dur),
+                            "retry_policy": r.retry_policy.as_ref().map(|p| json!({
+                                "num_retries": p.num_retries,
+                                "per_try_timeout": p.per_try_timeout.map(dur),
+                                "retriable_status_codes": p.retriable_status_codes,
+                                "max_retry_body_bytes": p.max_retry_body_bytes,
+                                "retry_on": p.retry_on.iter().map(|on| {
+                                    crate::config::RetryOn::ALL.iter().find(|(_, v)| v == on).map_or("?", |(n, _)| *n)
+                                }).collect::<Vec<_>>(),
+                            })),
                         })).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                 })

@@ -266,6 +266,26 @@ pub(super) struct RawRouteAction {
     pub(super) max_request_body_bytes: Option<i64>,
     pub(super) timeout: Option<String>,
     pub(super) idle_timeout: Option<String>,
+    pub(super) retry_policy: Option<RawRetryPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetryPolicy {
+    #[serde(default)]
+    pub(super) retry_on: Vec<String>,
+    pub(super) num_retries: Option<i64>,
+    pub(super) per_try_timeout: Option<String>,
+    pub(super) retriable_status_codes: Option<Vec<i64>>,
+    pub(super) retry_host_predicate: Option<Vec<String>>,
+    pub(super) max_retry_body_bytes: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetryBudget {
+    pub(super) budget_percent: Option<f64>,
+    pub(super) min_retry_concurrency: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -285,6 +305,7 @@ pub(super) struct RawCluster {
     pub(super) panic_threshold: Option<i64>,
     pub(super) circuit_breakers: Option<RawCircuitBreakers>,
     pub(super) outlier_detection: Option<RawOutlierDetection>,
+    pub(super) retry_budget: Option<RawRetryBudget>,
     #[serde(default)]
     pub(super) endpoints: Vec<RawEndpoint>,
 }

@@ -246,6 +246,8 @@ pub struct Route {
     /// Overrides `limits.body_timeout` for this route's upstream waits: the longest pause in
     /// a response body before the exchange is cut.
     pub idle_timeout: Option<Duration>,
+    /// Set: failed attempts are retried on another endpoint under these rules.
+    pub retry_policy: Option<Box<RetryPolicy>>,
     /// `match.tls_context`: set, the route matches only connections that presented (true) or
     /// did not present (false) a verified client certificate.
     pub client_certificate: Option<bool>,
@@ -294,7 +296,91 @@ pub struct Cluster {
     pub circuit_breakers: CircuitBreakers,
     /// Set: each core ejects endpoints that fail in a row (passive, per core).
     pub outlier_detection: Option<OutlierDetection>,
+    /// Retries under way may be at most this share of the requests under way (on each core),
+    /// or `min_retry_concurrency`, whichever is more.
+    pub retry_budget: RetryBudget,
     pub endpoints: Vec<Endpoint>,
+}
+
+/// When and how a route retries (Envoy's names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// `connect-failure` (every endpoint refused), `refused-stream`, `reset` (closed or reset
+    /// before an answer), `5xx`, `gateway-error` (502, 503, 504, and failures to answer),
+    /// `retriable-4xx` (409), `retriable-status-codes`.
+    pub retry_on: Vec<RetryOn>,
+    pub num_retries: u32,
+    /// Each attempt's wait for the response head (the cluster's `response_timeout` if
+    /// shorter).
+    pub per_try_timeout: Option<Duration>,
+    pub retriable_status_codes: Vec<u16>,
+    /// Bodies up to this size are held so the request can be sent again.
+    pub max_retry_body_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetryOn {
+    #[default]
+    ConnectFailure,
+    RefusedStream,
+    Reset,
+    Status5xx,
+    GatewayError,
+    Retriable4xx,
+    RetriableStatusCodes,
+}
+
+impl RetryOn {
+    pub const ALL: [(&'static str, RetryOn); 7] = [
+        ("connect-failure", RetryOn::ConnectFailure),
+        ("refused-stream", RetryOn::RefusedStream),
+        ("reset", RetryOn::Reset),
+        ("5xx", RetryOn::Status5xx),
+        ("gateway-error", RetryOn::GatewayError),
+        ("retriable-4xx", RetryOn::Retriable4xx),
+        ("retriable-status-codes", RetryOn::RetriableStatusCodes),
+    ];
+}
+
+impl RetryPolicy {
+    /// Whether an answer with `status` is retried.
+    pub fn retries_status(&self, status: u16) -> bool {
+        self.retry_on.iter().any(|on| match on {
+            RetryOn::Status5xx => status >= 500,
+            RetryOn::GatewayError => matches!(status, 502..=504),
+            RetryOn::Retriable4xx => status == 409,
+            RetryOn::RetriableStatusCodes => self.retriable_status_codes.contains(&status),
+            _ => false,
+        })
+    }
+
+    /// Whether a failure to answer (a reset or close before the head, a per-try timeout) is
+    /// retried.
+    pub fn retries_failure(&self) -> bool {
+        self.retry_on.iter().any(|on| {
+            matches!(
+                on,
+                RetryOn::Reset | RetryOn::Status5xx | RetryOn::GatewayError
+            )
+        })
+    }
+}
+
+/// The share of requests that may be retries at once (Envoy's `retry_budget`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBudget {
+    /// Percent of the requests under way, in hundredths (2000 = 20%).
+    pub budget_centipercent: u32,
+    pub min_retry_concurrency: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            budget_centipercent: 2000,
+            min_retry_concurrency: 3,
+        }
+    }
 }
 
 /// Passive outlier detection (Envoy's names and defaults).

@@ -89,6 +89,7 @@ fn full_example_parses() {
         max_request_body_bytes: None,
         timeout: None,
         idle_timeout: None,
+        retry_policy: None,
         client_certificate: None,
     };
     let r1 = Route {
@@ -98,6 +99,7 @@ fn full_example_parses() {
         max_request_body_bytes: None,
         timeout: None,
         idle_timeout: None,
+        retry_policy: None,
         client_certificate: None,
     };
     assert_eq!(v.routes, [r0, r1]);
@@ -632,4 +634,32 @@ fn outlier_detection_defaults_to_envoys_and_is_checked() {
             "clusters[0].outlier_detection.max_ejection_percent"
         ]
     );
+}
+
+#[test]
+fn retry_policies_and_budgets_are_checked() {
+    let route = r#"route: { cluster: c, retry_policy: { retry_on: [5xx, teapot], num_retries: 11, retry_host_predicate: [other] } }"#;
+    let yaml = BASE.replace("route: { cluster: c }", route);
+    let e = errs(&yaml);
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    let base = "listeners[0].virtual_hosts[0].routes[0].route.retry_policy";
+    for want in ["retry_on[1]", "num_retries", "retry_host_predicate[0]"] {
+        assert!(
+            paths.contains(&format!("{base}.{want}").as_str()),
+            "{want} in {paths:?}"
+        );
+    }
+    let ok = BASE.replace(
+        "route: { cluster: c }",
+        "route: { cluster: c, retry_policy: { retry_on: [gateway-error], per_try_timeout: 1s } }",
+    );
+    let c = parse(&ok, "t").unwrap();
+    let policy = c.listeners[0].virtual_hosts[0].routes[0]
+        .retry_policy
+        .as_ref()
+        .expect("set");
+    assert_eq!(policy.num_retries, 1);
+    assert_eq!(policy.max_retry_body_bytes, 64 * 1024);
+    assert!(policy.retries_status(503) && !policy.retries_status(500));
+    assert_eq!(c.clusters[0].retry_budget, RetryBudget::default());
 }

@@ -477,6 +477,11 @@ fn route(
             &format!("{rp}.route.idle_timeout"),
         )
     });
+    let retry_policy = r
+        .route
+        .retry_policy
+        .as_ref()
+        .map(|rp_raw| Box::new(retry_policy(c, rp_raw, &format!("{rp}.route.retry_policy"))));
     Route {
         path,
         methods,
@@ -484,6 +489,7 @@ fn route(
         max_request_body_bytes,
         timeout,
         idle_timeout,
+        retry_policy,
         client_certificate,
     }
 }
@@ -551,6 +557,31 @@ fn cluster(
         .as_ref()
         .map(|h| health_check(c, h, &cl.name, &p("health_check")));
     let panic_threshold = c.int(cl.panic_threshold, 50u8, 0..=100, &p("panic_threshold"));
+    let retry_budget = cl.retry_budget.as_ref().map_or_else(Default::default, |b| {
+        let d = RetryBudget::default();
+        let path = format!("clusters[{ci}].retry_budget");
+        let budget_centipercent = match b.budget_percent {
+            None => d.budget_centipercent,
+            Some(pct) if (0.0..=100.0).contains(&pct) => (pct * 100.0).round() as u32,
+            Some(pct) => {
+                c.err(
+                    &format!("{path}.budget_percent"),
+                    format!("must be between 0 and 100, got {pct}"),
+                );
+                d.budget_centipercent
+            }
+        };
+        let min = format!("{path}.min_retry_concurrency");
+        RetryBudget {
+            budget_centipercent,
+            min_retry_concurrency: c.int(
+                b.min_retry_concurrency,
+                d.min_retry_concurrency,
+                0..=1 << 30,
+                &min,
+            ),
+        }
+    });
     let outlier_detection = cl.outlier_detection.as_ref().map(|o| {
         let d = OutlierDetection::default();
         let p = |f: &str| format!("clusters[{ci}].outlier_detection.{f}");
@@ -629,6 +660,7 @@ fn cluster(
         panic_threshold,
         circuit_breakers,
         outlier_detection,
+        retry_budget,
         endpoints,
     }
 }
@@ -815,6 +847,57 @@ fn http2_options(c: &mut Checker, raw: &Option<RawHttp2Options>, path: &str) -> 
             &p("max_resets_per_second"),
         ),
         keepalive,
+    }
+}
+
+fn retry_policy(c: &mut Checker, r: &RawRetryPolicy, path: &str) -> RetryPolicy {
+    let p = |f: &str| format!("{path}.{f}");
+    let mut retry_on = Vec::new();
+    for (i, on) in r.retry_on.iter().enumerate() {
+        retry_on.push(c.one_of(
+            on,
+            &RetryOn::ALL,
+            "condition",
+            &p(&format!("retry_on[{i}]")),
+        ));
+    }
+    if r.retry_on.is_empty() {
+        c.err(&p("retry_on"), "at least one condition is required");
+    }
+    let retriable_status_codes = (r.retriable_status_codes.iter().flatten().enumerate())
+        .filter_map(|(i, &s)| match u16::try_from(s) {
+            Ok(s) if (100..=599).contains(&s) => Some(s),
+            _ => {
+                let why = format!("must be a status between 100 and 599, got {s}");
+                c.err(&p(&format!("retriable_status_codes[{i}]")), why);
+                None
+            }
+        })
+        .collect();
+    for (i, pred) in r.retry_host_predicate.iter().flatten().enumerate() {
+        if pred.trim() != "previous_hosts" {
+            let why = format!("unknown predicate {pred:?} (accepted: previous_hosts, the default)");
+            c.err(&p(&format!("retry_host_predicate[{i}]")), why);
+        }
+    }
+    let per_try_timeout = r.per_try_timeout.as_ref().map(|t| {
+        c.dur(
+            &Some(t.clone()),
+            Duration::from_secs(1),
+            &p("per_try_timeout"),
+        )
+    });
+    RetryPolicy {
+        retry_on,
+        num_retries: c.int(r.num_retries, 1u32, 0..=10, &p("num_retries")),
+        per_try_timeout,
+        retriable_status_codes,
+        max_retry_body_bytes: c.int(
+            r.max_retry_body_bytes,
+            64 * 1024u64,
+            0..=16 << 20,
+            &p("max_retry_body_bytes"),
+        ),
     }
 }
 
