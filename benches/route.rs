@@ -18,6 +18,7 @@ fn prefix_route(p: String, cluster: usize) -> Route {
         max_request_body_bytes: None,
         timeout: None,
         idle_timeout: None,
+        retry_policy: None,
         client_certificate: None,
     }
 }
@@ -56,6 +57,7 @@ fn many_routes(n: usize) -> Router {
                     max_request_body_bytes: None,
                     timeout: None,
                     idle_timeout: None,
+                    retry_policy: None,
                     client_certificate: None,
                 }
             } else {
