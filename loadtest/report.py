@@ -9,6 +9,8 @@ The harness (loadtest/run) calls it in these ways:
   report.py record-handshake --raw RAW.jsonl --client-output FILE... one TLS handshake
                                      measurement (openssl s_time or wrk) -> RAW
   report.py record-idle --raw RAW.jsonl --client-output FILE ... one idle-memory run -> RAW
+  report.py record-chaos --raw RAW.jsonl --wrk-output FILE --base-us US ... one chaos run
+                                     (an endpoint killed and restarted under wrk) -> RAW
   report.py final --raw RAW.jsonl --out-dir DIR --stamp STAMP ...
 
 `final` groups the raw runs by (layout, case, connections, proxy), takes the median and the
@@ -706,6 +708,18 @@ def summarise(records):
                         errs[k] = errs.get(k, 0) + v
                 s["errors"] = errs
                 s["problems"] = [p for r in runs for p in r.get("problems", [])]
+            elif runs[0]["kind"] == "chaos":
+                for k in ("failed", "failed_non2xx", "failed_socket", "eject_s", "last_failure_s", "return_s",
+                          "first_served_s", "p99_event_us", "p99_before_us", "rps", "failed_after_restart",
+                          "victim_share_before"):
+                    s[k] = spread([r.get(k) for r in runs])
+                s["target"] = runs[0].get("target")
+                s["target_met_runs"] = sum(1 for r in runs if r.get("target_met"))
+                s["never_ejected_runs"] = sum(1 for r in runs if r.get("eject_s") is None)
+                s["never_returned_runs"] = sum(1 for r in runs if r.get("return_s") is None)
+                s["timelines"] = [r.get("timeline") for r in runs]
+                s["errors"] = {"harness": sum(r["errors"].get("harness", 0) for r in runs)}
+                s["problems"] = [p for r in runs for p in r.get("problems", [])]
             elif runs[0]["kind"] == "load":
                 if runs[0].get("tool") == "h2load":
                     s["tool"] = "h2load"
@@ -838,7 +852,7 @@ def render_table(summary, meta, paint):
         kind = rows[0]["kind"]
         tls = any("negotiated" in s for s in rows)
         lines.append("")
-        if kind != "idle" and layout != current_layout:
+        if kind not in ("idle", "chaos") and layout != current_layout:
             current_layout = layout
             banner = f"=== {LAYOUT_TEXT.get(layout, layout)}"
             lines.append(paint.bold(banner))
@@ -871,6 +885,55 @@ def render_table(summary, meta, paint):
                     f"{s['rss_held_kb']['median'] / 1024:.1f} MiB" if s["rss_held_kb"] else "-",
                     f"{s['rss_after_close_kb']['median'] / 1024:.1f} MiB" if s["rss_after_close_kb"] else "-",
                 ] + ([negotiated(s)] if tls else []) + [ptxt])
+        elif kind == "chaos":
+            title = (f"-- [{layout} layout] case chaos: wrk -t{conns} -c{conns} keep-alive, 2 endpoints, one "
+                     f"SIGKILLed at +{opts.get('chaos', {}).get('kill_at_s', 3)} s and restarted at "
+                     f"+{opts.get('chaos', {}).get('restart_at_s', 6)} s of a "
+                     f"{opts.get('chaos', {}).get('duration_s', 10)} s run: {n_runs} run(s), median (min-max); "
+                     f"target: failed <= {conns} (the requests that can be in flight)")
+            table = [["proxy", "failed", "non-2xx/socket", "time to eject", "last failure", "time to return",
+                      "first served", "p99 after kill", "p99 before", "req/s", "target", "errors"]]
+
+            def secs(sp, digits=0, prefix="+"):
+                if sp is None:
+                    return "never"
+                med = f"{prefix}{sp['median']:.{digits}f}s"
+                if sp["n"] < 2 or sp["min"] == sp["max"]:
+                    return med
+                return f"{med} ({sp['min']:.{digits}f}-{sp['max']:.{digits}f})"
+
+            def lat_spread(sp):
+                if sp is None:
+                    return "-"
+                med = fmt_lat(sp["median"])
+                return med if sp["n"] < 2 else f"{med} ({fmt_lat(sp['min'])}-{fmt_lat(sp['max'])})"
+
+            for s in rows:
+                e = s["errors_total"]
+                etxt = "0" if e == 0 else paint.bad(
+                    f"{e} !! " + "; ".join(dict.fromkeys(s.get("problems") or []))[:160])
+                never_e = f", never in {s['never_ejected_runs']} run(s)" if s["never_ejected_runs"] and \
+                    s["eject_s"] else ""
+                never_r = f", never in {s['never_returned_runs']} run(s)" if s["never_returned_runs"] and \
+                    s["return_s"] else ""
+                met = s["target_met_runs"]
+                ttxt = f"met {met}/{s['runs']}" if met == s["runs"] else paint.bad(f"!! met {met}/{s['runs']}")
+                nf = s["failed_non2xx"]["median"] if s["failed_non2xx"] else None
+                sf = s["failed_socket"]["median"] if s["failed_socket"] else None
+                table.append([
+                    s["proxy"],
+                    fmt_spread(s["failed"]),
+                    f"{fmt_num(nf)}/{fmt_num(sf)}",
+                    secs(s["eject_s"]) + never_e,
+                    secs(s["last_failure_s"], 1),
+                    secs(s["return_s"]) + never_r,
+                    secs(s["first_served_s"], 1),
+                    lat_spread(s["p99_event_us"]),
+                    lat_spread(s["p99_before_us"]),
+                    fmt_spread(s["rps"]),
+                    ttxt,
+                    etxt,
+                ])
         elif kind == "handshake":
             who = f"{conns} parallel openssl s_time -new" if rows[0]["tool"] == "s_time" else \
                 f"wrk, {conns} connections, Connection: close"
@@ -936,6 +999,13 @@ def render_table(summary, meta, paint):
             lines.append("  " + "  ".join(cells).rstrip())
             if j == 0:
                 lines.append("  " + "  ".join("-" * w for w in widths))
+        if kind == "chaos":
+            lines.append("  per second from the kill (run 1): ok/failed/killed endpoint's responses "
+                         "(failed = non-2xx + requests re-sent after a connection failed)")
+            for s in rows:
+                tl = (s.get("timelines") or [None])[0] or []
+                cells = [f"{t['second']:+d}:{t['ok']}/{t['non2xx'] + t['no_response']}/{t['victim']}" for t in tl]
+                lines.append(f"    {s['proxy']:<9}" + " ".join(cells))
     return "\n".join(lines)
 
 
@@ -1190,7 +1260,8 @@ def render_svg(summary, meta):
     svg.text(lx + 10, 70, "red outline = errors in that measurement; hover a bar for its exact figures",
              size=11, fill="#444")
     y = 86
-    layouts = [lay for lay in opts.get("layouts", []) if any(s["layout"] == lay and s["kind"] != "idle" for s in summary)]
+    layouts = [lay for lay in opts.get("layouts", [])
+               if any(s["layout"] == lay and s["kind"] in ("load", "handshake") for s in summary)]
     by = {(s["layout"], s["case"], s["connections"], s["proxy"]): s for s in summary}
     case_order = {c: i for i, c in enumerate(opts.get("cases", []))}
     for layout in layouts:
@@ -1278,6 +1349,165 @@ def render_svg(summary, meta):
     return svg.render(y + 10)
 
 
+# ----------------------------------------------------------------------------- chaos
+
+CHAOS_SLOT_S = 0.1   # the chaos wrk script counts per 100 ms slot, from the planned kill
+CHAOS_LAT_BASE = 1.02  # and buckets latencies 2% wide
+
+
+def parse_chaos_slots(text):
+    """The chaos script's LT_SLOT lines: {slot: {ok, bad, victim, lost}}, and LT_LAT lines:
+    {slot: {bucket: count}} (key = slot * 1000 + bucket)."""
+    slots, lat = {}, {}
+    for m in re.finditer(r"^LT_SLOT (-?\d+) ok=(\d+) bad=(\d+) victim=(\d+) lost=(\d+)$", text, re.M):
+        slots[int(m.group(1))] = {"ok": int(m.group(2)), "bad": int(m.group(3)),
+                                  "victim": int(m.group(4)), "lost": int(m.group(5))}
+    for m in re.finditer(r"^LT_LAT (-?\d+) (\d+)$", text, re.M):
+        key, n = int(m.group(1)), int(m.group(2))
+        slot = key // 1000  # floor division: right for negative slots too
+        lat.setdefault(slot, {})
+        b = key - slot * 1000
+        lat[slot][b] = lat[slot].get(b, 0) + n
+    return slots, lat
+
+
+def hist_percentile(hists, p):
+    """Nearest-rank percentile (microseconds, bucket's geometric middle) of merged histograms."""
+    merged = {}
+    for h in hists:
+        for b, n in h.items():
+            merged[b] = merged.get(b, 0) + n
+    total = sum(merged.values())
+    if not total:
+        return None
+    rank = max(1, -(-total * p // 100))
+    seen = 0
+    for b in sorted(merged):
+        seen += merged[b]
+        if seen >= rank:
+            return CHAOS_LAT_BASE ** (b + 0.5)
+    return None
+
+
+def cmd_record_chaos(a):
+    text = ""
+    if a.wrk_output and os.path.exists(a.wrk_output):
+        with open(a.wrk_output, errors="replace") as f:
+            text = f.read()
+    w = parse_wrk(text)
+    slots, lat = parse_chaos_slots(text)
+    per_s = int(round(1 / CHAOS_SLOT_S))
+    gap_s = int(a.restart_at - a.kill_at)         # seconds from the kill to the restart
+    restart_slot = gap_s * per_s
+    end_slot = int((a.duration - a.kill_at) * per_s)
+    start_slot = -int(a.kill_at * per_s)
+
+    def fails(sl):
+        c = slots.get(sl) or {}
+        return c.get("bad", 0) + c.get("lost", 0)
+
+    def count(sl, k):
+        return (slots.get(sl) or {}).get(k, 0)
+
+    errs = w.get("errors") or {}
+    non2xx = sum(c["bad"] for c in slots.values())
+    socket = sum(int(errs.get(k, 0)) for k in ("connect", "read", "write", "timeout"))
+    failed = non2xx + socket
+    # Seconds counted from the kill: second k is [kill + k, kill + k + 1).
+    eject_s = next((k for k in range(gap_s) if sum(fails(k * per_s + i) for i in range(per_s)) == 0), None)
+    fail_slots = [sl for sl in range(0, restart_slot) if fails(sl)]
+    last_failure_s = (max(fail_slots) + 1) * CHAOS_SLOT_S if fail_slots else 0.0
+    after_eject = sum(fails(sl) for sl in range(((eject_s or 0) + 1) * per_s, restart_slot)) if eject_s is not None else None
+    # Seconds counted from the restart: second k is [restart + k, restart + k + 1).
+    served = [sl for sl in range(restart_slot, end_slot + 1) if count(sl, "victim")]
+    first_served_s = (served[0] - restart_slot) * CHAOS_SLOT_S if served else None
+    return_s = int((served[0] - restart_slot) // per_s) if served else None
+    before = [sl for sl in slots if sl < 0]
+    failed_before = sum(fails(sl) for sl in before)
+    resp_before = sum(count(sl, "ok") + count(sl, "bad") for sl in before)
+    victim_before = sum(count(sl, "victim") for sl in before)
+    victim_share_before = victim_before / resp_before if resp_before else None
+    failed_after_restart = sum(fails(sl) for sl in slots if sl >= restart_slot)
+    p99_event = hist_percentile([h for sl, h in lat.items() if sl >= 0], 99)
+    p99_before = hist_percentile([h for sl, h in lat.items() if sl < 0], 99)
+    timeline = []
+    for k in range(start_slot // per_s, (end_slot + per_s - 1) // per_s):
+        sls = range(k * per_s, (k + 1) * per_s)
+        timeline.append({
+            "second": k,  # from the kill
+            "ok": sum(count(sl, "ok") for sl in sls),
+            "non2xx": sum(count(sl, "bad") for sl in sls),
+            "no_response": sum(count(sl, "lost") for sl in sls),
+            "victim": sum(count(sl, "victim") for sl in sls),
+            "p99_us": hist_percentile([lat[sl] for sl in sls if sl in lat], 99),
+        })
+    t_kill = a.t_kill
+    base = a.base_us / 1e6 if a.base_us else None
+    rec = {
+        "kind": "chaos",
+        "layout": a.layout,
+        "run": a.run,
+        "case": "chaos",
+        "connections": a.connections,
+        "proxy": a.proxy,
+        "duration_requested_s": a.duration,
+        "kill_at_s": a.kill_at,
+        "restart_at_s": a.restart_at,
+        "kill_late_ms": round((t_kill - base) * 1000, 1) if (t_kill and base) else None,
+        "restart_late_ms": round((a.t_restart - base - gap_s) * 1000, 1) if (a.t_restart and base) else None,
+        "restart_listening_ms": round((a.t_listen - a.t_restart) * 1000, 1) if (a.t_listen and a.t_restart) else None,
+        "requests": w.get("requests", 0),
+        "rps": w.get("rps", 0),
+        "latency_us": w.get("latency_us"),
+        "failed": failed,
+        "failed_non2xx": non2xx,
+        "failed_socket": socket,
+        "wrk_errors": errs,
+        "no_response_reissued": sum(c["lost"] for c in slots.values()),
+        "failed_before_kill": failed_before,
+        "failed_after_restart": failed_after_restart,
+        "failed_after_eject": after_eject,
+        "eject_s": eject_s,
+        "last_failure_s": last_failure_s if slots else None,
+        "return_s": return_s,
+        "first_served_s": first_served_s,
+        "p99_event_us": p99_event,
+        "p99_before_us": p99_before,
+        "victim_share_before": victim_share_before,
+        "target": a.connections,
+        "target_met": bool(slots) and failed <= a.connections,
+        "timeline": timeline,
+        "wrk_exit_code": a.wrk_rc,
+        "wrk_result_parsed": w["parsed"] and bool(slots),
+        "proxy_log": log_lines(a.log),
+        "wrk_output": "\n".join(ln for ln in text.splitlines() if not ln.startswith(("LT_SLOT", "LT_LAT"))),
+    }
+    problems = []
+    if a.failure:
+        problems.append(a.failure)
+    if not rec["wrk_result_parsed"] or a.wrk_rc != 0:
+        problems.append(f"wrk without a result (exit code {a.wrk_rc})")
+    if failed_before:
+        problems.append(f"{failed_before} failed before the kill")
+    if victim_share_before is not None and victim_share_before < 0.25:
+        problems.append(f"the endpoint to kill served only {victim_share_before:.0%} before the kill")
+    rec["problems"] = problems
+    rec["errors"] = {"harness": len(problems)}
+    rec["errors_total"] = len(problems)
+    with open(a.raw, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    flag = "" if not problems else "  ERRORS " + "; ".join(problems)
+    print(
+        f"  [{a.layout} run {a.run}] chaos     c={a.connections:<4} {a.proxy:<8} "
+        f"{human_rate(rec['rps']):>7} req/s  failed {failed} ({non2xx} non-2xx, {socket} socket)  "
+        f"eject {'-' if eject_s is None else f'+{eject_s}s'} (last failure +{last_failure_s:.1f}s)  "
+        f"return {'-' if return_s is None else f'+{return_s}s'} "
+        f"(first served +{'-' if first_served_s is None else f'{first_served_s:.1f}'}s)  "
+        f"p99 after kill {fmt_lat(p99_event)}{flag}",
+        flush=True,
+    )
+
+
 # ----------------------------------------------------------------------------- final
 
 
@@ -1299,7 +1529,16 @@ def cmd_final(a):
         print(paint.bad("!! NON-ZERO ERRORS in: " + "; ".join(
             f"{s['layout']}/{s['case']}/c={s['connections']}/{s['proxy']} ({s['errors_total']})" for s in bad)))
     else:
-        print("errors: none (every run of every proxy: 0 non-2xx, 0 socket errors)")
+        print("errors: none (every run of every proxy: 0 non-2xx, 0 socket errors"
+              + ("; chaos: its failed requests are its figure, not errors)" if any(
+                  s["kind"] == "chaos" for s in summary) else ")"))
+    chaos = [s for s in summary if s["kind"] == "chaos"]
+    if chaos:
+        print("chaos (target: failed requests <= connections, the requests that can be in flight to the "
+              "killed endpoint): " + "; ".join(
+                  f"{s['layout']}/{s['proxy']} {'met' if s['target_met_runs'] == s['runs'] else 'MISSED'} "
+                  f"({s['target_met_runs']}/{s['runs']} runs, failed median "
+                  f"{fmt_num(s['failed']['median']) if s['failed'] else '-'})" for s in chaos))
     tls = options.get("tls") or {}
     if tls:
         seen = {}
@@ -1425,6 +1664,25 @@ def main():
     ri.add_argument("--expected-suite")
     ri.add_argument("--expect-protocol", help="the application protocol every held connection must have (h2)")
 
+    rc = sub.add_parser("record-chaos")
+    rc.add_argument("--raw", required=True)
+    rc.add_argument("--wrk-output", required=True, help="wrk's output with the chaos script's LT_ lines")
+    rc.add_argument("--wrk-rc", type=int, default=0)
+    rc.add_argument("--layout", required=True)
+    rc.add_argument("--run", type=int, required=True)
+    rc.add_argument("--proxy", required=True)
+    rc.add_argument("--connections", type=int, required=True)
+    rc.add_argument("--duration", type=float, required=True, help="seconds of the wrk run")
+    rc.add_argument("--kill-at", type=float, required=True, help="planned kill, seconds into the run")
+    rc.add_argument("--restart-at", type=float, required=True, help="planned restart, seconds into the run")
+    rc.add_argument("--base-us", type=float, help="the planned kill, epoch microseconds (slot 0 of the script)")
+    rc.add_argument("--t-start", type=float, help="epoch seconds: wrk started")
+    rc.add_argument("--t-kill", type=float, help="epoch seconds: SIGKILL sent")
+    rc.add_argument("--t-restart", type=float, help="epoch seconds: the endpoint started again")
+    rc.add_argument("--t-listen", type=float, help="epoch seconds: it listened again")
+    rc.add_argument("--log")
+    rc.add_argument("--failure")
+
     fi = sub.add_parser("final")
     fi.add_argument("--raw", required=True)
     fi.add_argument("--out-dir", required=True)
@@ -1439,7 +1697,7 @@ def main():
 
     a = p.parse_args()
     {"record-load": cmd_record_load, "record-h2load": cmd_record_h2load, "record-handshake": cmd_record_handshake,
-     "record-idle": cmd_record_idle, "final": cmd_final}[a.cmd](a)
+     "record-idle": cmd_record_idle, "record-chaos": cmd_record_chaos, "final": cmd_final}[a.cmd](a)
 
 
 if __name__ == "__main__":
