@@ -40,15 +40,17 @@ fn send(gw: &TestGateway, method: &str) -> (Option<u16>, String) {
     (got.status(), body)
 }
 
+/// A good and a bad (503) endpoint behind a route that retries 5xx once.
+fn good_and_bad() -> (HttpUpstream, HttpUpstream, TestGateway) {
+    let (good, bad) = (status(200, "good"), status(503, "bad"));
+    let policy = "{ retry_on: [5xx], num_retries: 1 }";
+    let gw = gateway(good.addr(), bad.addr(), policy, "");
+    (good, bad, gw)
+}
+
 #[test]
 fn a_5xx_is_retried_on_the_other_endpoint_never_the_same() {
-    let (good, bad) = (status(200, "good"), status(503, "bad"));
-    let gw = gateway(
-        good.addr(),
-        bad.addr(),
-        "{ retry_on: [5xx], num_retries: 1 }",
-        "",
-    );
+    let (good, bad, gw) = good_and_bad();
     for _ in 0..10 {
         assert_eq!(send(&gw, "GET"), (Some(200), "good".to_owned()));
     }
@@ -63,13 +65,7 @@ fn a_5xx_is_retried_on_the_other_endpoint_never_the_same() {
 
 #[test]
 fn a_request_not_safe_to_repeat_is_not_retried() {
-    let (good, bad) = (status(200, "good"), status(503, "bad"));
-    let gw = gateway(
-        good.addr(),
-        bad.addr(),
-        "{ retry_on: [5xx], num_retries: 1 }",
-        "",
-    );
+    let (good, bad, gw) = good_and_bad();
     let statuses: Vec<Option<u16>> = (0..2).map(|_| send(&gw, "POST").0).collect();
     assert!(statuses.contains(&Some(503)), "{statuses:?}");
     assert_eq!(

@@ -94,6 +94,21 @@ impl Checker {
         }
     }
 
+    /// HTTP status codes (100 to 599); each bad one is reported at `path[i]`.
+    fn statuses(&mut self, raw: &[i64], path: &str) -> Vec<u16> {
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, &s) in raw.iter().enumerate() {
+            match u16::try_from(s) {
+                Ok(s) if (100..=599).contains(&s) => out.push(s),
+                _ => self.err(
+                    &format!("{path}[{i}]"),
+                    format!("must be a status between 100 and 599, got {s}"),
+                ),
+            }
+        }
+        out
+    }
+
     fn name(&mut self, raw: &str, path: &str) {
         if raw.trim().is_empty() {
             self.err(path, "must not be empty");
@@ -864,16 +879,8 @@ fn retry_policy(c: &mut Checker, r: &RawRetryPolicy, path: &str) -> RetryPolicy 
     if r.retry_on.is_empty() {
         c.err(&p("retry_on"), "at least one condition is required");
     }
-    let retriable_status_codes = (r.retriable_status_codes.iter().flatten().enumerate())
-        .filter_map(|(i, &s)| match u16::try_from(s) {
-            Ok(s) if (100..=599).contains(&s) => Some(s),
-            _ => {
-                let why = format!("must be a status between 100 and 599, got {s}");
-                c.err(&p(&format!("retriable_status_codes[{i}]")), why);
-                None
-            }
-        })
-        .collect();
+    let codes = r.retriable_status_codes.as_deref().unwrap_or_default();
+    let retriable_status_codes = c.statuses(codes, &p("retriable_status_codes"));
     for (i, pred) in r.retry_host_predicate.iter().flatten().enumerate() {
         if pred.trim() != "previous_hosts" {
             let why = format!("unknown predicate {pred:?} (accepted: previous_hosts, the default)");
@@ -919,18 +926,7 @@ fn health_check(c: &mut Checker, h: &RawHealthCheck, cluster: &str, path: &str) 
                     );
                     vec![200]
                 }
-                Some(list) => list
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, &s)| match u16::try_from(s) {
-                        Ok(s) if (100..=599).contains(&s) => Some(s),
-                        _ => {
-                            let why = format!("must be a status between 100 and 599, got {s}");
-                            c.err(&p(&format!("http.expected_statuses[{i}]")), why);
-                            None
-                        }
-                    })
-                    .collect(),
+                Some(list) => c.statuses(list, &p("http.expected_statuses")),
             };
             CheckKind::Http {
                 path: http.path.clone(),
