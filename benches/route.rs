@@ -34,6 +34,7 @@ fn many_vhosts(n: usize) -> Router {
             ],
             routes: vec![prefix_route("/".into(), 0)],
             redirect_to_https: false,
+            include_request_attempt_count: false,
         })
         .collect();
     vhosts.push(VirtualHost {
@@ -41,6 +42,7 @@ fn many_vhosts(n: usize) -> Router {
         domains: vec![Domain::Any],
         routes: vec![prefix_route("/".into(), 0)],
         redirect_to_https: false,
+        include_request_attempt_count: false,
     });
     Router::new(&vhosts)
 }
@@ -71,6 +73,7 @@ fn many_routes(n: usize) -> Router {
         domains: vec![Domain::Any],
         routes,
         redirect_to_https: false,
+        include_request_attempt_count: false,
     }])
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{Either, select};
 use tracing::{debug, warn};
 
-use crate::config::{Cluster, RetryPolicy, UpstreamProtocol};
+use crate::config::{Cluster, RetryOn, RetryPolicy, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::h2::client::{self, Session};
 use crate::health::ClusterHealth;
@@ -229,6 +229,10 @@ pub async fn forward<D: Downstream>(
     };
     outcome.route = Some(route.id);
     outcome.cluster = Some(route.cluster);
+    let count_attempts = vhost.include_request_attempt_count;
+    if count_attempts {
+        set_attempt_count(head, 1);
+    }
     // A body announced larger than allowed is refused before anything is sent; a chunked one
     // as soon as it passes the limit.
     let body_limit = route
@@ -260,11 +264,14 @@ pub async fn forward<D: Downstream>(
             .and_then(Option::as_deref);
         let policy = route.retry_policy.as_deref();
         let mut retries_left = policy.map_or(0, |p| p.num_retries);
+        let mut attempt = 1u32;
         // Endpoints already tried (a retry goes elsewhere: `previous_hosts`); allocated only
         // when a retry happens.
         let mut tried: Vec<usize> = Vec::new();
-        // The request, encoded, kept across attempts when it may be sent again.
+        // The request, encoded, kept across attempts when it may be sent again; or its body,
+        // taken for HTTP/2.
         let mut kept: Option<UpstreamRequest> = None;
+        let mut h2_body: Option<client::Body> = None;
         // A retry holds a place under the cluster's retry limits while it runs.
         let mut _retrying = None;
         loop {
@@ -273,6 +280,22 @@ pub async fn forward<D: Downstream>(
             let conn = match upstream {
                 Upstream::H1(conn) => conn,
                 Upstream::H2(session) => {
+                    // An HTTP/1 attempt's encoded request cannot go out as HTTP/2 (an `auto`
+                    // cluster whose endpoints differ): the retry has nowhere to go.
+                    if kept.is_some() {
+                        return Err(ProxyError::upstream(ErrorKind::NoUpstream));
+                    }
+                    let request_body = match h2_body.take() {
+                        Some(taken) => h2_body.insert(taken),
+                        None => h2_body.insert(client::Body::take(&mut body, body_limit, outcome)?),
+                    };
+                    let retry = policy.filter(|p| {
+                        retries_left > 0
+                            && head.is_idempotent()
+                            && request_body
+                                .held_bytes()
+                                .is_some_and(|n| n <= p.max_retry_body_bytes)
+                    });
                     let ep = &cluster.endpoints[endpoint];
                     let h2 = H2Exchange {
                         cluster,
@@ -282,15 +305,51 @@ pub async fn forward<D: Downstream>(
                         max_head,
                         body_timeout,
                         body_limit,
+                        retry,
                     };
-                    return h2
-                        .forward(head, session, reused, &mut body, &mut sink, outcome)
-                        .await;
+                    let answer = h2
+                        .forward(
+                            head,
+                            session,
+                            reused,
+                            request_body,
+                            &mut body,
+                            &mut sink,
+                            outcome,
+                        )
+                        .await?;
+                    let held = match answer {
+                        Attempt::Answered(status) => return Ok(status),
+                        Attempt::Retry(held) => held,
+                    };
+                    _retrying = Some(held);
+                    retries_left -= 1;
+                    tried.push(endpoint);
+                    attempt += 1;
+                    if count_attempts {
+                        set_attempt_count(head, attempt);
+                    }
+                    outcome.retried = true;
+                    outcome.upstream_status = None;
+                    outcome.upstream_time = None;
+                    ep.stats.upstream_rq_retry.inc();
+                    debug!(endpoint = %ep.address, "retrying on another endpoint");
+                    continue;
                 }
             };
-            let request = match kept.take() {
-                Some(request) => request,
-                None => {
+            let request = match (kept.take(), h2_body.take()) {
+                (Some(request), _) => request,
+                // The body an HTTP/2 attempt held, for an HTTP/1 endpoint.
+                (None, Some(taken)) => {
+                    let client::Body::Held(held) = taken else {
+                        return Err(ProxyError::upstream(ErrorKind::NoUpstream));
+                    };
+                    let mut request = UpstreamRequest::new(head, spec.name.as_bytes(), body_limit);
+                    request.push(&held.data)?;
+                    request.finish(held.trailers.as_ref())?;
+                    request
+                }
+                (None, None) => {
                     let mut request = UpstreamRequest::new(head, spec.name.as_bytes(), body_limit);
                     // The body bytes that came with the head go out in the same write.
                     let pulled = pull_body(&mut request, &mut body);
@@ -370,6 +429,12 @@ pub async fn forward<D: Downstream>(
                 outcome.upstream_time = None;
                 ep.stats.upstream_rq_retry.inc();
                 debug!(endpoint = %ep.address, status, "retrying on another endpoint");
+                let mut request = request;
+                attempt += 1;
+                if count_attempts {
+                    set_attempt_count(head, attempt);
+                    request.rehead(head, spec.name.as_bytes());
+                }
                 kept = Some(request);
                 continue;
             }
@@ -399,6 +464,14 @@ pub async fn forward<D: Downstream>(
             Err(ProxyError::upstream(ErrorKind::RouteTimeout))
         }
     }
+}
+
+/// Sets `x-envoy-attempt-count` (replacing any the client sent).
+fn set_attempt_count(head: &mut RequestHead, attempt: u32) {
+    const NAME: &[u8] = b"x-envoy-attempt-count";
+    head.headers.remove(NAME);
+    head.headers
+        .append(NAME, itoa::Buffer::new().format(attempt).as_bytes());
 }
 
 /// Answers with a redirect to the same host (without its port) and target on https: 301 for
@@ -872,48 +945,72 @@ struct H2Exchange<'a> {
     max_head: usize,
     body_timeout: Duration,
     body_limit: Option<u64>,
+    /// The route's retry policy, when this attempt may be retried on another endpoint.
+    retry: Option<&'a RetryPolicy>,
 }
 
-impl H2Exchange<'_> {
+/// How an attempt over HTTP/2 ended.
+enum Attempt<'a> {
+    /// The answer, with this status, went to the client.
+    Answered(u16),
+    /// The answer (not relayed) or the failure is to be retried on another endpoint, under
+    /// this place among the cluster's retries.
+    Retry(Held<'a>),
+}
+
+impl<'a> H2Exchange<'a> {
     /// Proxies the request on a stream of `session`; a stream the upstream refused or left
     /// unprocessed under GOAWAY goes once more on a new session when its body is held whole.
+    /// An answer or failure the route's retry policy retries, within the cluster's limits, is
+    /// handed back for another endpoint.
+    #[allow(clippy::too_many_arguments)]
     async fn forward<B: RequestBody, S: ResponseSink>(
         &self,
         head: &RequestHead,
         mut session: Rc<Session>,
         reused: bool,
+        request_body: &mut client::Body,
         body: &mut B,
         sink: &mut S,
         outcome: &mut Outcome,
-    ) -> Result<u16, ProxyError> {
+    ) -> Result<Attempt<'a>, ProxyError> {
         let ep = self.ep;
+        let cluster: &'a ClusterState = self.cluster;
         ep.stats.upstream_rq_total.inc();
         outcome.endpoint = Some(ep.address);
         outcome.reused = reused;
+        let per_try = self.retry.and_then(|p| p.per_try_timeout);
         let limits = client::Limits {
-            response_timeout: self.spec.response_timeout,
+            response_timeout: per_try.map_or(self.spec.response_timeout, |t| {
+                t.min(self.spec.response_timeout)
+            }),
             send_timeout: self.spec.send_timeout,
             body_timeout: self.body_timeout,
             body_limit: self.body_limit,
         };
-        let mut request_body = match client::take_initial(body, self.body_limit, outcome)? {
-            Ok(held) => client::Body::Held(held),
-            Err(part) => client::Body::Streaming(part),
-        };
         let head_request = head.method == Method::HEAD;
         let began = Instant::now();
         let mut _retrying = None;
+        // The place a withheld answer's retry holds.
+        let mut retry_now = None;
+        let mut withhold = |status: u16| {
+            self.retry.is_some_and(|p| p.retries_status(status)) && {
+                retry_now = cluster.hold_budgeted_retry(self.spec);
+                retry_now.is_some()
+            }
+        };
         let result = loop {
             let req = client::request(head, self.tls.is_some(), &self.spec.name)?;
             let exchange = client::exchange(
                 &session,
                 req,
                 head_request,
-                &mut request_body,
+                request_body,
                 body,
                 sink,
                 &limits,
                 outcome,
+                &mut withhold,
             );
             match exchange.await {
                 Err(e)
@@ -921,7 +1018,7 @@ impl H2Exchange<'_> {
                         && !outcome.retried
                         && matches!(request_body, client::Body::Held(_)) =>
                 {
-                    let Some(held) = self.cluster.hold_retry() else {
+                    let Some(held) = cluster.hold_retry() else {
                         break Err(ProxyError {
                             retryable: false,
                             ..e
@@ -933,33 +1030,55 @@ impl H2Exchange<'_> {
                     outcome.retried = true;
                     ep.stats.upstream_rq_retry.inc();
                     session = match ep
-                        .connect(self.cluster, self.spec, self.tls, self.max_head)
-                        .await?
+                        .connect(cluster, self.spec, self.tls, self.max_head)
+                        .await
                     {
-                        (Upstream::H2(s), _) => s,
-                        (Upstream::H1(_), _) => break Err(e),
+                        Ok((Upstream::H2(s), _)) => s,
+                        Ok((Upstream::H1(_), _)) => break Err(e),
+                        Err(e) => break Err(e),
                     };
                 }
-                Err(e) => {
-                    break Err(ProxyError {
-                        retryable: false,
-                        ..e
-                    });
-                }
-                Ok(status) => break Ok(status),
+                result => break result,
             }
         };
         record_upstream(
-            self.cluster,
+            cluster,
             self.spec,
             ep,
             outcome,
             began,
             result.as_ref().err(),
         );
-        let status = result?;
-        sink.flush().await?;
-        Ok(status)
+        match result {
+            Ok(Some(status)) => {
+                sink.flush().await?;
+                Ok(Attempt::Answered(status))
+            }
+            Ok(None) => retry_now
+                .map(Attempt::Retry)
+                .ok_or(ProxyError::upstream(ErrorKind::UpstreamClosed)),
+            // A failure before any answer reached the client, of a kind the route retries.
+            Err(e) if e.side == Side::Upstream && outcome.upstream_status.is_none() => {
+                let retried = self.retry.is_some_and(|p| {
+                    p.retries_failure()
+                        || (e.retryable && p.retry_on.contains(&RetryOn::RefusedStream))
+                });
+                match retried
+                    .then(|| cluster.hold_budgeted_retry(self.spec))
+                    .flatten()
+                {
+                    Some(held) => Ok(Attempt::Retry(held)),
+                    None => Err(ProxyError {
+                        retryable: false,
+                        ..e
+                    }),
+                }
+            }
+            Err(e) => Err(ProxyError {
+                retryable: false,
+                ..e
+            }),
+        }
     }
 }
 

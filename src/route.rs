@@ -57,6 +57,8 @@ pub struct VirtualRoutes {
     pub name: String,
     /// Every request is answered with a redirect to https.
     pub redirect_to_https: bool,
+    /// Upstream requests carry `x-envoy-attempt-count`.
+    pub include_request_attempt_count: bool,
     pub routes: RouteTable,
 }
 
@@ -252,6 +254,7 @@ impl Router {
             router.vhosts.push(VirtualRoutes {
                 name: vh.name.clone(),
                 redirect_to_https: vh.redirect_to_https,
+                include_request_attempt_count: vh.include_request_attempt_count,
                 routes: RouteTable::new(
                     vh.routes
                         .iter()
@@ -312,6 +315,7 @@ mod tests {
                 .collect(),
             routes,
             redirect_to_https: false,
+            include_request_attempt_count: false,
         }
     }
 

@@ -225,6 +225,8 @@ pub fn idle_timeout() -> ProxyError {
 #[derive(Debug)]
 pub struct UpstreamRequest {
     bytes: Vec<u8>,
+    /// Where the head ends in `bytes` and the body begins.
+    head_len: usize,
     encoder: BodyEncoder,
     /// Every body byte (and the end of the body) is encoded.
     encoded: bool,
@@ -248,6 +250,7 @@ impl UpstreamRequest {
         let mut bytes = rt::take_buffer();
         head::encode_request(head, fallback_host, framing, &mut bytes);
         UpstreamRequest {
+            head_len: bytes.len(),
             bytes,
             encoder: BodyEncoder::new(framing),
             encoded: head.body.is_empty(),
@@ -255,6 +258,18 @@ impl UpstreamRequest {
             body_bytes: 0,
             body_limit,
         }
+    }
+
+    /// Encodes `head` again in place of the one encoded, keeping the body (a retry whose head
+    /// changed). Only for a request not yet sent, or kept whole for sending again.
+    pub fn rehead(&mut self, head: &RequestHead, fallback_host: &[u8]) {
+        let framing = Framing::for_length(head.body, Framing::Chunked);
+        let mut bytes = rt::take_buffer();
+        head::encode_request(head, fallback_host, framing, &mut bytes);
+        let head_len = bytes.len();
+        bytes.extend_from_slice(self.bytes.get(self.head_len..).unwrap_or_default());
+        rt::recycle_buffer(std::mem::replace(&mut self.bytes, bytes));
+        self.head_len = head_len;
     }
 
     /// Encodes request body bytes.

@@ -185,3 +185,159 @@ fn nothing_healthy_without_panic_mode_is_503_at_once() {
     assert_eq!(got.status(), Some(503), "{}", got.text());
     assert_eq!(connects(&gw), tried, "no connect was tried");
 }
+
+/// An endpoint whose `/healthz` answers 200 while `up` and 503 after; it remembers when it
+/// first answered 503, and the `x-seq` of every other request it served.
+struct Switch {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    first_failed_probe: Arc<std::sync::Mutex<Option<Instant>>>,
+    served: Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl Switch {
+    fn start() -> Switch {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let switch = Switch {
+            addr,
+            up: Arc::new(AtomicBool::new(true)),
+            first_failed_probe: Arc::default(),
+            served: Arc::default(),
+        };
+        let (up, failed, served) = (
+            switch.up.clone(),
+            switch.first_failed_probe.clone(),
+            switch.served.clone(),
+        );
+        thread::spawn(move || {
+            for conn in listener.incoming().take(10_000) {
+                let Ok(conn) = conn else { return };
+                let (up, failed, served) = (up.clone(), failed.clone(), served.clone());
+                thread::spawn(move || serve_switch(conn, &up, &failed, &served));
+            }
+        });
+        switch
+    }
+}
+
+fn serve_switch(
+    mut conn: std::net::TcpStream,
+    up: &AtomicBool,
+    failed: &std::sync::Mutex<Option<Instant>>,
+    served: &std::sync::Mutex<Vec<u64>>,
+) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Bodiless GETs, one head after the other (the gateway reuses its connections).
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            buf.drain(..end + 4);
+            let reply: &[u8] = if head.starts_with("get /healthz") {
+                if up.load(Ordering::SeqCst) {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                } else {
+                    failed
+                        .lock()
+                        .expect("lock")
+                        .get_or_insert_with(Instant::now);
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+                }
+            } else {
+                let seq = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-seq: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(u64::MAX);
+                served.lock().expect("lock").push(seq);
+                b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nswitch"
+            };
+            if conn.write_all(reply).is_err() {
+                return;
+            }
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[test]
+fn the_verdict_reaches_every_core_at_once() {
+    let good = HttpUpstream::builder()
+        .route("/", Reply::Status(200, "good"))
+        .start();
+    let switch = Switch::start();
+    let check = "    health_check:
+      http: { path: /healthz }
+      interval: 100ms
+      timeout: 80ms
+      unhealthy_threshold: 1
+";
+    let gw = TestGateway::start(&config(good.addr(), switch.addr, check));
+    wait_health(&gw, switch.addr, true);
+    // Requests on new connections, which the kernel spreads over both cores, each stamped
+    // with the moment it was sent.
+    let began = Instant::now();
+    let mut sent = Vec::new();
+    let mut flipped_at = None;
+    let mut seq = 0u64;
+    while began.elapsed() < Duration::from_secs(5) {
+        if seq == 20 {
+            switch.up.store(false, Ordering::SeqCst);
+            flipped_at = Some(Instant::now());
+        }
+        let verdict = *switch.first_failed_probe.lock().expect("lock");
+        if verdict.is_some_and(|v| v.elapsed() > Duration::from_millis(300)) {
+            break;
+        }
+        let request =
+            format!("GET / HTTP/1.1\r\nHost: a.test\r\nx-seq: {seq}\r\nConnection: close\r\n\r\n");
+        sent.push(Instant::now());
+        assert_eq!(
+            raw_exchange(gw.addr, request.as_bytes(), T).status(),
+            Some(200)
+        );
+        seq += 1;
+    }
+    let verdict = switch
+        .first_failed_probe
+        .lock()
+        .expect("lock")
+        .expect("a probe failed");
+    assert!(flipped_at.is_some_and(|f| f <= verdict));
+    // Every request that reached the endpoint left the client before the failed probe's
+    // answer, or within 10 ms of it: the prober's verdict took effect on every core at once.
+    let served = switch.served.lock().expect("lock").clone();
+    let late: Vec<(u64, Duration)> = served
+        .iter()
+        .filter_map(|&s| {
+            usize::try_from(s)
+                .ok()
+                .and_then(|i| sent.get(i))
+                .map(|t| (s, *t))
+        })
+        .filter(|(_, t)| *t > verdict)
+        .map(|(s, t)| (s, t - verdict))
+        .collect();
+    assert!(
+        late.iter()
+            .all(|(_, after)| *after <= Duration::from_millis(10)),
+        "sent after the verdict and still served: {late:?}"
+    );
+    // Both cores sent requests after the verdict, all to the good endpoint.
+    let after: Vec<u64> = gw
+        .gateway
+        .registry()
+        .endpoint_per_worker("backend", good.addr())
+        .iter()
+        .map(|(_, s)| s.upstream_rq_total.get())
+        .collect();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.iter().all(|&n| n > 0), "{after:?}");
+    let sent_after = sent.iter().filter(|t| **t > verdict).count();
+    assert!(sent_after >= 10, "{sent_after}");
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use coregate::stats::ListenerStats;
 use h2::client::SendRequest;
-use support::gateway::{CatchAll, TestGateway};
+use support::gateway::{CatchAll, TestGateway, retry_config};
 use support::h2frames::{ACK, GOAWAY, H2Client, HEADERS, NO_ERROR, PING};
 use support::harness::T;
 use support::tls::{Ca, Dir, Key};
@@ -609,4 +609,124 @@ fn interim_responses_reach_http2_clients() {
         (Some(103), Some("</a.css>; rel=preload".to_owned()))
     );
     assert_eq!(heads[1].0, Some(200));
+}
+
+/// An HTTP/2 origin that answers every request with `status` and `body` (status 0: resets the
+/// stream with INTERNAL_ERROR instead), and records the `x-envoy-attempt-count` of each.
+struct StatusOrigin {
+    addr: SocketAddr,
+    attempts: Arc<std::sync::Mutex<Vec<String>>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl StatusOrigin {
+    fn start(status: u16, body: &'static str) -> StatusOrigin {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let attempts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let seen = attempts.clone();
+        std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let accept = async {
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        let seen = seen.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                                return;
+                            };
+                            while let Some(Ok((req, mut respond))) = conn.accept().await {
+                                let attempt = req
+                                    .headers()
+                                    .get("x-envoy-attempt-count")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("")
+                                    .to_owned();
+                                seen.lock().expect("lock").push(attempt);
+                                if status == 0 {
+                                    respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                                    continue;
+                                }
+                                let res = http::Response::builder()
+                                    .status(status)
+                                    .body(())
+                                    .expect("response");
+                                if let Ok(mut s) = respond.send_response(res, false) {
+                                    let _ = s.send_data(Bytes::from_static(body.as_bytes()), true);
+                                }
+                            }
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = accept => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        StatusOrigin {
+            addr,
+            attempts,
+            _stop: stop,
+        }
+    }
+
+    fn attempts(&self) -> Vec<String> {
+        self.attempts.lock().expect("lock").clone()
+    }
+}
+
+#[test]
+fn a_route_retries_an_http2_upstreams_5xx_on_the_other_endpoint() {
+    let (good, bad) = (
+        StatusOrigin::start(200, "good"),
+        StatusOrigin::start(503, "bad"),
+    );
+    let policy = "{ retry_on: [5xx], num_retries: 1 }";
+    let yaml = retry_config(good.addr, bad.addr, policy, "    protocol: http2", true).replace(
+        "    address: 127.0.0.1:0\n",
+        "    address: 127.0.0.1:0\n    http2: true\n",
+    );
+    let gw = TestGateway::start(&yaml);
+    let (statuses, bodies) = run(async {
+        let send = h2c(gw.addr).await;
+        let mut statuses = Vec::new();
+        let mut bodies = Vec::new();
+        for i in 0..10 {
+            let (status, body) = fetch(&send, &format!("/r{i}")).await;
+            statuses.push(status);
+            bodies.push(body);
+        }
+        (statuses, bodies)
+    });
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(bodies.iter().all(|b| b == b"good"));
+    // Every answer the bad endpoint gave was retried once, on the good one.
+    let (first, retried) = (bad.attempts(), good.attempts());
+    assert!((1..=10).contains(&first.len()), "{first:?}");
+    assert!(first.iter().all(|a| a == "1"), "{first:?}");
+    assert_eq!(retried.iter().filter(|a| *a == "2").count(), first.len());
+    assert_eq!(retried.len(), 10);
+    let counted = gw.endpoint("backend", bad.addr).upstream_rq_retry.get();
+    assert_eq!(counted, first.len() as u64);
+}
+
+#[test]
+fn a_route_retries_an_http2_stream_reset_before_the_answer() {
+    let (good, bad) = (StatusOrigin::start(200, "good"), StatusOrigin::start(0, ""));
+    let policy = "{ retry_on: [reset], num_retries: 1 }";
+    let yaml = retry_config(good.addr, bad.addr, policy, "    protocol: http2", false);
+    let gw = TestGateway::start(&yaml);
+    for _ in 0..6 {
+        let got = support::client::raw_exchange(
+            gw.addr,
+            b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+            T,
+        );
+        assert_eq!(got.status(), Some(200), "{}", got.text());
+    }
+    assert!((1..=6).contains(&bad.attempts().len()));
+    assert_eq!(good.attempts().len(), 6);
 }

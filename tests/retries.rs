@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::client::raw_exchange;
-use support::gateway::{TestGateway, simple_config};
+use support::gateway::{TestGateway, retry_config};
 use support::harness::T;
 use support::upstream::{HttpUpstream, Reply};
 
@@ -20,11 +20,7 @@ fn status(reply: u16, body: &'static str) -> HttpUpstream {
 
 /// One worker, endpoints `a` and `b`, the route's `retry_policy` and cluster lines `extra`.
 fn gateway(a: SocketAddr, b: SocketAddr, policy: &str, extra: &str) -> TestGateway {
-    let yaml = simple_config(&[(a, 1), (b, 1)], 1, extra, "{}").replace(
-        "route: { cluster: backend }",
-        &format!("route: {{ cluster: backend, retry_policy: {policy} }}"),
-    );
-    TestGateway::start(&yaml)
+    TestGateway::start(&retry_config(a, b, policy, extra, false))
 }
 
 fn send(gw: &TestGateway, method: &str) -> (Option<u16>, String) {
@@ -115,4 +111,55 @@ fn the_retry_budget_caps_retries_against_a_failing_cluster() {
         .registry()
         .cluster_total("backend", |c| &c.upstream_rq_retry_overflow);
     assert_eq!(overflow, 6);
+}
+
+#[test]
+fn past_max_retries_a_request_is_not_retried() {
+    let (good, bad) = (status(200, "good"), status(503, "bad"));
+    let gw = gateway(
+        good.addr(),
+        bad.addr(),
+        "{ retry_on: [5xx], num_retries: 2 }",
+        "    circuit_breakers: { max_retries: 0 }",
+    );
+    let statuses: Vec<Option<u16>> = (0..4).map(|_| send(&gw, "GET").0).collect();
+    // Smooth WRR alternates: two of the four went to the bad endpoint, and stayed 503.
+    assert_eq!(
+        statuses.iter().filter(|s| **s == Some(503)).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(bad.request_count() + good.request_count(), 4, "no retry");
+    let overflow = gw
+        .gateway
+        .registry()
+        .cluster_total("backend", |c| &c.upstream_rq_retry_overflow);
+    assert_eq!(overflow, 2);
+}
+
+#[test]
+fn the_attempt_count_header_counts_the_tries() {
+    let (good, bad) = (status(200, "good"), status(503, "bad"));
+    let policy = "{ retry_on: [5xx], num_retries: 1 }";
+    let yaml = retry_config(good.addr(), bad.addr(), policy, "", true);
+    let gw = TestGateway::start(&yaml);
+    for _ in 0..4 {
+        let request = b"GET / HTTP/1.1\r\nHost: a.test\r\nx-envoy-attempt-count: 7\r\n\
+                        Connection: close\r\n\r\n";
+        assert_eq!(raw_exchange(gw.addr, request, T).status(), Some(200));
+    }
+    let counts = |up: &HttpUpstream| -> Vec<String> {
+        up.requests()
+            .iter()
+            .map(|r| r.header_all("x-envoy-attempt-count").join(","))
+            .collect()
+    };
+    // The client's value is replaced; every first try says 1, every retry 2.
+    let (first, retried) = (counts(&bad), counts(&good));
+    assert!(first.iter().all(|c| c == "1"), "{first:?}");
+    assert_eq!(retried.iter().filter(|c| *c == "2").count(), first.len());
+    assert_eq!(
+        retried.iter().filter(|c| *c == "1").count(),
+        4 - first.len()
+    );
 }

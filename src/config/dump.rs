@@ -65,6 +65,7 @@ impl Config {
                         "name": v.name,
                         "domains": v.domains.iter().map(Domain::to_string).collect::<Vec<_>>(),
                         "redirect_to_https": v.redirect_to_https,
+                        "include_request_attempt_count": v.include_request_attempt_count,
                         "routes": v.routes.iter().map(|r| json!({
                             "match": match &r.path {
                                 PathMatch::Prefix(p) => json!({"prefix": p}),

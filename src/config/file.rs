@@ -232,6 +232,7 @@ pub(super) struct RawVirtualHost {
     #[serde(default)]
     pub(super) routes: Vec<RawRoute>,
     pub(super) redirect_to_https: Option<bool>,
+    pub(super) include_request_attempt_count: Option<bool>,
 }
 
 #[derive(Deserialize)]

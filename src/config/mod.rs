@@ -229,6 +229,8 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// On a plaintext listener: every request is answered with a redirect to https.
     pub redirect_to_https: bool,
+    /// Upstream requests carry `x-envoy-attempt-count`: 1, then 2 on the first retry, ...
+    pub include_request_attempt_count: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

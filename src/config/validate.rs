@@ -297,6 +297,7 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
                 domains,
                 routes,
                 redirect_to_https,
+                include_request_attempt_count: v.include_request_attempt_count.unwrap_or(false),
             });
         }
         let http = http_options(&mut c, l, &p);

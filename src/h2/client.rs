@@ -274,9 +274,33 @@ pub enum Body {
     Streaming(BytesMut),
 }
 
+impl Body {
+    /// The request body as far as it came: held whole if complete, else the part so far.
+    pub fn take<B: RequestBody>(
+        body: &mut B,
+        limit: Option<u64>,
+        outcome: &mut Outcome,
+    ) -> Result<Body, ProxyError> {
+        Ok(match take_initial(body, limit, outcome)? {
+            Ok(held) => Body::Held(held),
+            Err(part) => Body::Streaming(part),
+        })
+    }
+
+    /// The size of a body held whole.
+    pub fn held_bytes(&self) -> Option<u64> {
+        match self {
+            Body::Held(h) => Some(h.data.len() as u64),
+            Body::Streaming(_) => None,
+        }
+    }
+}
+
 /// One exchange on a session: send the head and body, relay the response head, body and
 /// trailers (the upload goes on while the response streams back, as gRPC bidirectional calls
-/// need). The last bytes are left for the caller to flush. Returns the status.
+/// need). The last bytes are left for the caller to flush. Returns the status relayed; or
+/// None when `withhold(status)` said the answer is not to be relayed (the caller retries it
+/// elsewhere).
 #[allow(clippy::too_many_arguments)]
 pub async fn exchange<B: RequestBody, S: ResponseSink>(
     session: &Session,
@@ -287,7 +311,8 @@ pub async fn exchange<B: RequestBody, S: ResponseSink>(
     sink: &mut S,
     limits: &Limits,
     outcome: &mut Outcome,
-) -> Result<u16, ProxyError> {
+    withhold: &mut dyn FnMut(u16) -> bool,
+) -> Result<Option<u16>, ProxyError> {
     let _slot = Slot::new(session);
     let mut send = session.send.clone();
     let ready = poll_fn(|cx| send.poll_ready(cx));
@@ -348,6 +373,11 @@ pub async fn exchange<B: RequestBody, S: ResponseSink>(
         head.recycle();
         return Err(e);
     }
+    if withhold(status) {
+        // Dropping the stream resets it: the rest of this answer is not wanted.
+        head.recycle();
+        return Ok(None);
+    }
     sink.start_response(&head);
     head.recycle();
     let relaying = pin!(relay(&mut recv, sink, limits.body_timeout, &body_out));
@@ -366,7 +396,7 @@ pub async fn exchange<B: RequestBody, S: ResponseSink>(
     };
     outcome.body_in = body_in.get();
     outcome.body_out = body_out.get();
-    relayed.map(|()| status)
+    relayed.map(|()| Some(status))
 }
 
 /// Sends the request body (and trailers) up the stream, as the peer's windows allow.

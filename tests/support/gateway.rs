@@ -108,6 +108,29 @@ clusters:
     )
 }
 
+/// `simple_config` over endpoints `a` and `b` (weight 1 each, one worker, cluster lines
+/// `extra`), with the route's `retry_policy` and, if `count_attempts`, the virtual host's
+/// `include_request_attempt_count`.
+pub fn retry_config(
+    a: SocketAddr,
+    b: SocketAddr,
+    policy: &str,
+    extra: &str,
+    count_attempts: bool,
+) -> String {
+    let yaml = simple_config(&[(a, 1), (b, 1)], 1, extra, "{}").replace(
+        "route: { cluster: backend }",
+        &format!("route: {{ cluster: backend, retry_policy: {policy} }}"),
+    );
+    if !count_attempts {
+        return yaml;
+    }
+    yaml.replace(
+        "domains: [\"*\"]",
+        "domains: [\"*\"]\n        include_request_attempt_count: true",
+    )
+}
+
 /// One worker, one listener whose only virtual host answers `host` (any other host gets 404),
 /// everything routed to `endpoint`.
 pub fn single_host_config(host: &str, endpoint: SocketAddr) -> String {
