@@ -5,7 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -47,8 +47,8 @@ impl std::fmt::Debug for Sessions {
 /// One HTTP/2 connection to an endpoint.
 pub struct Session {
     send: SendRequest<Bytes>,
-    /// Streams open on it now.
-    active: Cell<usize>,
+    /// Streams open on it now (the driver reads it too).
+    active: Rc<Cell<usize>>,
     /// The connection ended (GOAWAY, error, close): no new stream goes on it.
     closed: Rc<Cell<bool>>,
     idle_since: Cell<Instant>,
@@ -154,13 +154,25 @@ impl Session {
             .map_err(|e| upstream_error(&e))?;
         let closed = Rc::new(Cell::new(false));
         let ended = closed.clone();
+        let active = Rc::new(Cell::new(0));
+        let streams = active.clone();
         let driver = rt::spawn_handle(async move {
-            let _ = connection.await;
+            let mut connection = connection;
+            poll_fn(|cx| {
+                let polled = Pin::new(&mut connection).poll(cx);
+                // Without streams, the codec's buffers (24 KiB) go until the next frame.
+                if polled.is_pending() && streams.get() == 0 {
+                    connection.release_buffers();
+                }
+                polled
+            })
+            .await
+            .ok();
             ended.set(true);
         });
         Ok(Rc::new(Session {
             send,
-            active: Cell::new(0),
+            active,
             closed,
             idle_since: Cell::new(timer::now()),
             _conn: conn,

@@ -142,6 +142,7 @@ async fn run(client: &Rc<Client>, io: Transport, first: Option<Received>, option
         ping_sent: None,
         goaway_at: None,
         accepting: true,
+        released: false,
         accepted: 0,
         max_streams: client
             .worker
@@ -213,6 +214,8 @@ struct ConnState {
     goaway_at: Option<Instant>,
     /// h2 still hands out new streams.
     accepting: bool,
+    /// The codec's buffers were freed since the last stream began.
+    released: bool,
     /// Streams accepted so far, and how many the listener allows (then GOAWAY).
     accepted: u32,
     max_streams: Option<u32>,
@@ -282,6 +285,7 @@ fn drive(
         match conn.poll_accept(cx) {
             Poll::Ready(Some(Ok((req, respond)))) => {
                 state.last_active = timer::now();
+                state.released = false;
                 streams.push(Box::pin(serve_stream(client.clone(), req, respond)));
                 state.accepted = state.accepted.saturating_add(1);
                 if state.max_streams == Some(state.accepted) {
@@ -297,7 +301,15 @@ fn drive(
                 state.accepting = false;
             }
             Poll::Ready(None) => state.accepting = false,
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                // No stream left: the codec's buffers (24 KiB) go until the next frame, so an
+                // idle connection costs little memory. Frames still queued keep them; a later
+                // poll (once they are written) frees them.
+                if streams.is_empty() && !state.released {
+                    state.released = conn.release_buffers();
+                }
+                return Poll::Pending;
+            }
         }
     }
 }
