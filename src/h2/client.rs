@@ -128,6 +128,43 @@ impl Drop for Connecting<'_> {
     }
 }
 
+/// Polls an upstream connection until it ends, freeing h2's codec buffers and stream table once
+/// it has been without streams for `RELEASE_AFTER` (see the downstream side for why not at once).
+async fn drive(mut connection: client::Connection<H2Io>, streams: Rc<Cell<usize>>) {
+    let mut released = false;
+    let mut release_due = false;
+    loop {
+        let waiting = release_due;
+        let step = poll_fn(|cx| {
+            if Pin::new(&mut connection).poll(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            if streams.get() > 0 {
+                released = false;
+                release_due = false;
+            } else if !released && !release_due {
+                return Poll::Ready(false);
+            }
+            Poll::Pending
+        });
+        let waited = if waiting {
+            timer::within(codec::RELEASE_AFTER, step).await
+        } else {
+            Some(step.await)
+        };
+        match waited {
+            Some(true) => return,
+            // The last stream ended: free the buffers a while later.
+            Some(false) => release_due = true,
+            None => {
+                release_due = false;
+                // Frames still queued keep them: the next quiet poll schedules another try.
+                released = streams.get() == 0 && connection.release_buffers();
+            }
+        }
+    }
+}
+
 impl Session {
     /// Starts HTTP/2 on a new connection: the preface and SETTINGS go out at once; the peer's
     /// SETTINGS are applied as they arrive (h2 reads the stream limit live).
@@ -157,17 +194,7 @@ impl Session {
         let active = Rc::new(Cell::new(0));
         let streams = active.clone();
         let driver = rt::spawn_handle(async move {
-            let mut connection = connection;
-            poll_fn(|cx| {
-                let polled = Pin::new(&mut connection).poll(cx);
-                // Without streams, the codec's buffers (24 KiB) go until the next frame.
-                if polled.is_pending() && streams.get() == 0 {
-                    connection.release_buffers();
-                }
-                polled
-            })
-            .await
-            .ok();
+            drive(connection, streams).await;
             ended.set(true);
         });
         Ok(Rc::new(Session {

@@ -143,6 +143,7 @@ async fn run(client: &Rc<Client>, io: Transport, first: Option<Received>, option
         goaway_at: None,
         accepting: true,
         released: false,
+        release_at: None,
         accepted: 0,
         max_streams: client
             .worker
@@ -164,11 +165,17 @@ async fn run(client: &Rc<Client>, io: Transport, first: Option<Received>, option
             }
             drive(client, &mut conn, &mut streams, &mut state, &mut ping, cx)
         });
-        if timer::within(wait, driven).await.is_some() {
+        if timer::within(wait, driven).await == Some(Driven::Over) {
             break;
         }
-        // A check is due: idle, keep-alive, or a GOAWAY that is taking too long.
+        // A check is due: idle, keep-alive, the release of the buffers, or a GOAWAY that is
+        // taking too long.
         let now = Instant::now();
+        if state.release_at.is_some_and(|at| now >= at) && streams.is_empty() {
+            state.released = conn.release_buffers();
+            // Frames still queued keep the buffers: try again a while later.
+            state.release_at = (!state.released).then(|| now + codec::RELEASE_AFTER);
+        }
         if state
             .goaway_at
             .is_some_and(|at| now >= at + IDLE_GOAWAY_GRACE)
@@ -216,6 +223,8 @@ struct ConnState {
     accepting: bool,
     /// The codec's buffers were freed since the last stream began.
     released: bool,
+    /// The last stream ended: the buffers are to be freed then.
+    release_at: Option<Instant>,
     /// Streams accepted so far, and how many the listener allows (then GOAWAY).
     accepted: u32,
     max_streams: Option<u32>,
@@ -226,6 +235,9 @@ impl ConnState {
     fn next_check(&self, options: &Http2Options, limits: &Limits, idle: bool) -> Duration {
         let now = Instant::now();
         let mut next = now + Duration::from_secs(3600);
+        if let Some(at) = self.release_at {
+            next = next.min(at);
+        }
         if idle && self.goaway_at.is_none() {
             next = next.min(self.last_active + limits.idle_timeout);
         }
@@ -243,8 +255,16 @@ impl ConnState {
     }
 }
 
-/// Polls the connection (which reads and writes frames) and its streams. Ready: the
-/// connection is over.
+/// Why the connection's driver stopped polling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driven {
+    /// The connection is over.
+    Over,
+    /// Its last stream ended: the next check is to free its buffers.
+    Quiet,
+}
+
+/// Polls the connection (which reads and writes frames) and its streams.
 fn drive(
     client: &Rc<Client>,
     conn: &mut server::Connection<H2Io, Bytes>,
@@ -252,7 +272,7 @@ fn drive(
     state: &mut ConnState,
     ping: &mut Option<PingPong>,
     cx: &mut Context<'_>,
-) -> Poll<()> {
+) -> Poll<Driven> {
     let stats = &client.slot.stats;
     loop {
         while let Poll::Ready(Some(end)) = streams.poll_next_unpin(cx) {
@@ -277,7 +297,7 @@ fn drive(
         if !state.accepting {
             // h2 is done: only the streams still finishing are left.
             return if streams.is_empty() {
-                Poll::Ready(())
+                Poll::Ready(Driven::Over)
             } else {
                 Poll::Pending
             };
@@ -286,6 +306,7 @@ fn drive(
             Poll::Ready(Some(Ok((req, respond)))) => {
                 state.last_active = timer::now();
                 state.released = false;
+                state.release_at = None;
                 streams.push(Box::pin(serve_stream(client.clone(), req, respond)));
                 state.accepted = state.accepted.saturating_add(1);
                 if state.max_streams == Some(state.accepted) {
@@ -302,11 +323,11 @@ fn drive(
             }
             Poll::Ready(None) => state.accepting = false,
             Poll::Pending => {
-                // No stream left: the codec's buffers (24 KiB) go until the next frame, so an
-                // idle connection costs little memory. Frames still queued keep them; a later
-                // poll (once they are written) frees them.
-                if streams.is_empty() && !state.released {
-                    state.released = conn.release_buffers();
+                // No stream left: the codec's buffers go `RELEASE_AFTER` from now, unless a
+                // stream begins first, so an idle connection costs little memory.
+                if streams.is_empty() && !state.released && state.release_at.is_none() {
+                    state.release_at = Some(timer::now() + codec::RELEASE_AFTER);
+                    return Poll::Ready(Driven::Quiet);
                 }
                 return Poll::Pending;
             }
