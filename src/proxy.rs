@@ -797,9 +797,10 @@ async fn connect_any(
         let Some(ep) = cluster.endpoints.get(endpoint) else {
             break;
         };
-        // An endpoint its health check took out is passed over (the picker moves on: a sequence
-        // keeps the others' shares, a hash walks on to the key's next endpoint), unless so few are healthy that all are used; so is
-        // one this core's outlier detection ejected, unless every endpoint is.
+        // An endpoint its health check took out is passed over (the picker moves on: a
+        // sequence keeps the others' shares, a hash walks on to the key's next endpoint),
+        // unless so few are healthy that all are used; so is one this core's outlier detection
+        // ejected, unless every endpoint is.
         if health.is_some_and(|h| !h.admits(endpoint)) {
             failed.push(endpoint);
             continue;
