@@ -40,6 +40,7 @@ pub mod sanitize;
 pub mod slot;
 pub mod snapshot;
 pub mod stats;
+pub mod sticky;
 #[cfg(test)]
 mod testing;
 pub mod timer;

@@ -244,7 +244,18 @@ pub async fn forward<D: Downstream>(
         return Err(ProxyError::downstream(ErrorKind::PayloadTooLarge));
     }
 
-    let (mut body, mut sink) = down.split();
+    // A hashing balancer's key, from the route's hash policy; a cookie generated for it is
+    // set on the response.
+    let (key, set_cookie) = if spec.lb_policy.hashes() && !route.hash_policy.is_empty() {
+        crate::sticky::key(&route.hash_policy, head, cx.client_ip)
+    } else {
+        (None, None)
+    };
+    let (mut body, sink) = down.split();
+    let mut sink = crate::sticky::CookieSink {
+        inner: sink,
+        set_cookie,
+    };
     let tls = snapshot
         .upstream_tls
         .get(route.cluster)
@@ -276,7 +287,13 @@ pub async fn forward<D: Downstream>(
         let mut _retrying = None;
         loop {
             let (endpoint, upstream, reused) =
-                connect_any(cluster, spec, tls, health, max_head, &tried).await?;
+                connect_any(cluster, spec, tls, health, max_head, &tried, key).await?;
+            // This core's requests in flight to the endpoint (least_request reads them), until
+            // this attempt ends: answered, failed, retried elsewhere or cancelled.
+            let _active = cluster
+                .endpoints
+                .get(endpoint)
+                .and_then(|ep| Held::take(&ep.active, u32::MAX));
             let conn = match upstream {
                 Upstream::H1(conn) => conn,
                 Upstream::H2(session) => {
@@ -758,6 +775,7 @@ async fn connect_any(
     health: Option<&ClusterHealth>,
     max_head: usize,
     exclude: &[usize],
+    key: Option<u64>,
 ) -> Result<(usize, Upstream, bool), ProxyError> {
     let n = cluster.endpoints.len();
     // Endpoints a retry must avoid, unless that is all of them (then any will do); and those
@@ -769,24 +787,20 @@ async fn connect_any(
     };
     let mut cause = None;
     for _ in 0..n {
-        let endpoint = {
-            let mut balancer = cluster.balancer.borrow_mut();
-            let mut pick = balancer.pick();
-            // Every endpoint appears within one period, so this finds an untried one.
-            for _ in 0..balancer.period() {
-                if !failed.contains(&pick) {
-                    break;
-                }
-                pick = balancer.pick();
-            }
-            pick
+        let picked = cluster.balancer.borrow_mut().as_mut().and_then(|picker| {
+            let active = |i: usize| cluster.endpoints.get(i).map_or(0, |e| e.active.get());
+            picker.pick(n, key, |i| failed.contains(&i), active)
+        });
+        let Some(endpoint) = picked else {
+            break;
         };
         let Some(ep) = cluster.endpoints.get(endpoint) else {
             break;
         };
-        // An endpoint its health check took out is passed over (the schedule moves on, so
-        // the others keep their shares), unless so few are healthy that all are used; so is
-        // one this core's outlier detection ejected, unless every endpoint is.
+        // An endpoint its health check took out is passed over (the picker moves on: a
+        // sequence keeps the others' shares, a hash walks on to the key's next endpoint),
+        // unless so few are healthy that all are used; so is one this core's outlier detection
+        // ejected, unless every endpoint is.
         if health.is_some_and(|h| !h.admits(endpoint)) {
             failed.push(endpoint);
             continue;

@@ -29,6 +29,8 @@ pub struct Route {
     /// Set: matches only requests whose connection presented (true) or did not present
     /// (false) a verified client certificate.
     pub client_certificate: Option<bool>,
+    /// Where a hashing balancer's key comes from (see config::Route).
+    pub hash_policy: Box<[crate::config::HashPolicy]>,
 }
 
 impl Route {
@@ -272,6 +274,7 @@ impl Router {
                             idle_timeout: r.idle_timeout,
                             retry_policy: r.retry_policy.clone(),
                             client_certificate: r.client_certificate,
+                            hash_policy: r.hash_policy.clone().into_boxed_slice(),
                         })
                         .collect(),
                 ),
@@ -329,6 +332,7 @@ mod tests {
             idle_timeout: None,
             retry_policy: None,
             client_certificate: None,
+            hash_policy: Default::default(),
         }
     }
 
@@ -347,6 +351,7 @@ mod tests {
                         idle_timeout: None,
                         retry_policy: None,
                         client_certificate: None,
+                        hash_policy: Default::default(),
                     },
                     prefix("/v1/", 1),
                     prefix("/", 2),
@@ -439,6 +444,7 @@ mod tests {
                     idle_timeout: None,
                     retry_policy: None,
                     client_certificate: None,
+                    hash_policy: Default::default(),
                 });
             }
             let table = RouteTable::new(routes.clone().into_boxed_slice());

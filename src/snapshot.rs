@@ -63,6 +63,9 @@ pub struct Snapshot {
     pub upstream_tls: Vec<Option<ClientTls>>,
     /// Each cluster's health verdicts (by cluster index), for clusters with `health_check`.
     pub health: Vec<Option<Arc<ClusterHealth>>>,
+    /// Each cluster's consistent-hash table (by cluster index), for ring_hash and maglev
+    /// clusters: built here once, read by every core.
+    pub tables: Vec<Option<Arc<crate::balance::Table>>>,
     /// Set: sampled spans are exported.
     pub tracer: Option<Tracer>,
     /// The validated config it was compiled from, for summaries and reload diffs.
@@ -132,6 +135,15 @@ impl Snapshot {
             .iter()
             .map(|c| carried.verdicts.cluster(c))
             .collect();
+        let tables = config
+            .clusters
+            .iter()
+            .map(|c| {
+                let endpoints: Vec<(SocketAddr, u32)> =
+                    c.endpoints.iter().map(|e| (e.address, e.weight)).collect();
+                crate::balance::Table::build(c.lb_policy, &endpoints).map(Arc::new)
+            })
+            .collect();
         Ok(Snapshot {
             generation,
             limits: config.limits.clone(),
@@ -139,6 +151,7 @@ impl Snapshot {
             clusters: config.clusters.clone(),
             upstream_tls,
             health,
+            tables,
             tracer,
             config,
         })

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use tracing::{error, info, warn};
 
 use crate::access_log;
-use crate::balance::Wrr;
+use crate::balance::Picker;
 use crate::config::CircuitBreakers;
 use crate::conn;
 use crate::h2::client::Sessions;
@@ -40,9 +40,14 @@ const DRAIN_POLL: Duration = Duration::from_millis(5);
 /// A pool's identity: cluster name and endpoint address.
 type PoolKey = (String, SocketAddr);
 
-/// An endpoint's idle HTTP/1 connections and its HTTP/2 sessions on this core, kept across
-/// reloads that keep the endpoint.
-type EndpointPools = (Rc<Pool<UpstreamConn>>, Rc<Sessions>, Rc<Outlier>);
+/// An endpoint's idle HTTP/1 connections, its HTTP/2 sessions, its outlier record and its
+/// requests in flight on this core, kept across reloads that keep the endpoint.
+type EndpointPools = (
+    Rc<Pool<UpstreamConn>>,
+    Rc<Sessions>,
+    Rc<Outlier>,
+    Rc<Cell<u32>>,
+);
 
 /// An endpoint of a cluster as this core uses it.
 #[derive(Debug)]
@@ -53,13 +58,17 @@ pub struct EndpointState {
     pub h2: Rc<Sessions>,
     /// Its outlier-detection record on this core.
     pub outlier: Rc<Outlier>,
+    /// Exchanges under way with it from this core (least_request reads it): one is held from
+    /// the pick to the end of the attempt, whatever ends it.
+    pub active: Rc<Cell<u32>>,
     pub stats: Arc<EndpointStats>,
 }
 
 /// A cluster as this core uses it: its balancer state and endpoints.
 #[derive(Debug)]
 pub struct ClusterState {
-    pub balancer: RefCell<Wrr>,
+    /// None only for a cluster without endpoints (validation refuses one).
+    pub balancer: RefCell<Option<Picker>>,
     pub endpoints: Box<[EndpointState]>,
     /// `cluster.<name>.upstream_rq_time` on this core.
     pub rq_time: Rc<LocalHistogram>,
@@ -179,18 +188,26 @@ impl Worker {
         let clusters = snapshot
             .clusters
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(ci, c)| {
                 let weights: Vec<u32> = c.endpoints.iter().map(|e| e.weight).collect();
                 let same = before
                     .get(c.name.as_str())
-                    .filter(|&&i| previous.snapshot.clusters[i].endpoints == c.endpoints)
+                    .filter(|&&i| {
+                        let old = &previous.snapshot.clusters[i];
+                        old.endpoints == c.endpoints && old.lb_policy == c.lb_policy
+                    })
                     .and_then(|&i| previous.clusters.get(i));
                 let balancer = match same {
                     Some(old) => old.balancer.borrow().clone(),
                     None => {
                         let start = self.id * weights.iter().map(|&w| w as usize).sum::<usize>()
                             / self.workers.max(1);
-                        Wrr::new(&weights, start)
+                        // Its own sequence on each core, reproducible from (cluster, core).
+                        let seed = crate::balance::hash_key(c.name.as_bytes())
+                            ^ (self.id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                        let table = snapshot.tables.get(ci).cloned().flatten();
+                        Picker::new(c.lb_policy, &weights, start, seed, table)
                     }
                 };
                 let endpoints = c
@@ -198,17 +215,19 @@ impl Worker {
                     .iter()
                     .map(|e| {
                         let key = (c.name.clone(), e.address);
-                        let (pool, h2, outlier) = pools.remove(&key).unwrap_or_else(|| {
+                        let (pool, h2, outlier, active) = pools.remove(&key).unwrap_or_else(|| {
                             let pool = Pool::new(c.max_idle_per_core, c.idle_timeout);
-                            (Rc::new(pool), Rc::default(), Rc::default())
+                            (Rc::new(pool), Rc::default(), Rc::default(), Rc::default())
                         });
                         pool.set_limits(c.max_idle_per_core, c.idle_timeout);
-                        kept.insert(key, (pool.clone(), h2.clone(), outlier.clone()));
+                        let carried = (pool.clone(), h2.clone(), outlier.clone(), active.clone());
+                        kept.insert(key, carried);
                         EndpointState {
                             address: e.address,
                             pool,
                             h2,
                             outlier,
+                            active,
                             stats: self.registry.endpoint(self.id, &c.name, e.address),
                         }
                     })
@@ -238,7 +257,7 @@ impl Worker {
             .collect();
         // What is left belongs to removed endpoints: close their idle connections now;
         // connections in use finish their exchange and are then dropped.
-        for (pool, h2, _) in pools.values() {
+        for (pool, h2, _, _) in pools.values() {
             pool.clear();
             h2.clear();
         }
@@ -356,7 +375,7 @@ impl Worker {
         loop {
             timer::sleep(SWEEP_INTERVAL).await;
             let now = timer::now();
-            for (pool, _, _) in self.pools.borrow().values() {
+            for (pool, _, _, _) in self.pools.borrow().values() {
                 pool.evict_expired(now);
             }
             // Idle connections the upstream closed or wrote to are closed now rather than at

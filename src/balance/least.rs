@@ -14,6 +14,9 @@ pub struct LeastRequest {
     weights: Box<[u32]>,
     /// All weights are equal: compare in-flight counts alone (Envoy's unweighted mode).
     equal: bool,
+    /// Candidates a pick draws (Envoy's `choice_count`); 2 unless built
+    /// [`with_choices`](Self::with_choices).
+    choices: usize,
     rng: Rng,
 }
 
@@ -27,8 +30,28 @@ impl LeastRequest {
         Some(LeastRequest {
             equal: weights.iter().all(|&w| w == first),
             weights,
+            choices: 2,
             rng: Rng::with_seed(seed),
         })
+    }
+
+    /// Like [`new`](Self::new), drawing `choices` candidates a pick (at least 2). Beyond two
+    /// they are drawn with repetition, as Envoy draws them.
+    pub fn with_choices(weights: &[u32], seed: u64, choices: usize) -> Option<Self> {
+        let mut picker = Self::new(weights, seed)?;
+        picker.choices = choices.max(2);
+        Some(picker)
+    }
+
+    /// Whether `b` (with `load_b` in flight) is lighter than `a` (with `load_a`).
+    #[inline]
+    fn lighter(&self, b: usize, load_b: u32, a: usize, load_a: u32) -> bool {
+        if self.equal {
+            load_b < load_a
+        } else {
+            (u64::from(load_b) + 1) * u64::from(self.weights[a])
+                < (u64::from(load_a) + 1) * u64::from(self.weights[b])
+        }
     }
 
     /// The index of the next endpoint, given `active(i)`, the requests in flight to endpoint `i`
@@ -54,13 +77,19 @@ impl LeastRequest {
             b += 1;
         }
         let (load_a, load_b) = (active(a), active(b));
-        let b_is_lighter = if self.equal {
-            load_b < load_a
+        let (mut best, mut best_load) = if self.lighter(b, load_b, a, load_a) {
+            (b, load_b)
         } else {
-            (u64::from(load_b) + 1) * u64::from(self.weights[a])
-                < (u64::from(load_a) + 1) * u64::from(self.weights[b])
+            (a, load_a)
         };
-        if b_is_lighter { b } else { a }
+        for _ in 2..self.choices {
+            let c = self.rng.usize(..n);
+            let load_c = active(c);
+            if self.lighter(c, load_c, best, best_load) {
+                (best, best_load) = (c, load_c);
+            }
+        }
+        best
     }
 }
 
@@ -146,6 +175,20 @@ mod tests {
         }
         let share = picks[0] as f64 / 100_000.0;
         assert!((share - 0.25).abs() < 0.02, "{picks:?}");
+    }
+
+    #[test]
+    fn more_choices_find_the_idle_endpoint_more_often() {
+        // One idle endpoint among ten: two (distinct) choices find it 2/10 of the time, eight
+        // choices 1 - 8/10 * (9/10)^6 = 57%.
+        let active = [5u32, 5, 5, 5, 5, 5, 5, 0, 5, 5];
+        let share = |choices| {
+            let mut lr = LeastRequest::with_choices(&[1; 10], 9, choices).unwrap();
+            (0..100_000).filter(|_| lr.pick(|i| active[i]) == 7).count() as f64 / 100_000.0
+        };
+        let (two, eight) = (share(2), share(8));
+        assert!((two - 0.2).abs() < 0.02, "{two}");
+        assert!((eight - 0.575).abs() < 0.02, "{eight}");
     }
 
     #[test]

@@ -13,14 +13,17 @@
 //!
 //! The two consistent hashes are deterministic (the same endpoint set gives the same structure on
 //! every core and in every process) and immutable after they are built, so one build per
-//! snapshot can be shared by all cores.
+//! snapshot can be shared by all cores. [`Picker`] puts them behind one per-core type, and
+//! [`Table`] is the shared, immutable part of a hashing picker.
 
 mod hash;
 mod least;
+mod picker;
 mod simple;
 mod wrr;
 
 pub use hash::{Maglev, RingHash, hash_key};
 pub use least::LeastRequest;
+pub use picker::{Picker, Table};
 pub use simple::{Random, RoundRobin};
 pub use wrr::Wrr;

@@ -86,6 +86,7 @@ impl Config {
                                     crate::config::RetryOn::ALL.iter().find(|(_, v)| v == on).map_or("?", |(n, _)| *n)
                                 }).collect::<Vec<_>>(),
                             })),
+                            "hash_policy": r.hash_policy.iter().map(hash_policy).collect::<Vec<_>>(),
                         })).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                 })
@@ -93,6 +94,7 @@ impl Config {
             "clusters": self.clusters.iter().map(|c| json!({
                 "name": c.name,
                 "lb_policy": c.lb_policy.name(),
+                "lb_config": lb_config(c.lb_policy),
                 "connect_timeout": dur(c.connect_timeout),
                 "response_timeout": dur(c.response_timeout),
                 "send_timeout": dur(c.send_timeout),
@@ -156,4 +158,37 @@ fn http2_options(o: &crate::config::Http2Options) -> serde_json::Value {
             "timeout": humantime::format_duration(timeout).to_string(),
         })),
     })
+}
+
+/// The settings of a cluster's `lb_policy`, as its `*_lb_config` would give them.
+fn lb_config(policy: crate::config::LbPolicy) -> serde_json::Value {
+    use crate::config::LbPolicy;
+    match policy {
+        LbPolicy::LeastRequest { choice_count } => json!({ "choice_count": choice_count }),
+        LbPolicy::RingHash {
+            minimum_ring_size,
+            maximum_ring_size,
+        } => json!({
+            "minimum_ring_size": minimum_ring_size,
+            "maximum_ring_size": maximum_ring_size,
+        }),
+        LbPolicy::Maglev { table_size } => json!({ "table_size": table_size }),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// One `hash_policy` entry, in Envoy's shape.
+fn hash_policy(p: &crate::config::HashPolicy) -> serde_json::Value {
+    use crate::config::HashKey;
+    let mut entry = match &p.key {
+        HashKey::Header(name) => json!({ "header": { "header_name": name } }),
+        HashKey::Cookie { name, ttl, path } => json!({
+            "cookie": { "name": name, "ttl": ttl.map(|t| humantime::format_duration(t).to_string()), "path": path }
+        }),
+        HashKey::SourceIp => json!({ "connection_properties": { "source_ip": true } }),
+    };
+    if let Some(map) = entry.as_object_mut() {
+        map.insert("terminal".to_owned(), json!(p.terminal));
+    }
+    entry
 }

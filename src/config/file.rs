@@ -268,6 +268,57 @@ pub(super) struct RawRouteAction {
     pub(super) timeout: Option<String>,
     pub(super) idle_timeout: Option<String>,
     pub(super) retry_policy: Option<RawRetryPolicy>,
+    pub(super) hash_policy: Option<Vec<RawHashPolicy>>,
+}
+
+/// Envoy's route `hash_policy` entry: one of `header`, `cookie`, `connection_properties`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHashPolicy {
+    pub(super) header: Option<RawHashHeader>,
+    pub(super) cookie: Option<RawHashCookie>,
+    pub(super) connection_properties: Option<RawConnectionProperties>,
+    pub(super) terminal: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHashHeader {
+    pub(super) header_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHashCookie {
+    pub(super) name: String,
+    pub(super) ttl: Option<String>,
+    pub(super) path: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConnectionProperties {
+    pub(super) source_ip: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLeastRequestLbConfig {
+    pub(super) choice_count: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRingHashLbConfig {
+    pub(super) minimum_ring_size: Option<i64>,
+    pub(super) maximum_ring_size: Option<i64>,
+    pub(super) hash_function: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMaglevLbConfig {
+    pub(super) table_size: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +350,9 @@ pub(super) struct RawCluster {
     pub(super) idle_timeout: Option<String>,
     pub(super) max_idle_per_core: Option<i64>,
     pub(super) lb_policy: Option<String>,
+    pub(super) least_request_lb_config: Option<RawLeastRequestLbConfig>,
+    pub(super) ring_hash_lb_config: Option<RawRingHashLbConfig>,
+    pub(super) maglev_lb_config: Option<RawMaglevLbConfig>,
     pub(super) tls: Option<RawUpstreamTls>,
     pub(super) protocol: Option<String>,
     pub(super) http2_options: Option<RawHttp2Options>,

@@ -253,6 +253,8 @@ pub struct Route {
     /// `match.tls_context`: set, the route matches only connections that presented (true) or
     /// did not present (false) a verified client certificate.
     pub client_certificate: Option<bool>,
+    /// Where the key of a ring_hash or maglev cluster comes from (empty: a random pick).
+    pub hash_policy: Vec<HashPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -522,21 +524,92 @@ impl Default for Http2Options {
     }
 }
 
+/// How a cluster picks the endpoint of each request (Envoy's `lb_policy`, with the settings of
+/// its `*_lb_config`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LbPolicy {
+    /// Smooth weighted round-robin, per core.
     #[default]
     WeightedRoundRobin,
+    /// Endpoints in turn, weights ignored, per core.
+    RoundRobin,
+    /// Weighted random, per core.
+    Random,
+    /// The lightest of `choice_count` endpoints drawn at random, by this core's requests in
+    /// flight per unit of weight.
+    LeastRequest { choice_count: u32 },
+    /// Envoy's ring_hash over the route's `hash_policy` key.
+    RingHash {
+        minimum_ring_size: u64,
+        maximum_ring_size: u64,
+    },
+    /// Maglev over the route's `hash_policy` key; `table_size` is a prime.
+    Maglev { table_size: u64 },
 }
 
 impl LbPolicy {
-    const ALL: [(&'static str, LbPolicy); 1] =
-        [("weighted_round_robin", LbPolicy::WeightedRoundRobin)];
+    /// Accepted names, with the defaults of their settings; Envoy's upper-case enum names too.
+    pub(crate) const ALL: [(&'static str, LbPolicy); 11] = [
+        ("weighted_round_robin", LbPolicy::WeightedRoundRobin),
+        ("round_robin", LbPolicy::RoundRobin),
+        ("random", LbPolicy::Random),
+        ("least_request", LbPolicy::LEAST_REQUEST),
+        ("ring_hash", LbPolicy::RING_HASH),
+        ("maglev", LbPolicy::MAGLEV),
+        ("ROUND_ROBIN", LbPolicy::RoundRobin),
+        ("RANDOM", LbPolicy::Random),
+        ("LEAST_REQUEST", LbPolicy::LEAST_REQUEST),
+        ("RING_HASH", LbPolicy::RING_HASH),
+        ("MAGLEV", LbPolicy::MAGLEV),
+    ];
+    const LEAST_REQUEST: LbPolicy = LbPolicy::LeastRequest { choice_count: 2 };
+    const RING_HASH: LbPolicy = LbPolicy::RingHash {
+        minimum_ring_size: crate::balance::RingHash::MINIMUM_RING_SIZE,
+        maximum_ring_size: crate::balance::RingHash::MAXIMUM_RING_SIZE,
+    };
+    const MAGLEV: LbPolicy = LbPolicy::Maglev {
+        table_size: crate::balance::Maglev::TABLE_SIZE,
+    };
 
     pub fn name(self) -> &'static str {
         match self {
             LbPolicy::WeightedRoundRobin => "weighted_round_robin",
+            LbPolicy::RoundRobin => "round_robin",
+            LbPolicy::Random => "random",
+            LbPolicy::LeastRequest { .. } => "least_request",
+            LbPolicy::RingHash { .. } => "ring_hash",
+            LbPolicy::Maglev { .. } => "maglev",
         }
     }
+
+    /// Whether the policy picks by the route's `hash_policy` key (ring_hash, maglev).
+    pub fn hashes(self) -> bool {
+        matches!(self, LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. })
+    }
+}
+
+/// One entry of a route's `hash_policy` (Envoy's names): where the key of a hashing balancer
+/// comes from. The hashes of the entries that yield one are combined, in order, until a
+/// `terminal` entry yields one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashPolicy {
+    pub key: HashKey,
+    pub terminal: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The value of a request header (name lowercase).
+    Header(String),
+    /// The value of a cookie; with `ttl`, a request without it gets one generated and set on
+    /// the response (`ttl` zero: a session cookie).
+    Cookie {
+        name: String,
+        ttl: Option<Duration>,
+        path: Option<String>,
+    },
+    /// The client's IP address.
+    SourceIp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -91,6 +91,7 @@ fn full_example_parses() {
         idle_timeout: None,
         retry_policy: None,
         client_certificate: None,
+        hash_policy: Default::default(),
     };
     let r1 = Route {
         path: PathMatch::Exact("/healthz".into()),
@@ -101,6 +102,7 @@ fn full_example_parses() {
         idle_timeout: None,
         retry_policy: None,
         client_certificate: None,
+        hash_policy: Default::default(),
     };
     assert_eq!(v.routes, [r0, r1]);
     let api = &c.clusters[0];
@@ -174,7 +176,7 @@ endpoints:\n      - { address: 127.0.0.1:9001 } | endpoints: [] | clusters[0].en
 - name: c\n | - name: c\n    idle_timeout: soon\n | clusters[0].idle_timeout | invalid duration "soon"
 - name: c\n | - name: c\n    max_idle_per_core: 65537\n | clusters[0].max_idle_per_core | between 0 and 65536
 - name: c\n | - name: c\n    max_idle_per_core: -1\n | clusters[0].max_idle_per_core | got -1
-- name: c\n | - name: c\n    lb_policy: random\n | clusters[0].lb_policy | unknown policy "random" (accepted: weighted_round_robin)
+- name: c\n | - name: c\n    lb_policy: fastest\n | clusters[0].lb_policy | unknown policy "fastest" (accepted: weighted_round_robin, round_robin, random, least_request, ring_hash, maglev, ROUND_ROBIN
 + |   - { name: c, endpoints: [{ address: 127.0.0.1:1 }] }\n | clusters[1].name | duplicate cluster name "c"
 :10000\n | \n | listeners[0].address | invalid address "127.0.0.1"
 :10000\n | :10000\n    backlog: 0\n | listeners[0].backlog | between 1 and 65535, got 0

@@ -11,6 +11,8 @@ use super::file::*;
 use super::*;
 use crate::tls::{self, ClientAuth, ClientSettings, ServedCertificate, ServerSettings};
 
+mod balance;
+
 // ---------------------------------------------------------------- validate
 
 const STANDARD_METHODS: [&str; 9] = [
@@ -498,6 +500,9 @@ fn route(
         .retry_policy
         .as_ref()
         .map(|rp_raw| Box::new(retry_policy(c, rp_raw, &format!("{rp}.route.retry_policy"))));
+    let hash_policy = r.route.hash_policy.as_deref().map_or_else(Vec::new, |raw| {
+        balance::hash_policy(c, raw, &format!("{rp}.route.hash_policy"))
+    });
     Route {
         path,
         methods,
@@ -507,6 +512,7 @@ fn route(
         idle_timeout,
         retry_policy,
         client_certificate,
+        hash_policy,
     }
 }
 
@@ -533,10 +539,7 @@ fn cluster(
     let idle_timeout = c.dur(&cl.idle_timeout, secs(60), &p("idle_timeout"));
     let max_idle = &p("max_idle_per_core");
     let max_idle = c.int(cl.max_idle_per_core, 128usize, 0..=65536, max_idle);
-    let lb_policy = match &cl.lb_policy {
-        None => LbPolicy::default(),
-        Some(name) => c.one_of(name, &LbPolicy::ALL, "policy", &p("lb_policy")),
-    };
+    let lb_policy = balance::lb_policy(c, cl, &p);
     if cl.endpoints.is_empty() {
         c.err(&p("endpoints"), "at least one endpoint is required");
     }
