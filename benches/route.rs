@@ -20,6 +20,7 @@ fn prefix_route(p: String, cluster: usize) -> Route {
         idle_timeout: None,
         retry_policy: None,
         client_certificate: None,
+        rules: Default::default(),
     }
 }
 
@@ -61,6 +62,7 @@ fn many_routes(n: usize) -> Router {
                     idle_timeout: None,
                     retry_policy: None,
                     client_certificate: None,
+                    rules: Default::default(),
                 }
             } else {
                 prefix_route(format!("/v1/resource-{i}/"), i)

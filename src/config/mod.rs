@@ -253,12 +253,18 @@ pub struct Route {
     /// `match.tls_context`: set, the route matches only connections that presented (true) or
     /// did not present (false) a verified client certificate.
     pub client_certificate: Option<bool>,
+    /// `match.case_sensitive`, `match.headers`, `match.query_parameters`.
+    pub rules: crate::route_match::MatchRules,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
     Prefix(String),
     Exact(String),
+    /// `path_separated_prefix`: the prefix, then the end of the path or a '/'.
+    SeparatedPrefix(String),
+    /// `safe_regex`: the whole path (without the query) matches.
+    Regex(crate::route_match::Pattern),
 }
 
 impl fmt::Display for PathMatch {
@@ -266,6 +272,8 @@ impl fmt::Display for PathMatch {
         match self {
             PathMatch::Prefix(p) => write!(f, "prefix {p}"),
             PathMatch::Exact(p) => write!(f, "path {p}"),
+            PathMatch::SeparatedPrefix(p) => write!(f, "path_separated_prefix {p}"),
+            PathMatch::Regex(p) => write!(f, "safe_regex {}", p.source()),
         }
     }
 }
