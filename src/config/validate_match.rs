@@ -52,7 +52,11 @@ pub(super) fn path_and_rules(c: &mut Checker, m: &RawMatch, rp: &str) -> (PathMa
             let path = format!("{mp}.path_separated_prefix");
             check_path(c, p, &path);
             if p.ends_with('/') {
-                let why = format!("{p:?} must not end with '/' (it matches {p:?} + \"/...\")");
+                let bare = p.trim_end_matches('/');
+                let why = format!(
+                    "{p:?} must not end with '/': {bare:?} already matches {bare:?} and {bare:?} \
+                     followed by '/'"
+                );
                 c.err(&path, why);
             } else if p.contains(['?', '#']) {
                 c.err(&path, format!("{p:?} must not contain '?' or '#'"));
