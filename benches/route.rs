@@ -21,6 +21,7 @@ fn prefix_route(p: String, cluster: usize) -> Route {
         retry_policy: None,
         client_certificate: None,
         hash_policy: Default::default(),
+        rules: Default::default(),
     }
 }
 
@@ -63,6 +64,7 @@ fn many_routes(n: usize) -> Router {
                     retry_policy: None,
                     client_certificate: None,
                     hash_policy: Default::default(),
+                    rules: Default::default(),
                 }
             } else {
                 prefix_route(format!("/v1/resource-{i}/"), i)

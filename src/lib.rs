@@ -35,6 +35,7 @@ pub mod path;
 pub mod pool;
 pub mod proxy;
 pub mod route;
+pub mod route_match;
 pub mod rt;
 pub mod sanitize;
 pub mod slot;

@@ -17,6 +17,7 @@ use crate::health::ClusterHealth;
 use crate::message::{BodyLength, Headers, Method, RequestHead, ResponseHead};
 use crate::outlier::{self, Observed};
 use crate::route::RouteId;
+use crate::route_match::RequestView;
 use crate::sanitize::{Origin, sanitize};
 use crate::timer;
 use crate::tls::{ClientTls, TlsInfo};
@@ -219,7 +220,7 @@ pub async fn forward<D: Downstream>(
     let certified = cx.tls.is_some_and(|t| t.client.is_some());
     let route = vhost
         .routes
-        .find_for(head.path(), &head.method, certified)
+        .find_for(&RequestView::of(head, cx.tls.is_some(), certified))
         .ok_or(ProxyError::downstream(ErrorKind::NoRoute))?;
     let (Some(spec), Some(cluster)) = (
         snapshot.clusters.get(route.cluster),

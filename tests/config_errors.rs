@@ -241,3 +241,96 @@ clusters:
     }
     assert_eq!(got.len(), want.len(), "{got:#?}");
 }
+
+#[test]
+fn route_match_mistakes_name_their_field() {
+    let yaml = r#"
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: { safe_regex: { regex: "/api/(v1" } }
+            route: { cluster: c }
+          - match: { prefix: "/a", path: "/b" }
+            route: { cluster: c }
+          - match: { prefix: "/", headers: [{ name: "bad header", present_match: true }] }
+            route: { cluster: c }
+          - match: { safe_regex: { regex: "((a{100}){100}){100}" } }
+            route: { cluster: c }
+          - match: { path_separated_prefix: "/api/" }
+            route: { cluster: c }
+          - match: { prefix: "/", headers: [{ name: ":status", present_match: true }, { name: x, range_match: { start: 5, end: 5 } }, { name: y, string_match: { prefix: "" } }, { name: z, exact_match: a, present_match: true }] }
+            route: { cluster: c }
+          - match: { prefix: "/", query_parameters: [{ name: q, present_match: false }, { name: r, string_match: { safe_regex: { regex: "[" }, ignore_case: true } }, { name: s, string_match: {} }] }
+            route: { cluster: c }
+          - match: { methods: [GET] }
+            route: { cluster: c }
+clusters:
+  - name: c
+    endpoints: [{ address: 127.0.0.1:1 }]
+"#;
+    let errors = config::parse(yaml, "match.yaml").expect_err("invalid");
+    let r = "listeners[0].virtual_hosts[0].routes";
+    let want = [
+        (format!("{r}[0].match.safe_regex.regex"), "invalid regex"),
+        (format!("{r}[1].match"), "found: prefix, path"),
+        (
+            format!("{r}[2].match.headers[0].name"),
+            "invalid header name",
+        ),
+        (format!("{r}[3].match.safe_regex.regex"), "regex too large"),
+        (
+            format!("{r}[4].match.path_separated_prefix"),
+            "must not end with '/'",
+        ),
+        (
+            format!("{r}[5].match.headers[0].name"),
+            "unknown pseudo-header",
+        ),
+        (
+            format!("{r}[5].match.headers[1].range_match"),
+            "must be below end",
+        ),
+        (
+            format!("{r}[5].match.headers[2].string_match.prefix"),
+            "must not be empty",
+        ),
+        (format!("{r}[5].match.headers[3]"), "at most one"),
+        (
+            format!("{r}[6].match.query_parameters[0].present_match"),
+            "not an absence test",
+        ),
+        (
+            format!("{r}[6].match.query_parameters[1].string_match.ignore_case"),
+            "(?i)",
+        ),
+        (
+            format!("{r}[6].match.query_parameters[1].string_match.safe_regex.regex"),
+            "invalid regex",
+        ),
+        (
+            format!("{r}[6].match.query_parameters[2].string_match"),
+            "found: none",
+        ),
+        (format!("{r}[7].match"), "found: none"),
+    ];
+    for (path, reason) in &want {
+        let e = errors.0.iter().find(|e| &e.path == path);
+        let e = e.unwrap_or_else(|| panic!("{path} not reported:\n{errors}"));
+        assert!(
+            e.reason.contains(reason),
+            "{path}: {:?} lacks {reason:?}",
+            e.reason
+        );
+        assert_eq!(e.file, "match.yaml");
+        assert!(!e.reason.contains('\n'), "one line: {:?}", e.reason);
+    }
+    assert_eq!(
+        errors.0.len(),
+        want.len(),
+        "one error per mistake:\n{errors}"
+    );
+}

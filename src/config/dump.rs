@@ -67,10 +67,7 @@ impl Config {
                         "redirect_to_https": v.redirect_to_https,
                         "include_request_attempt_count": v.include_request_attempt_count,
                         "routes": v.routes.iter().map(|r| json!({
-                            "match": match &r.path {
-                                PathMatch::Prefix(p) => json!({"prefix": p}),
-                                PathMatch::Exact(p) => json!({"path": p}),
-                            },
+                            "match": match_json(r),
                             "methods": r.methods.as_ref().map(|ms| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
                             "client_certificate": r.client_certificate,
                             "cluster": self.clusters.get(r.cluster).map(|c| c.name.as_str()),
@@ -191,4 +188,24 @@ fn hash_policy(p: &crate::config::HashPolicy) -> serde_json::Value {
         map.insert("terminal".to_owned(), json!(p.terminal));
     }
     entry
+}
+
+/// A route's path specifier, with its case sensitivity and matcher counts when not defaults.
+fn match_json(r: &super::Route) -> serde_json::Value {
+    let mut m = match &r.path {
+        PathMatch::Prefix(p) => json!({"prefix": p}),
+        PathMatch::Exact(p) => json!({"path": p}),
+        PathMatch::SeparatedPrefix(p) => json!({"path_separated_prefix": p}),
+        PathMatch::Regex(p) => json!({"safe_regex": {"regex": p.source()}}),
+    };
+    if r.rules.case_insensitive {
+        m["case_sensitive"] = json!(false);
+    }
+    if !r.rules.headers.is_empty() {
+        m["headers"] = json!(r.rules.headers.len());
+    }
+    if !r.rules.query_parameters.is_empty() {
+        m["query_parameters"] = json!(r.rules.query_parameters.len());
+    }
+    m
 }

@@ -250,6 +250,64 @@ pub(super) struct RawMatch {
     pub(super) path: Option<String>,
     pub(super) methods: Option<Vec<String>>,
     pub(super) tls_context: Option<RawTlsContext>,
+    pub(super) safe_regex: Option<RawRegexMatcher>,
+    pub(super) path_separated_prefix: Option<String>,
+    pub(super) case_sensitive: Option<bool>,
+    pub(super) headers: Option<Vec<RawHeaderMatcher>>,
+    pub(super) query_parameters: Option<Vec<RawQueryParameterMatcher>>,
+}
+
+/// Envoy's RegexMatcher (`google_re2: {}` is accepted and ignored: the engine is regex).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegexMatcher {
+    pub(super) regex: String,
+    #[serde(rename = "google_re2")]
+    pub(super) _google_re2: Option<serde::de::IgnoredAny>,
+}
+
+/// Envoy's StringMatcher.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStringMatcher {
+    pub(super) exact: Option<String>,
+    pub(super) prefix: Option<String>,
+    pub(super) suffix: Option<String>,
+    pub(super) contains: Option<String>,
+    pub(super) safe_regex: Option<RawRegexMatcher>,
+    pub(super) ignore_case: Option<bool>,
+}
+
+/// Envoy's HeaderMatcher, with its older direct forms (`exact_match`, ...).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeaderMatcher {
+    pub(super) name: String,
+    pub(super) string_match: Option<RawStringMatcher>,
+    pub(super) present_match: Option<bool>,
+    pub(super) range_match: Option<RawRange>,
+    pub(super) exact_match: Option<String>,
+    pub(super) prefix_match: Option<String>,
+    pub(super) suffix_match: Option<String>,
+    pub(super) contains_match: Option<String>,
+    pub(super) safe_regex_match: Option<RawRegexMatcher>,
+    pub(super) invert_match: Option<bool>,
+    pub(super) treat_missing_header_as_empty: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRange {
+    pub(super) start: i64,
+    pub(super) end: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueryParameterMatcher {
+    pub(super) name: String,
+    pub(super) string_match: Option<RawStringMatcher>,
+    pub(super) present_match: Option<bool>,
 }
 
 /// Envoy's route match on the connection's client certificate.

@@ -255,12 +255,18 @@ pub struct Route {
     pub client_certificate: Option<bool>,
     /// Where the key of a ring_hash or maglev cluster comes from (empty: a random pick).
     pub hash_policy: Vec<HashPolicy>,
+    /// `match.case_sensitive`, `match.headers`, `match.query_parameters`.
+    pub rules: crate::route_match::MatchRules,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
     Prefix(String),
     Exact(String),
+    /// `path_separated_prefix`: the prefix, then the end of the path or a '/'.
+    SeparatedPrefix(String),
+    /// `safe_regex`: the whole path (without the query) matches.
+    Regex(crate::route_match::Pattern),
 }
 
 impl fmt::Display for PathMatch {
@@ -268,6 +274,8 @@ impl fmt::Display for PathMatch {
         match self {
             PathMatch::Prefix(p) => write!(f, "prefix {p}"),
             PathMatch::Exact(p) => write!(f, "path {p}"),
+            PathMatch::SeparatedPrefix(p) => write!(f, "path_separated_prefix {p}"),
+            PathMatch::Regex(p) => write!(f, "safe_regex {}", p.source()),
         }
     }
 }

@@ -92,6 +92,7 @@ fn full_example_parses() {
         retry_policy: None,
         client_certificate: None,
         hash_policy: Default::default(),
+        rules: Default::default(),
     };
     let r1 = Route {
         path: PathMatch::Exact("/healthz".into()),
@@ -103,6 +104,7 @@ fn full_example_parses() {
         retry_policy: None,
         client_certificate: None,
         hash_policy: Default::default(),
+        rules: Default::default(),
     };
     assert_eq!(v.routes, [r0, r1]);
     let api = &c.clusters[0];

@@ -12,6 +12,8 @@ use super::*;
 use crate::tls::{self, ClientAuth, ClientSettings, ServedCertificate, ServerSettings};
 
 mod balance;
+#[path = "validate_match.rs"]
+mod matchers;
 
 // ---------------------------------------------------------------- validate
 
@@ -423,21 +425,7 @@ fn route(
     known: &str,
 ) -> Route {
     let m = &r.matcher;
-    let path = match (&m.prefix, &m.path) {
-        (Some(p), None) => {
-            check_path(c, p, &format!("{rp}.match.prefix"));
-            PathMatch::Prefix(p.clone())
-        }
-        (None, Some(p)) => {
-            check_path(c, p, &format!("{rp}.match.path"));
-            PathMatch::Exact(p.clone())
-        }
-        _ => {
-            let why = "set exactly one of `prefix` (e.g. \"/\") or `path`";
-            c.err(&format!("{rp}.match"), why);
-            PathMatch::Prefix("/".to_owned())
-        }
-    };
+    let (path, rules) = matchers::path_and_rules(c, m, rp);
     let methods = m.methods.as_ref().map(|list| {
         if list.is_empty() {
             let why = "an empty list matches nothing; omit `methods` to match any method";
@@ -513,6 +501,7 @@ fn route(
         retry_policy,
         client_certificate,
         hash_policy,
+        rules,
     }
 }
 

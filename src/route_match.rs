@@ -1,0 +1,453 @@
+//! Pure: what a route match reads beyond its path literal (Envoy's RouteMatch): anchored
+//! `safe_regex` patterns, header matchers (HeaderMatcher), query parameter matchers
+//! (QueryParameterMatcher) and string matchers (StringMatcher), over a borrowed request view.
+
+use std::cell::RefCell;
+use std::fmt;
+
+use http::Method;
+
+use crate::message::{Headers, RequestHead};
+
+/// The longest compiled program a `safe_regex` may have (regex's `size_limit`): a pattern
+/// like `(a{100}){100}` is refused at load instead of growing without bound. 64 KiB holds any
+/// route pattern seen in practice (`/api/v[0-9]+/users/[^/]+/orders` is ~2 KiB).
+pub const REGEX_PROGRAM_LIMIT: usize = 64 * 1024;
+/// The lazy DFA's cache per regex (regex's `dfa_size_limit`); past it, regex falls back to a
+/// slower engine rather than using more memory.
+pub const REGEX_DFA_LIMIT: usize = 256 * 1024;
+
+/// A `safe_regex` compiled at load: it must match the whole input (Envoy's full match).
+/// Compared and printed by its source text, so config diffs and dumps see the pattern.
+#[derive(Clone)]
+pub struct Pattern {
+    source: String,
+    regex: regex::bytes::Regex,
+    prefix: Box<[u8]>,
+}
+
+impl Pattern {
+    /// Compiles `source` anchored at both ends, within the size limits. The error is one line.
+    pub fn new(source: &str) -> Result<Pattern, String> {
+        // Parsed alone first: wrapped in `^(?:...)$`, an unbalanced `a)|(b` would parse.
+        let hir = regex_syntax::ParserBuilder::new()
+            .build()
+            .parse(source)
+            .map_err(|e| match e {
+                regex_syntax::Error::Parse(e) => format!("invalid regex: {}", e.kind()),
+                regex_syntax::Error::Translate(e) => format!("invalid regex: {}", e.kind()),
+                other => format!("invalid regex: {other}"),
+            })?;
+        let regex = regex::bytes::RegexBuilder::new(&format!("^(?:{source})$"))
+            .size_limit(REGEX_PROGRAM_LIMIT)
+            .dfa_size_limit(REGEX_DFA_LIMIT)
+            .build()
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(limit) => format!(
+                    "regex too large: its compiled program exceeds {limit} bytes; simplify it \
+                     (fewer or smaller repetitions)"
+                ),
+                other => format!("invalid regex: {}", other.to_string().replace('\n', " ")),
+            })?;
+        Ok(Pattern {
+            source: source.to_owned(),
+            regex,
+            prefix: literal_prefix(&hir).into(),
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    #[inline]
+    pub fn is_match(&self, input: &[u8]) -> bool {
+        self.regex.is_match(input)
+    }
+
+    /// The bytes every match starts with (often empty): the route index files a regex route
+    /// under them, so the pattern runs only for paths that start that way.
+    pub fn literal_prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+}
+
+/// The leading literal of a parsed pattern: conservative (a group, class, repetition or
+/// alternation ends it), so a path without it can never match.
+fn literal_prefix(hir: &regex_syntax::hir::Hir) -> Vec<u8> {
+    use regex_syntax::hir::{HirKind, Look};
+    match hir.kind() {
+        HirKind::Literal(lit) => lit.0.to_vec(),
+        HirKind::Concat(parts) => {
+            let mut out = Vec::new();
+            for (i, part) in parts.iter().enumerate() {
+                match part.kind() {
+                    HirKind::Literal(lit) => out.extend_from_slice(&lit.0),
+                    // A leading `^` is redundant with the implied anchor.
+                    HirKind::Look(Look::Start) if i == 0 => {}
+                    _ => break,
+                }
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for Pattern {}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", self.source)
+    }
+}
+
+/// Envoy's StringMatcher. With `ignore_case`, the literal is stored lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StringMatch {
+    Exact(Box<[u8]>),
+    Prefix(Box<[u8]>),
+    Suffix(Box<[u8]>),
+    Contains(Box<[u8]>),
+    Regex(Pattern),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StringMatcher {
+    pub kind: StringMatch,
+    /// ASCII case-insensitive (not for `Regex`: use `(?i)` in the pattern).
+    pub ignore_case: bool,
+}
+
+impl StringMatcher {
+    pub fn matches(&self, value: &[u8]) -> bool {
+        let eq = |a: &[u8], b: &[u8]| {
+            if self.ignore_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
+        match &self.kind {
+            StringMatch::Exact(s) => eq(value, s),
+            StringMatch::Prefix(s) => value.get(..s.len()).is_some_and(|v| eq(v, s)),
+            StringMatch::Suffix(s) => value
+                .len()
+                .checked_sub(s.len())
+                .is_some_and(|at| eq(&value[at..], s)),
+            StringMatch::Contains(s) if self.ignore_case => value
+                .windows(s.len().max(1))
+                .any(|w| w.eq_ignore_ascii_case(s)),
+            StringMatch::Contains(s) => memchr::memmem::find(value, s).is_some(),
+            StringMatch::Regex(p) => p.is_match(value),
+        }
+    }
+}
+
+/// Which request value a header matcher reads: a header field (lower-cased name) or one of
+/// the pseudo-headers Envoy matches on (`host` is `:authority`, as in Envoy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderName {
+    Authority,
+    Method,
+    /// The request target, query included (Envoy's `:path`).
+    Path,
+    Scheme,
+    Field(Box<[u8]>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderTest {
+    String(StringMatcher),
+    /// `present_match`: true matches a present header, false an absent one.
+    Present(bool),
+    /// `range_match`: the value as a signed integer in [start, end).
+    Range {
+        start: i64,
+        end: i64,
+    },
+}
+
+/// Envoy's HeaderMatcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatcher {
+    pub name: HeaderName,
+    pub test: HeaderTest,
+    pub invert_match: bool,
+    pub treat_missing_header_as_empty: bool,
+}
+
+impl HeaderMatcher {
+    /// Envoy's HeaderUtility::matchHeaders, including its rules for a missing header.
+    fn matches(&self, req: &RequestView<'_>) -> bool {
+        req.with_header(&self.name, |value| {
+            let value = match value {
+                Some(v) => v,
+                None if self.treat_missing_header_as_empty => b"",
+                None => {
+                    let present = matches!(self.test, HeaderTest::Present(_));
+                    return if self.invert_match {
+                        !present
+                    } else {
+                        matches!(self.test, HeaderTest::Present(false))
+                    };
+                }
+            };
+            let hit = match &self.test {
+                HeaderTest::String(s) => s.matches(value),
+                HeaderTest::Present(want) => *want,
+                HeaderTest::Range { start, end } => std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .is_some_and(|n| *start <= n && n < *end),
+            };
+            hit != self.invert_match
+        })
+    }
+}
+
+/// Envoy's QueryParameterMatcher: the first parameter of that name (no percent-decoding)
+/// must be present and, with a string matcher, match it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryMatcher {
+    pub name: Box<[u8]>,
+    /// None: presence only.
+    pub string_match: Option<StringMatcher>,
+}
+
+impl QueryMatcher {
+    fn matches(&self, query: &[u8]) -> bool {
+        first_param(query, &self.name)
+            .is_some_and(|v| self.string_match.as_ref().is_none_or(|s| s.matches(v)))
+    }
+}
+
+/// The value of the first `name` parameter (empty for `name` without `=`).
+fn first_param<'a>(query: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    query.split(|&b| b == b'&').find_map(|pair| {
+        let (key, value) = match memchr::memchr(b'=', pair) {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => (pair, &pair[pair.len()..]),
+        };
+        (key == name).then_some(value)
+    })
+}
+
+/// A route's match rules beyond the path specifier, methods and TLS context.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MatchRules {
+    /// `case_sensitive: false`: prefix, path and path_separated_prefix compare ASCII
+    /// case-insensitively (a regex is unaffected, as in Envoy).
+    pub case_insensitive: bool,
+    pub headers: Vec<HeaderMatcher>,
+    pub query_parameters: Vec<QueryMatcher>,
+}
+
+impl MatchRules {
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty() && self.query_parameters.is_empty()
+    }
+
+    /// Every header and query parameter matcher accepts the request.
+    #[inline]
+    pub fn accepts(&self, req: &RequestView<'_>) -> bool {
+        self.headers.iter().all(|h| h.matches(req))
+            && (self.query_parameters.is_empty() || {
+                let query = req.query();
+                self.query_parameters.iter().all(|q| q.matches(query))
+            })
+    }
+}
+
+/// What a route lookup reads of a request, borrowed (a lookup allocates nothing).
+#[derive(Clone, Copy)]
+pub struct RequestView<'a> {
+    /// The path without the query: what prefix, path and regex specifiers match.
+    pub path: &'a [u8],
+    /// The whole request target (`:path` for header matchers; the query comes from it).
+    pub target: &'a [u8],
+    pub method: &'a Method,
+    pub authority: &'a [u8],
+    pub headers: Option<&'a Headers>,
+    /// The downstream connection is TLS (`:scheme` https).
+    pub https: bool,
+    /// The connection presented a verified client certificate.
+    pub certified: bool,
+}
+
+impl<'a> RequestView<'a> {
+    pub fn of(head: &'a RequestHead, https: bool, certified: bool) -> RequestView<'a> {
+        RequestView {
+            path: head.path(),
+            target: head.target(),
+            method: &head.method,
+            authority: head.authority(),
+            headers: Some(&head.headers),
+            https,
+            certified,
+        }
+    }
+
+    /// A request with only a path and a method (no headers, no query).
+    pub fn bare(path: &'a [u8], method: &'a Method) -> RequestView<'a> {
+        RequestView {
+            path,
+            target: path,
+            method,
+            authority: b"",
+            headers: None,
+            https: false,
+            certified: false,
+        }
+    }
+
+    fn query(&self) -> &'a [u8] {
+        match memchr::memchr(b'?', self.target) {
+            Some(q) => &self.target[q + 1..],
+            None => b"",
+        }
+    }
+
+    /// Calls `f` with the value of `name`: several fields of that name are joined with ","
+    /// as Envoy does (in a per-core scratch buffer, reused: no allocation once warm).
+    fn with_header<R>(&self, name: &HeaderName, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let field = match name {
+            HeaderName::Authority => return f(Some(self.authority)),
+            HeaderName::Method => return f(Some(self.method.as_str().as_bytes())),
+            HeaderName::Path => return f(Some(self.target)),
+            HeaderName::Scheme => return f(Some(if self.https { b"https" } else { b"http" })),
+            HeaderName::Field(n) => n,
+        };
+        let Some(headers) = self.headers else {
+            return f(None);
+        };
+        let mut values = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(field))
+            .map(|(_, v)| v);
+        let Some(first) = values.next() else {
+            return f(None);
+        };
+        let Some(second) = values.next() else {
+            return f(Some(first));
+        };
+        let join = |buf: &mut Vec<u8>| {
+            buf.clear();
+            buf.extend_from_slice(first);
+            buf.push(b',');
+            buf.extend_from_slice(second);
+            for v in values {
+                buf.push(b',');
+                buf.extend_from_slice(v);
+            }
+        };
+        JOINED.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                join(&mut buf);
+                f(Some(&buf))
+            }
+            Err(_) => {
+                let mut buf = Vec::new();
+                join(&mut buf);
+                f(Some(&buf))
+            }
+        })
+    }
+}
+
+thread_local! {
+    static JOINED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn string(kind: StringMatch, ignore_case: bool) -> StringMatcher {
+        StringMatcher { kind, ignore_case }
+    }
+
+    #[test]
+    fn patterns_are_anchored_and_expose_their_literal_prefix() {
+        let p = Pattern::new("/api/v[0-9]+/users").expect("valid");
+        assert!(p.is_match(b"/api/v12/users"));
+        assert!(!p.is_match(b"/api/v12/users/x"));
+        assert!(!p.is_match(b"/x/api/v1/users"));
+        assert_eq!(p.literal_prefix(), b"/api/v");
+        assert_eq!(
+            Pattern::new("^/a.*").expect("valid").literal_prefix(),
+            b"/a"
+        );
+        assert_eq!(Pattern::new("/a|/b").expect("valid").literal_prefix(), b"");
+        assert_eq!(Pattern::new("/ab?").expect("valid").literal_prefix(), b"/a");
+        assert_eq!(
+            Pattern::new("(?i)/ab").expect("valid").literal_prefix(),
+            b"/"
+        );
+        assert!(Pattern::new("a)|(b").is_err());
+        let big = Pattern::new("(((a{100}){100}){100})").expect_err("too big");
+        assert!(big.contains("too large"), "{big}");
+    }
+
+    #[test]
+    fn string_matchers() {
+        let b = |s: &str| s.as_bytes().into();
+        assert!(string(StringMatch::Exact(b("abc")), false).matches(b"abc"));
+        assert!(!string(StringMatch::Exact(b("abc")), false).matches(b"ABC"));
+        assert!(string(StringMatch::Exact(b("abc")), true).matches(b"ABC"));
+        assert!(string(StringMatch::Prefix(b("ab")), true).matches(b"ABc"));
+        assert!(string(StringMatch::Suffix(b("bc")), false).matches(b"abc"));
+        assert!(!string(StringMatch::Suffix(b("abcd")), false).matches(b"abc"));
+        assert!(string(StringMatch::Contains(b("b")), false).matches(b"abc"));
+        assert!(string(StringMatch::Contains(b("bc")), true).matches(b"aBC"));
+        assert!(!string(StringMatch::Contains(b("x")), true).matches(b"abc"));
+    }
+
+    #[test]
+    fn query_parameters_first_occurrence_wins() {
+        assert_eq!(first_param(b"a=1&b=2&a=3", b"a"), Some(&b"1"[..]));
+        assert_eq!(first_param(b"a&b=2", b"a"), Some(&b""[..]));
+        assert_eq!(first_param(b"ab=1", b"a"), None);
+        assert_eq!(first_param(b"", b"a"), None);
+    }
+
+    #[test]
+    fn headers_join_repeated_values_and_follow_envoy_for_missing_ones() {
+        let mut headers = Headers::default();
+        headers.append(b"X-Tag", b"a");
+        headers.append(b"x-tag", b"b");
+        headers.append(b"x-n", b"42");
+        let method = Method::GET;
+        let req = RequestView {
+            headers: Some(&headers),
+            ..RequestView::bare(b"/", &method)
+        };
+        let m = |name: &str, test: HeaderTest, invert: bool| HeaderMatcher {
+            name: HeaderName::Field(name.as_bytes().into()),
+            test,
+            invert_match: invert,
+            treat_missing_header_as_empty: false,
+        };
+        let exact =
+            |s: &str| HeaderTest::String(string(StringMatch::Exact(s.as_bytes().into()), false));
+        assert!(m("x-tag", exact("a,b"), false).matches(&req));
+        assert!(!m("x-tag", exact("a"), false).matches(&req));
+        assert!(m("x-n", HeaderTest::Range { start: 40, end: 43 }, false).matches(&req));
+        assert!(!m("x-n", HeaderTest::Range { start: 40, end: 42 }, false).matches(&req));
+        assert!(m("x-gone", HeaderTest::Present(false), false).matches(&req));
+        assert!(!m("x-gone", HeaderTest::Present(true), false).matches(&req));
+        assert!(!m("x-gone", exact("a"), false).matches(&req));
+        assert!(m("x-gone", exact("a"), true).matches(&req));
+        assert!(!m("x-tag", HeaderTest::Present(false), false).matches(&req));
+        let mut empty = m("x-gone", exact(""), false);
+        empty.treat_missing_header_as_empty = true;
+        assert!(empty.matches(&req));
+    }
+}
