@@ -275,38 +275,46 @@ fn a_key_reaches_the_same_endpoint_on_every_core_and_keys_spread() {
 
 #[test]
 fn a_reload_keeps_keys_in_place_and_removing_one_of_four_moves_only_its_keys() {
-    // Maglev's table is refilled from each endpoint's own permutation: the others keep their
-    // slots. Envoy's ring gives each endpoint minimum_ring_size / endpoints points, so the
-    // ring keeps 256 points an endpoint here (1024 for four, 768 for three) and only the
-    // leaving endpoint's points go; the fixed-size ring is the next test.
-    let maglev = |_: usize| HASHING[1].to_owned();
+    // Envoy's ring gives each endpoint minimum_ring_size / endpoints points: here it keeps 256
+    // points an endpoint (1024 for four, 768 for three), so only the leaving endpoint's points
+    // go and only its keys move. The fixed-size ring is a test below.
     let ring = |n: usize| {
         format!(
             "    lb_policy: ring_hash\n    ring_hash_lb_config: {{ minimum_ring_size: {} }}\n",
             256 * n
         )
     };
-    for cluster in [&maglev as &dyn Fn(usize) -> String, &ring] {
-        let (moved, before, _) = remove_one_of_four(cluster);
-        for (key, (from, to)) in &moved {
-            assert_eq!(
-                *from,
-                2,
-                "{}: key {key} moved from u{from} to u{to}",
-                cluster(4)
-            );
-        }
-        let owned = before.iter().filter(|&&u| u == 2).count();
-        assert_eq!(moved.len(), owned, "{}: every key of u2 moved", cluster(4));
-        let fraction = moved.len() as f64 / before.len() as f64;
-        assert!(
-            (0.1..0.4).contains(&fraction),
-            "{}: {} of {} keys moved",
-            cluster(4),
-            moved.len(),
-            before.len()
-        );
+    let (moved, before, _) = remove_one_of_four(&ring);
+    for (key, (from, to)) in &moved {
+        assert_eq!(*from, 2, "key {key} moved from u{from} to u{to}");
     }
+    assert_about_a_quarter_moved(&moved, &before);
+}
+
+#[test]
+fn maglev_removing_one_of_four_moves_its_keys_and_almost_no_other() {
+    // Maglev refills the table from each endpoint's own permutation: the others keep nearly all
+    // of their slots, but a slot they won from the leaving endpoint's turn can change hands
+    // (the paper's minimal, not zero, disruption): about one run in ten moves one of the 150
+    // other keys here, so up to 2% may.
+    let (moved, before, _) = remove_one_of_four(&|_| HASHING[1].to_owned());
+    let others: Vec<_> = moved.iter().filter(|(_, (from, _))| *from != 2).collect();
+    assert!(others.len() <= 4, "keys not on u2 that moved: {others:?}");
+    assert_about_a_quarter_moved(&moved, &before);
+}
+
+/// Every key of u2 moved, and they were about a quarter of the keys.
+fn assert_about_a_quarter_moved(moved: &[(String, (usize, usize))], before: &[usize]) {
+    let owned = before.iter().filter(|&&u| u == 2).count();
+    let moved_off = moved.iter().filter(|(_, (from, _))| *from == 2).count();
+    assert_eq!(moved_off, owned, "every key of u2 moved");
+    let fraction = moved.len() as f64 / before.len() as f64;
+    assert!(
+        (0.1..0.4).contains(&fraction),
+        "{} of {} keys moved",
+        moved.len(),
+        before.len()
+    );
 }
 
 #[test]
