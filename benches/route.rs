@@ -20,6 +20,8 @@ fn prefix_route(p: String, cluster: usize) -> Route {
         idle_timeout: None,
         retry_policy: None,
         client_certificate: None,
+        name: None,
+        action: Default::default(),
     }
 }
 
@@ -61,6 +63,8 @@ fn many_routes(n: usize) -> Router {
                     idle_timeout: None,
                     retry_policy: None,
                     client_certificate: None,
+                    name: None,
+                    action: Default::default(),
                 }
             } else {
                 prefix_route(format!("/v1/resource-{i}/"), i)

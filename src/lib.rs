@@ -15,6 +15,7 @@
 //! snapshot, balancer state, upstream pools and counters.
 
 pub mod access_log;
+pub mod action;
 pub mod admin;
 pub mod balance;
 pub mod config;

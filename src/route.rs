@@ -29,6 +29,14 @@ pub struct Route {
     /// Set: matches only requests whose connection presented (true) or did not present
     /// (false) a verified client certificate.
     pub client_certificate: Option<bool>,
+    /// `name`, for the access log.
+    pub name: Option<Box<str>>,
+    /// Set unless the route forwards to `cluster` as is: rewrites, a weighted split, or an
+    /// answer of the gateway's own. Boxed: most routes have none, and the table stays small.
+    pub action: Option<Box<crate::action::Action>>,
+    /// With `weighted_clusters`: this route's split among its listener's, in the order of
+    /// [`Router::splits`] (the per-core pickers are kept in that order).
+    pub split: u32,
 }
 
 impl Route {
@@ -246,6 +254,21 @@ impl Router {
     /// insertion order does not matter.
     pub fn new(vhosts: &[VirtualHost]) -> Router {
         let mut router = Router::default();
+        // Weighted routes, numbered in config order.
+        let mut splits = 0u32;
+        let mut split = |action: &crate::action::Action| {
+            let n = splits;
+            if matches!(
+                action,
+                crate::action::Action::Forward {
+                    weighted: Some(_),
+                    ..
+                }
+            ) {
+                splits += 1;
+            }
+            n
+        };
         for (i, vh) in vhosts.iter().enumerate() {
             let i = i as u32;
             for d in &vh.domains {
@@ -272,6 +295,9 @@ impl Router {
                             idle_timeout: r.idle_timeout,
                             retry_policy: r.retry_policy.clone(),
                             client_certificate: r.client_certificate,
+                            name: r.name.as_deref().map(Box::from),
+                            action: (!r.action.is_plain()).then(|| Box::new(r.action.clone())),
+                            split: split(&r.action),
                         })
                         .collect(),
                 ),
@@ -294,6 +320,28 @@ impl Router {
 
     pub fn virtual_hosts(&self) -> &[VirtualRoutes] {
         &self.vhosts
+    }
+
+    /// The weighted splits of this listener's routes, in the order of their `split` numbers.
+    pub fn splits(&self) -> impl Iterator<Item = &crate::action::WeightedClusters> + '_ {
+        let routes = self.vhosts.iter().flat_map(|v| v.routes.routes());
+        routes.filter_map(|r| match r.action.as_deref() {
+            Some(crate::action::Action::Forward {
+                weighted: Some(w), ..
+            }) => Some(w),
+            _ => None,
+        })
+    }
+
+    /// The name of a route, if it has one.
+    pub fn route_name(&self, id: RouteId) -> Option<&str> {
+        let vhost = self.vhosts.get(id.vhost as usize)?;
+        vhost
+            .routes
+            .routes()
+            .get(id.route as usize)?
+            .name
+            .as_deref()
     }
 }
 
@@ -329,6 +377,8 @@ mod tests {
             idle_timeout: None,
             retry_policy: None,
             client_certificate: None,
+            name: None,
+            action: Default::default(),
         }
     }
 
@@ -347,6 +397,8 @@ mod tests {
                         idle_timeout: None,
                         retry_policy: None,
                         client_certificate: None,
+                        name: None,
+                        action: Default::default(),
                     },
                     prefix("/v1/", 1),
                     prefix("/", 2),
@@ -439,6 +491,9 @@ mod tests {
                     idle_timeout: None,
                     retry_policy: None,
                     client_certificate: None,
+                    name: None,
+                    action: None,
+                    split: 0,
                 });
             }
             let table = RouteTable::new(routes.clone().into_boxed_slice());
