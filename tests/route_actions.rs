@@ -515,3 +515,190 @@ fn config_errors_name_their_field() {
         assert!(paths.contains(&format!("{R}.{want}")), "{want}: {paths:?}");
     }
 }
+
+// ---------------------------------------------------------------- HTTP/2 and retries
+
+/// An h2c origin that records each request's `:authority` and path (with query), and answers
+/// 200 with `name`.
+struct H2Origin {
+    addr: SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+impl H2Origin {
+    fn start(name: &'static str) -> H2Origin {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let accept = async {
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        let record = record.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                                return;
+                            };
+                            while let Some(Ok((req, mut respond))) = conn.accept().await {
+                                let uri = req.uri();
+                                let authority = uri.authority().map_or("", |a| a.as_str());
+                                let path = uri.path_and_query().map_or("", |p| p.as_str());
+                                let entry = (authority.to_owned(), path.to_owned());
+                                record.lock().expect("lock").push(entry);
+                                let res = http::Response::builder()
+                                    .status(200)
+                                    .body(())
+                                    .expect("response");
+                                if let Ok(mut s) = respond.send_response(res, false) {
+                                    let _ = s.send_data(
+                                        bytes::Bytes::from_static(name.as_bytes()),
+                                        true,
+                                    );
+                                }
+                            }
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = accept => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        H2Origin {
+            addr,
+            seen,
+            _stop: stop,
+        }
+    }
+
+    fn seen(&self) -> Vec<(String, String)> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+/// Sends `GET path` with `:authority` `host` over h2c and returns the status, the headers
+/// and the body.
+async fn h2_get(addr: SocketAddr, path: &str, host: &str) -> (u16, http::HeaderMap, Vec<u8>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut send = send.ready().await.expect("ready");
+    let req = http::Request::get(format!("http://{host}{path}"))
+        .body(())
+        .expect("request");
+    let (response, _) = send.send_request(req, true).expect("send");
+    let response = response.await.expect("response");
+    let (parts, mut body) = response.into_parts();
+    let mut out = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("body");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    (parts.status.as_u16(), parts.headers, out)
+}
+
+#[test]
+fn rewrites_reach_an_http2_upstream_and_http2_clients_get_direct_responses() {
+    let origin = H2Origin::start("h2");
+    let yaml = format!(
+        "workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    http2: true
+    virtual_hosts:
+      - name: all
+        domains: [\"*\"]
+        routes:
+          - match: {{ prefix: \"/api/\" }}
+            route: {{ cluster: h2, prefix_rewrite: \"/v2/\", host_rewrite_literal: \"inside.example\" }}
+          - match: {{ prefix: \"/auto\" }}
+            route: {{ cluster: h2, auto_host_rewrite: true }}
+          - match: {{ prefix: \"/gone\" }}
+            direct_response: {{ status: 410, body: {{ inline_string: \"gone\" }} }}
+          - match: {{ prefix: \"/moved\" }}
+            redirect: {{ host_redirect: \"new.example\" }}
+clusters:
+  - name: h2
+    protocol: http2
+    endpoints: [{{ address: \"{}\" }}]
+",
+        origin.addr
+    );
+    let gw = TestGateway::start(&yaml);
+    let rt = runtime();
+    let (status, _, body) = rt.block_on(h2_get(gw.addr, "/api/x?q=1", "app.test"));
+    assert_eq!((status, body.as_slice()), (200, &b"h2"[..]));
+    rt.block_on(h2_get(gw.addr, "/auto", "app.test"));
+    let want = [
+        ("inside.example".to_owned(), "/v2/x?q=1".to_owned()),
+        (origin.addr.to_string(), "/auto".to_owned()),
+    ];
+    assert_eq!(origin.seen(), want);
+    let (status, headers, body) = rt.block_on(h2_get(gw.addr, "/gone", "app.test"));
+    assert_eq!((status, body.as_slice()), (410, &b"gone"[..]));
+    assert_eq!(
+        headers.get("content-length").map(|v| v.as_bytes()),
+        Some(&b"4"[..])
+    );
+    let (status, headers, _) = rt.block_on(h2_get(gw.addr, "/moved?a=b", "app.test"));
+    assert_eq!(status, 301);
+    let location = headers.get("location").map(|v| v.as_bytes());
+    assert_eq!(location, Some(&b"http://new.example/moved?a=b"[..]));
+}
+
+#[test]
+fn auto_host_rewrite_names_each_retrys_own_endpoint() {
+    use support::upstream::Reply;
+    let bad = HttpUpstream::builder()
+        .name("bad")
+        .route("/", Reply::Status(503, "no\n"))
+        .start();
+    let good = HttpUpstream::builder().name("good").start();
+    let policy = "{ retry_on: [5xx], num_retries: 1 }";
+    let yaml = support::gateway::retry_config(bad.addr(), good.addr(), policy, "", false).replace(
+        "route: { cluster: backend, retry_policy",
+        "route: { cluster: backend, auto_host_rewrite: true, retry_policy",
+    );
+    let gw = TestGateway::start(&yaml);
+    let mut c = client(gw.addr);
+    for i in 0..4 {
+        let r = get(&mut c, &format!("/r{i}"), "example.com");
+        assert_eq!(r.status, 200, "request {i}");
+    }
+    // Every request that went to each endpoint named that endpoint, the retries too.
+    let hosts = |up: &HttpUpstream| -> Vec<String> {
+        (up.requests().iter())
+            .map(|r| r.header("host").unwrap_or("").to_owned())
+            .collect()
+    };
+    let (bad_hosts, good_hosts) = (hosts(&bad), hosts(&good));
+    assert!(
+        !bad_hosts.is_empty() && good_hosts.len() == 4,
+        "{bad_hosts:?} {good_hosts:?}"
+    );
+    assert!(
+        bad_hosts.iter().all(|h| *h == bad.addr().to_string()),
+        "{bad_hosts:?}"
+    );
+    assert!(
+        good_hosts.iter().all(|h| *h == good.addr().to_string()),
+        "{good_hosts:?}"
+    );
+}
