@@ -240,7 +240,7 @@ pub async fn forward<D: Downstream>(
             }
             Action::DirectResponse(d) => {
                 outcome.answered = Some(crate::action::Answered::DirectResponse);
-                return answer_directly(head, d, down).await;
+                return answer_directly(head, d, down, outcome).await;
             }
             Action::Forward { weighted, rewrite } => {
                 if weighted.is_some() {
@@ -562,6 +562,7 @@ async fn answer_directly<D: Downstream>(
     head: &RequestHead,
     d: &crate::action::DirectResponse,
     down: &mut D,
+    outcome: &mut Outcome,
 ) -> Result<u16, ProxyError> {
     let mut response = ResponseHead::take();
     response.status = d.status;
@@ -577,7 +578,9 @@ async fn answer_directly<D: Downstream>(
     } else {
         response.body = BodyLength::Known(length);
     }
-    answer(&mut response, body.filter(|_| !bodiless), down).await?;
+    let body = body.filter(|_| !bodiless);
+    outcome.body_out = body.map_or(0, |b| b.len() as u64);
+    answer(&mut response, body, down).await?;
     Ok(d.status)
 }
 

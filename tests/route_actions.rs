@@ -24,7 +24,7 @@ listeners:
     address: 127.0.0.1:0
     access_log:
       - path: "{log}"
-        format: "%ROUTE_NAME% %UPSTREAM_CLUSTER% %RESPONSE_CODE% %REQ(:PATH)%\n"
+        format: "%ROUTE_NAME% %UPSTREAM_CLUSTER% %RESPONSE_CODE% %REQ(:PATH)% %BYTES_SENT%\n"
     virtual_hosts:
       - name: all
         domains: ["*"]
@@ -191,7 +191,7 @@ fn weighted_clusters_split_exactly_and_the_log_names_route_and_cluster() {
     let lines = log_lines(&s.log, 8);
     let canary = |cluster: &str| {
         (lines.iter())
-            .filter(|l| *l == &format!("canary {cluster} 200 /split"))
+            .filter(|l| *l == &format!("canary {cluster} 200 /split {}", cluster.len() + 1))
             .count()
     };
     assert_eq!((canary("blue"), canary("green")), (2, 6), "{lines:?}");
@@ -200,11 +200,11 @@ fn weighted_clusters_split_exactly_and_the_log_names_route_and_cluster() {
     get(&mut c, "/d/inline", "example.com");
     let lines = log_lines(&s.log, 10);
     assert!(
-        lines.contains(&"- blue 200 /literal".to_owned()),
+        lines.contains(&"- blue 200 /literal 5".to_owned()),
         "{lines:?}"
     );
     assert!(
-        lines.contains(&"maintenance - 503 /d/inline".to_owned()),
+        lines.contains(&"maintenance - 503 /d/inline 21".to_owned()),
         "{lines:?}"
     );
 }
