@@ -702,3 +702,32 @@ fn auto_host_rewrite_names_each_retrys_own_endpoint() {
         "{good_hosts:?}"
     );
 }
+
+#[test]
+fn a_reload_that_keeps_a_split_keeps_its_place_in_the_sequence() {
+    let mut s = setup();
+    let mut c = client(s.gw.addr);
+    let mut answers = Vec::new();
+    let mut fetch = |c: &mut HttpClient, answers: &mut Vec<String>| {
+        let r = get(c, "/split", "example.com");
+        answers.push(r.text().trim().to_owned());
+    };
+    for _ in 0..2 {
+        fetch(&mut c, &mut answers);
+    }
+    // Another route changes; the split stays as it was.
+    let yaml = ROUTES
+        .replace("{log}", &s.log.display().to_string())
+        .replace("{blue}", &s.blue.addr().to_string())
+        .replace("{green}", &s.green.addr().to_string())
+        .replace("status: 204", "status: 205");
+    let file = s._dir.path("gateway.yaml").display().to_string();
+    let config = config::parse(&yaml, &file).expect("valid");
+    s.gw.gateway.reload(config).expect("reload");
+    for _ in 0..6 {
+        fetch(&mut c, &mut answers);
+    }
+    let blue = answers.iter().filter(|a| *a == "blue").count();
+    // Started over, the sequence would give 3 blue in these 8.
+    assert_eq!((blue, answers.len() - blue), (2, 6), "{answers:?}");
+}
