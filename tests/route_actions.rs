@@ -708,7 +708,7 @@ fn a_reload_that_keeps_a_split_keeps_its_place_in_the_sequence() {
     let mut s = setup();
     let mut c = client(s.gw.addr);
     let mut answers = Vec::new();
-    let mut fetch = |c: &mut HttpClient, answers: &mut Vec<String>| {
+    let fetch = |c: &mut HttpClient, answers: &mut Vec<String>| {
         let r = get(c, "/split", "example.com");
         answers.push(r.text().trim().to_owned());
     };
