@@ -22,6 +22,8 @@ fn prefix_route(p: String, cluster: usize) -> Route {
         client_certificate: None,
         hash_policy: Default::default(),
         rules: Default::default(),
+        name: None,
+        action: Default::default(),
     }
 }
 
@@ -65,6 +67,8 @@ fn many_routes(n: usize) -> Router {
                     client_certificate: None,
                     hash_policy: Default::default(),
                     rules: Default::default(),
+                    name: None,
+                    action: Default::default(),
                 }
             } else {
                 prefix_route(format!("/v1/resource-{i}/"), i)

@@ -169,6 +169,8 @@ pub struct Entry<'a> {
     pub upstream_time: Option<Duration>,
     pub upstream_host: Option<SocketAddr>,
     pub upstream_cluster: Option<&'a str>,
+    /// The matched route's `name`.
+    pub route_name: Option<&'a str>,
     pub peer: SocketAddr,
     pub sni: Option<&'a str>,
     pub tls_version: Option<&'a str>,
@@ -203,6 +205,8 @@ pub fn response_flags(error: Option<&ProxyError>, retried: bool) -> Cow<'static,
         | ErrorKind::NotImplemented(_)
         | ErrorKind::ExpectationFailed
         | ErrorKind::PayloadTooLarge => "DPE",
+        // Envoy has no letter for a request the gateway could not rewrite.
+        ErrorKind::Internal(_) => "-",
     };
     if retried {
         Cow::Owned(format!("{flag},URX"))
@@ -267,8 +271,8 @@ impl Entry<'_> {
             Op::DownstreamRemoteAddressWithoutPort => {
                 let _ = write!(out, "{}", self.peer.ip());
             }
-            Op::RouteName => return false,
             Op::UpstreamCluster
+            | Op::RouteName
             | Op::RequestedServerName
             | Op::TlsVersion
             | Op::TlsCipher
@@ -276,6 +280,7 @@ impl Entry<'_> {
             | Op::PeerUriSan => {
                 let v = match op {
                     Op::UpstreamCluster => self.upstream_cluster,
+                    Op::RouteName => self.route_name,
                     Op::RequestedServerName => self.sni,
                     Op::TlsVersion => self.tls_version,
                     Op::TlsCipher => self.tls_cipher,
@@ -533,6 +538,7 @@ mod tests {
             upstream_time: None,
             upstream_host: Some("10.0.0.7:80".parse().unwrap()),
             upstream_cluster: Some("shop"),
+            route_name: None,
             peer: "192.0.2.1:5555".parse().unwrap(),
             sni: None,
             tls_version: None,

@@ -332,6 +332,17 @@ pub fn record(
 ) {
     worker.stats.requests.inc();
     slot.stats.record_request(outcome.status);
+    match outcome.answered {
+        Some(crate::action::Answered::Redirect) => slot.stats.rq_redirect.inc(),
+        Some(crate::action::Answered::DirectResponse) => slot.stats.rq_direct_response.inc(),
+        None => {}
+    }
+    if outcome
+        .error
+        .is_some_and(|e| e.kind == crate::error::ErrorKind::Internal(crate::proxy::INVALID_REWRITE))
+    {
+        slot.stats.rq_rewrite_invalid.inc();
+    }
     slot.rq_time.record(duration);
     let generation = worker.generation();
     let snapshot = &generation.snapshot;
@@ -366,6 +377,7 @@ pub fn record(
             .cluster
             .and_then(|c| snapshot.clusters.get(c))
             .map(|c| c.name.as_str()),
+        route_name: outcome.route.and_then(|id| spec.router.route_name(id)),
         peer,
         sni: tls.and_then(|t| t.sni.as_deref()),
         tls_version: tls.map(|t| t.version),

@@ -52,6 +52,9 @@ pub enum ErrorKind {
     /// 504: the upstream stopped reading the request (no write progress within the cluster's
     /// send timeout).
     UpstreamSendTimeout,
+    /// 500: the gateway could not make a valid request of this one (a route's path rewrite
+    /// made something that is not a path).
+    Internal(&'static str),
     /// No response possible: the client went away or stopped reading/sending.
     ClientGone,
     /// No response possible: the response was already under way when the upstream failed;
@@ -129,6 +132,7 @@ impl ProxyError {
             ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamSendTimeout
             | ErrorKind::RouteTimeout => 504,
+            ErrorKind::Internal(_) => 500,
             ErrorKind::ClientGone | ErrorKind::Aborted => return None,
         })
     }
@@ -167,6 +171,7 @@ impl ProxyError {
             ErrorKind::UpstreamTimeout => "upstream response timeout\n",
             ErrorKind::RouteTimeout => "upstream request timeout\n",
             ErrorKind::UpstreamSendTimeout => "upstream stopped reading the request\n",
+            ErrorKind::Internal(why) => why,
             ErrorKind::ClientGone | ErrorKind::Aborted => "",
         }
     }

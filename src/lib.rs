@@ -5,7 +5,8 @@
 //! ```text
 //! listener   accept on this core's SO_REUSEPORT socket (io_uring, compio)
 //! conn       HTTP/1 codec: head (h1::head) + body framing (h1::body) -> neutral head (message)
-//! proxy      sanitize (sanitize, path) -> route (route) -> pick (balance)
+//! proxy      sanitize (sanitize, path) -> route (route) -> act (action: redirect, direct
+//!            response, weighted split, rewrites) -> pick (balance)
 //!            -> checkout (pool) or connect (upstream) -> forward head and body (upstream)
 //!            -> relay the response -> checkin -> record the Outcome (stats)
 //! ```
@@ -15,6 +16,7 @@
 //! snapshot, balancer state, upstream pools and counters.
 
 pub mod access_log;
+pub mod action;
 pub mod admin;
 pub mod balance;
 pub mod config;

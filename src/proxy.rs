@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{Either, select};
 use tracing::{debug, warn};
 
+use crate::action::Action;
 use crate::config::{Cluster, RetryOn, RetryPolicy, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::h2::client::{self, Session};
@@ -177,7 +178,12 @@ pub struct Outcome {
     pub error: Option<ProxyError>,
     /// The gateway's span in the request's trace, if it belongs to one.
     pub trace: Option<Span>,
+    /// Set when the route made the gateway answer itself (a redirect, a direct response).
+    pub answered: Option<crate::action::Answered>,
 }
+
+/// The 500 body of a request whose route's path rewrite made something that is not a path.
+pub const INVALID_REWRITE: &str = "the route's path rewrite made an invalid path\n";
 
 /// Proxies one request. Returns the status sent, or the error for the connection to answer.
 pub async fn forward<D: Downstream>(
@@ -222,14 +228,39 @@ pub async fn forward<D: Downstream>(
         .routes
         .find_for(&RequestView::of(head, cx.tls.is_some(), certified))
         .ok_or(ProxyError::downstream(ErrorKind::NoRoute))?;
+    outcome.route = Some(route.id);
+    // The route's action: an answer of the gateway's own, or the cluster of a weighted split
+    // and the rewrites of the request sent upstream.
+    let mut picked = route.cluster;
+    let mut auto_host = false;
+    if let Some(action) = route.action.as_deref() {
+        match action {
+            Action::Redirect(r) => {
+                outcome.answered = Some(crate::action::Answered::Redirect);
+                return answer_redirect(head, cx.scheme, r, down).await;
+            }
+            Action::DirectResponse(d) => {
+                outcome.answered = Some(crate::action::Answered::DirectResponse);
+                return answer_directly(head, d, down, outcome).await;
+            }
+            Action::Forward { weighted, rewrite } => {
+                if weighted.is_some() {
+                    let split = (generation.splits.get(cx.listener))
+                        .and_then(|s| s.get(route.split as usize));
+                    picked = split.map_or(crate::action::NO_CLUSTER, |s| s.pick());
+                }
+                rewrite_request(head, rewrite)?;
+                auto_host = rewrite.host == crate::action::HostRewrite::Auto;
+            }
+        }
+    }
     let (Some(spec), Some(cluster)) = (
-        snapshot.clusters.get(route.cluster),
-        generation.clusters.get(route.cluster),
+        snapshot.clusters.get(picked),
+        generation.clusters.get(picked),
     ) else {
         return Err(ProxyError::downstream(ErrorKind::NoRoute));
     };
-    outcome.route = Some(route.id);
-    outcome.cluster = Some(route.cluster);
+    outcome.cluster = Some(picked);
     let count_attempts = vhost.include_request_attempt_count;
     if count_attempts {
         set_attempt_count(head, 1);
@@ -257,10 +288,7 @@ pub async fn forward<D: Downstream>(
         inner: sink,
         set_cookie,
     };
-    let tls = snapshot
-        .upstream_tls
-        .get(route.cluster)
-        .and_then(Option::as_ref);
+    let tls = snapshot.upstream_tls.get(picked).and_then(Option::as_ref);
     let max_head = snapshot.limits.max_request_head_bytes;
     // Circuit breaker: at most this core's share of `max_requests` under way.
     let Some(_request) = Held::take(&cluster.load.requests, cluster.breakers.max_requests) else {
@@ -270,10 +298,7 @@ pub async fn forward<D: Downstream>(
     // The route's idle timeout stands in for the listener's body timeout on the upstream side.
     let body_timeout = route.idle_timeout.unwrap_or(snapshot.limits.body_timeout);
     let exchange = async {
-        let health = snapshot
-            .health
-            .get(route.cluster)
-            .and_then(Option::as_deref);
+        let health = snapshot.health.get(picked).and_then(Option::as_deref);
         let policy = route.retry_policy.as_deref();
         let mut retries_left = policy.map_or(0, |p| p.num_retries);
         let mut attempt = 1u32;
@@ -295,6 +320,14 @@ pub async fn forward<D: Downstream>(
                 .endpoints
                 .get(endpoint)
                 .and_then(|ep| Held::take(&ep.active, u32::MAX));
+                            if auto_host {
+                // Each attempt names its own endpoint (a retry may go to another).
+                let address = cluster.endpoints[endpoint].address;
+                head.set_authority(crate::action::endpoint_host(address).as_bytes());
+                if let Some(request) = kept.as_mut() {
+                    request.rehead(head, spec.name.as_bytes());
+                }
+            }
             let conn = match upstream {
                 Upstream::H1(conn) => conn,
                 Upstream::H2(session) => {
@@ -482,6 +515,109 @@ pub async fn forward<D: Downstream>(
             Err(ProxyError::upstream(ErrorKind::RouteTimeout))
         }
     }
+}
+
+/// Applies a route's path rewrite and literal Host to the request head, before any upstream
+/// codec encodes it (HTTP/1 and HTTP/2 alike, and every retry). The query is kept.
+fn rewrite_request(
+    head: &mut RequestHead,
+    rewrite: &crate::action::Rewrite,
+) -> Result<(), ProxyError> {
+    if let Some(rw) = &rewrite.path {
+        match crate::action::rewrite_path(rw, head.path()) {
+            Ok(Some(path)) => {
+                let target = crate::action::with_path(head.target(), &path);
+                head.set_target(&target);
+            }
+            Ok(None) => {}
+            Err(_) => {
+                return Err(ProxyError {
+                    side: Side::Internal,
+                    ..ProxyError::downstream(ErrorKind::Internal(INVALID_REWRITE))
+                });
+            }
+        }
+    }
+    if let crate::action::HostRewrite::Literal(host) = &rewrite.host {
+        head.set_authority(host.as_bytes());
+    }
+    Ok(())
+}
+
+/// Answers with a route's redirect: the Location built from the request, no body.
+async fn answer_redirect<D: Downstream>(
+    head: &RequestHead,
+    scheme: &[u8],
+    r: &crate::action::Redirect,
+    down: &mut D,
+) -> Result<u16, ProxyError> {
+    // What the client used: the gateway's own scheme, or what a trusted proxy in front said.
+    let scheme = match head.headers.get(b"x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case(b"https") => &b"https"[..],
+        Some(p) if p.eq_ignore_ascii_case(b"http") => &b"http"[..],
+        _ => scheme,
+    };
+    let requested = crate::action::Requested {
+        scheme,
+        authority: head.authority(),
+        target: head.target(),
+    };
+    let location = crate::action::location(r, requested).map_err(|_| ProxyError {
+        side: Side::Internal,
+        ..ProxyError::downstream(ErrorKind::Internal(INVALID_REWRITE))
+    })?;
+    let mut response = ResponseHead::take();
+    response.status = r.status;
+    response.headers.append(b"location", &location);
+    response.body = BodyLength::Known(0);
+    answer(&mut response, None, down).await?;
+    Ok(r.status)
+}
+
+/// Answers with a route's direct response: its status, and its body as text/plain (only
+/// its length to a HEAD request).
+async fn answer_directly<D: Downstream>(
+    head: &RequestHead,
+    d: &crate::action::DirectResponse,
+    down: &mut D,
+    outcome: &mut Outcome,
+) -> Result<u16, ProxyError> {
+    let mut response = ResponseHead::take();
+    response.status = d.status;
+    let body = d.body.as_deref();
+    if body.is_some() {
+        response.headers.append(b"content-type", b"text/plain");
+    }
+    let length = body.map_or(0, |b| b.len() as u64);
+    let bodiless = head.method == Method::HEAD || d.status == 204 || d.status == 304;
+    if bodiless {
+        response.body = BodyLength::Empty;
+        response.declared_length = body.map(|_| length);
+    } else {
+        response.body = BodyLength::Known(length);
+    }
+    let body = body.filter(|_| !bodiless);
+    outcome.body_out = body.map_or(0, |b| b.len() as u64);
+    answer(&mut response, body, down).await?;
+    Ok(d.status)
+}
+
+/// Sends a response the gateway made, with `body`. A request body is not forwarded anywhere:
+/// it is read off if it is already here (else the connection closes after the answer).
+async fn answer<D: Downstream>(
+    response: &mut ResponseHead,
+    body: Option<&[u8]>,
+    down: &mut D,
+) -> Result<(), ProxyError> {
+    let (mut request_body, mut sink) = down.split();
+    let _ = request_body.take_body(|_| Ok(()));
+    sink.start_response(response);
+    std::mem::take(response).recycle();
+    if let Some(body) = body {
+        sink.push_body(body)?;
+    }
+    sink.end_body(None)?;
+    sink.flush().await
 }
 
 /// Sets `x-envoy-attempt-count` (replacing any the client sent).

@@ -34,6 +34,14 @@ pub struct Route {
     pub hash_policy: Box<[crate::config::HashPolicy]>,
     /// Case sensitivity of the path literal, header and query parameter matchers.
     pub rules: MatchRules,
+    /// `name`, for the access log.
+    pub name: Option<Box<str>>,
+    /// Set unless the route forwards to `cluster` as is: rewrites, a weighted split, or an
+    /// answer of the gateway's own. Boxed: most routes have none, and the table stays small.
+    pub action: Option<Box<crate::action::Action>>,
+    /// With `weighted_clusters`: this route's split among its listener's, in the order of
+    /// [`Router::splits`] (the per-core pickers are kept in that order).
+    pub split: u32,
 }
 
 impl Route {
@@ -299,6 +307,21 @@ impl Router {
     /// insertion order does not matter.
     pub fn new(vhosts: &[VirtualHost]) -> Router {
         let mut router = Router::default();
+        // Weighted routes, numbered in config order.
+        let mut splits = 0u32;
+        let mut split = |action: &crate::action::Action| {
+            let n = splits;
+            if matches!(
+                action,
+                crate::action::Action::Forward {
+                    weighted: Some(_),
+                    ..
+                }
+            ) {
+                splits += 1;
+            }
+            n
+        };
         for (i, vh) in vhosts.iter().enumerate() {
             let i = i as u32;
             for d in &vh.domains {
@@ -327,6 +350,9 @@ impl Router {
                             client_certificate: r.client_certificate,
                             hash_policy: r.hash_policy.clone().into_boxed_slice(),
                             rules: r.rules.clone(),
+                            name: r.name.as_deref().map(Box::from),
+                            action: (!r.action.is_plain()).then(|| Box::new(r.action.clone())),
+                            split: split(&r.action),
                         })
                         .collect(),
                 ),
@@ -349,6 +375,28 @@ impl Router {
 
     pub fn virtual_hosts(&self) -> &[VirtualRoutes] {
         &self.vhosts
+    }
+
+    /// The weighted splits of this listener's routes, in the order of their `split` numbers.
+    pub fn splits(&self) -> impl Iterator<Item = &crate::action::WeightedClusters> + '_ {
+        let routes = self.vhosts.iter().flat_map(|v| v.routes.routes());
+        routes.filter_map(|r| match r.action.as_deref() {
+            Some(crate::action::Action::Forward {
+                weighted: Some(w), ..
+            }) => Some(w),
+            _ => None,
+        })
+    }
+
+    /// The name of a route, if it has one.
+    pub fn route_name(&self, id: RouteId) -> Option<&str> {
+        let vhost = self.vhosts.get(id.vhost as usize)?;
+        vhost
+            .routes
+            .routes()
+            .get(id.route as usize)?
+            .name
+            .as_deref()
     }
 }
 
@@ -386,6 +434,8 @@ mod tests {
             client_certificate: None,
             hash_policy: Default::default(),
             rules: Default::default(),
+            name: None,
+            action: Default::default(),
         }
     }
 
@@ -406,6 +456,8 @@ mod tests {
                         client_certificate: None,
                         hash_policy: Default::default(),
                         rules: Default::default(),
+                        name: None,
+                        action: Default::default(),
                     },
                     prefix("/v1/", 1),
                     prefix("/", 2),
@@ -513,6 +565,9 @@ mod tests {
                         case_insensitive: i % 4 == 1,
                         ..MatchRules::default()
                     },
+                    name: None,
+                    action: None,
+                    split: 0,
                 });
                 if i % 4 == 1
                     && let Some(Route {

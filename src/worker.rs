@@ -115,6 +115,9 @@ impl Drop for Held<'_> {
 pub struct Generation {
     pub snapshot: Arc<Snapshot>,
     pub clusters: Box<[ClusterState]>,
+    /// The weighted splits of each listener's routes on this core (by listener index, then by
+    /// the route's `split` number).
+    pub splits: Box<[Box<[crate::action::Split]>]>,
 }
 
 /// Per-core state: nothing here is shared with or locked against another core.
@@ -155,6 +158,7 @@ impl Worker {
             current: RefCell::new(Rc::new(Generation {
                 snapshot: snapshot.clone(),
                 clusters: Box::new([]),
+                splits: Box::new([]),
             })),
             pools: RefCell::new(HashMap::new()),
             listeners: RefCell::new(Vec::new()),
@@ -274,8 +278,40 @@ impl Worker {
                 }
             }
         }
+        let splits = self.splits(&previous, &snapshot);
         self.stats.config_generation.set(snapshot.generation);
-        *self.current.borrow_mut() = Rc::new(Generation { snapshot, clusters });
+        *self.current.borrow_mut() = Rc::new(Generation {
+            snapshot,
+            clusters,
+            splits,
+        });
+    }
+
+    /// This core's pickers of the weighted splits in `snapshot`; a split that a listener of the
+    /// same name ran before, the same, keeps its place in the sequence.
+    fn splits(
+        &self,
+        previous: &Generation,
+        snapshot: &Snapshot,
+    ) -> Box<[Box<[crate::action::Split]>]> {
+        let before = |name: &str, n: usize| {
+            let i = previous
+                .snapshot
+                .listeners
+                .iter()
+                .position(|l| l.name == name)?;
+            previous.splits.get(i)?.get(n)
+        };
+        (snapshot.listeners.iter())
+            .map(|l| {
+                (l.router.splits().enumerate())
+                    .map(|(n, w)| match before(&l.name, n).filter(|s| s.runs(w)) {
+                        Some(same) => same.clone(),
+                        None => crate::action::Split::new(w, self.id, self.workers),
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// Starts serving a listener's socket on this core.

@@ -66,7 +66,7 @@ impl Config {
                         "domains": v.domains.iter().map(Domain::to_string).collect::<Vec<_>>(),
                         "redirect_to_https": v.redirect_to_https,
                         "include_request_attempt_count": v.include_request_attempt_count,
-                        "routes": v.routes.iter().map(|r| json!({
+                        "routes": v.routes.iter().map(|r| with_action(r, self, json!({
                             "match": match_json(r),
                             "methods": r.methods.as_ref().map(|ms| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
                             "client_certificate": r.client_certificate,
@@ -84,7 +84,7 @@ impl Config {
                                 }).collect::<Vec<_>>(),
                             })),
                             "hash_policy": r.hash_policy.iter().map(hash_policy).collect::<Vec<_>>(),
-                        })).collect::<Vec<_>>(),
+                        }))).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                 })
             }).collect::<Vec<_>>(),
@@ -208,4 +208,61 @@ fn match_json(r: &super::Route) -> serde_json::Value {
         m["query_parameters"] = json!(r.rules.query_parameters.len());
     }
     m
+}
+
+/// A route's dump with its name and action added.
+fn with_action(r: &super::Route, config: &Config, mut route: Value) -> Value {
+    if let Some(map) = route.as_object_mut() {
+        map.insert("name".to_owned(), json!(r.name));
+        map.insert("action".to_owned(), action(&r.action, config));
+    }
+    route
+}
+
+/// A route's action with its config names (`route` extras, `redirect`, `direct_response`).
+fn action(a: &crate::action::Action, config: &Config) -> Value {
+    use crate::action::{Action, HostRewrite, PathRewrite, RedirectPath};
+    let name = |i: usize| config.clusters.get(i).map(|c| c.name.as_str());
+    let rewrite = |rw: &PathRewrite| match rw {
+        PathRewrite::Prefix { with, .. } => json!({"prefix_rewrite": with}),
+        PathRewrite::Regex(r) => json!({"regex_rewrite": {
+            "pattern": {"regex": r.pattern}, "substitution": r.substitution,
+        }}),
+    };
+    match a {
+        Action::Forward {
+            weighted,
+            rewrite: rw,
+        } => json!({
+            "weighted_clusters": weighted.as_ref().map(|w| w.clusters.iter().map(|&(i, weight)| {
+                json!({"name": name(i), "weight": weight})
+            }).collect::<Vec<_>>()),
+            "path_rewrite": rw.path.as_ref().map(rewrite),
+            "host_rewrite_literal": match &rw.host {
+                HostRewrite::Literal(h) => Some(h.as_str()),
+                _ => None,
+            },
+            "auto_host_rewrite": rw.host == HostRewrite::Auto,
+        }),
+        Action::Redirect(r) => json!({"redirect": {
+            "scheme_redirect": r.scheme,
+            "host_redirect": r.host,
+            "port_redirect": r.port,
+            "path_redirect": match &r.path {
+                RedirectPath::Replace(p) => Some(p.as_str()),
+                _ => None,
+            },
+            "path_rewrite": match &r.path {
+                RedirectPath::Rewrite(rw) => Some(rewrite(rw)),
+                _ => None,
+            },
+            "strip_query": r.strip_query,
+            "response_code": r.status,
+        }}),
+        Action::DirectResponse(d) => json!({"direct_response": {
+            "status": d.status,
+            "body_bytes": d.body.as_ref().map(|b| b.len()),
+            "filename": d.filename,
+        }}),
+    }
 }

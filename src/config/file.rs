@@ -238,9 +238,12 @@ pub(super) struct RawVirtualHost {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
+    pub(super) name: Option<String>,
     #[serde(rename = "match")]
     pub(super) matcher: RawMatch,
-    pub(super) route: RawRouteAction,
+    pub(super) route: Option<RawRouteAction>,
+    pub(super) redirect: Option<RawRedirect>,
+    pub(super) direct_response: Option<RawDirectResponse>,
 }
 
 #[derive(Deserialize)]
@@ -321,12 +324,82 @@ pub(super) struct RawTlsContext {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRouteAction {
-    pub(super) cluster: String,
+    pub(super) cluster: Option<String>,
     pub(super) max_request_body_bytes: Option<i64>,
     pub(super) timeout: Option<String>,
     pub(super) idle_timeout: Option<String>,
     pub(super) retry_policy: Option<RawRetryPolicy>,
     pub(super) hash_policy: Option<Vec<RawHashPolicy>>,
+    pub(super) weighted_clusters: Option<RawWeightedClusters>,
+    pub(super) prefix_rewrite: Option<String>,
+    pub(super) regex_rewrite: Option<RawRegexRewrite>,
+    pub(super) host_rewrite_literal: Option<String>,
+    pub(super) auto_host_rewrite: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWeightedClusters {
+    #[serde(default)]
+    pub(super) clusters: Vec<RawClusterWeight>,
+    pub(super) total_weight: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClusterWeight {
+    pub(super) name: String,
+    pub(super) weight: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegexRewrite {
+    pub(super) pattern: RawRegex,
+    pub(super) substitution: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegex {
+    pub(super) regex: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRedirect {
+    pub(super) scheme_redirect: Option<String>,
+    pub(super) https_redirect: Option<bool>,
+    pub(super) host_redirect: Option<String>,
+    pub(super) port_redirect: Option<i64>,
+    pub(super) path_redirect: Option<String>,
+    pub(super) prefix_rewrite: Option<String>,
+    pub(super) regex_rewrite: Option<RawRegexRewrite>,
+    pub(super) strip_query: Option<bool>,
+    pub(super) response_code: Option<RawScalar>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDirectResponse {
+    pub(super) status: Option<i64>,
+    pub(super) body: Option<RawDataSource>,
+}
+
+/// Envoy's DataSource, the kinds the gateway reads.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDataSource {
+    pub(super) inline_string: Option<String>,
+    pub(super) filename: Option<String>,
+}
+
+/// A value that may be written as a number or a name (e.g. `response_code: 302` or `FOUND`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawScalar {
+    Int(i64),
+    Text(String),
 }
 
 /// Envoy's route `hash_policy` entry: one of `header`, `cookie`, `connection_properties`.

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use crate::action::Action;
 pub use crate::hosts::Domain;
 pub use crate::path::{EscapedSlashes, PathOptions};
 pub use crate::tls::{ClientAuthMode, TlsVersion};
@@ -257,6 +258,12 @@ pub struct Route {
     pub hash_policy: Vec<HashPolicy>,
     /// `match.case_sensitive`, `match.headers`, `match.query_parameters`.
     pub rules: crate::route_match::MatchRules,
+    /// `name`: shown in the access log (`%ROUTE_NAME%`) and the config dump.
+    pub name: Option<String>,
+    /// A weighted split, rewrites, or an answer of the gateway's own (`redirect`,
+    /// `direct_response`: then `cluster` is [`crate::action::NO_CLUSTER`]). With
+    /// `weighted_clusters`, `cluster` is the first of them.
+    pub action: Action,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -765,7 +772,21 @@ impl fmt::Display for Summary<'_> {
                         Some(ms) => ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
                     };
                     let cluster = c.clusters.get(r.cluster).map_or("?", |cl| cl.name.as_str());
-                    writeln!(f, "    {methods} {} -> {cluster}", r.path)?;
+                    let target = match &r.action {
+                        Action::Forward {
+                            weighted: Some(w), ..
+                        } => (w.clusters.iter())
+                            .map(|&(i, weight)| {
+                                let name = c.clusters.get(i).map_or("?", |cl| cl.name.as_str());
+                                format!("{name}={weight}")
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        Action::Forward { .. } => cluster.to_owned(),
+                        Action::Redirect(r) => format!("redirect {}", r.status),
+                        Action::DirectResponse(d) => format!("direct response {}", d.status),
+                    };
+                    writeln!(f, "    {methods} {} -> {target}", r.path)?;
                 }
             }
         }

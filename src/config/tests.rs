@@ -93,6 +93,8 @@ fn full_example_parses() {
         client_certificate: None,
         hash_policy: Default::default(),
         rules: Default::default(),
+        name: None,
+        action: Default::default(),
     };
     let r1 = Route {
         path: PathMatch::Exact("/healthz".into()),
@@ -105,6 +107,8 @@ fn full_example_parses() {
         client_certificate: None,
         hash_policy: Default::default(),
         rules: Default::default(),
+        name: None,
+        action: Default::default(),
     };
     assert_eq!(v.routes, [r0, r1]);
     let api = &c.clusters[0];
@@ -401,7 +405,10 @@ fn wrong_type_and_missing_field_report_their_path() {
     assert_eq!(e[0].path, "listeners[0].virtual_hosts[0].domains");
     let e = errs(&BASE.replace("            route: { cluster: c }\n", ""));
     assert_eq!(e[0].path, "listeners[0].virtual_hosts[0].routes[0]");
-    assert!(e[0].reason.starts_with("missing field `route`"), "{e:?}");
+    assert!(
+        e[0].reason.starts_with("set exactly one of `route`"),
+        "{e:?}"
+    );
     let e = errs(&BASE.replace("9001 }", "9001, weight: 1.5 }"));
     assert_eq!(e[0].path, "clusters[0].endpoints[0].weight");
 }

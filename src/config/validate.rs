@@ -442,16 +442,9 @@ fn route(
         }
         out
     });
-    let name = &r.route.cluster;
-    let cluster = index.get(name.as_str()).copied().unwrap_or_else(|| {
-        let why = match known {
-            "" => format!("unknown cluster {name:?} (no clusters are defined)"),
-            _ => format!("unknown cluster {name:?} (known: {known})"),
-        };
-        c.err(&format!("{rp}.route.cluster"), why);
-        0
-    });
-    let max_request_body_bytes = r.route.max_request_body_bytes.map(|v| {
+    let (cluster, action) = route_action(c, r, &path, rp, index, known);
+    let fwd = r.route.as_ref();
+    let max_request_body_bytes = fwd.and_then(|f| f.max_request_body_bytes).map(|v| {
         let path = format!("{rp}.route.max_request_body_bytes");
         c.int(Some(v), 0u64, 0..=MAX_BODY_LIMIT, &path)
     });
@@ -469,26 +462,24 @@ fn route(
                 }
                 (p, v) => p.or(v),
             });
-    let timeout = r.route.timeout.as_ref().map(|t| {
+    let timeout = fwd.and_then(|f| f.timeout.as_ref()).map(|t| {
         c.dur(
             &Some(t.clone()),
             Duration::ZERO,
             &format!("{rp}.route.timeout"),
         )
     });
-    let idle_timeout = r.route.idle_timeout.as_ref().map(|t| {
+    let idle_timeout = fwd.and_then(|f| f.idle_timeout.as_ref()).map(|t| {
         c.dur(
             &Some(t.clone()),
             Duration::ZERO,
             &format!("{rp}.route.idle_timeout"),
         )
     });
-    let retry_policy = r
-        .route
-        .retry_policy
-        .as_ref()
+    let retry_policy = fwd
+        .and_then(|f| f.retry_policy.as_ref())
         .map(|rp_raw| Box::new(retry_policy(c, rp_raw, &format!("{rp}.route.retry_policy"))));
-    let hash_policy = r.route.hash_policy.as_deref().map_or_else(Vec::new, |raw| {
+    let hash_policy = fwd.and_then(|f| f.hash_policy.as_deref()).map_or_else(Vec::new, |raw| {
         balance::hash_policy(c, raw, &format!("{rp}.route.hash_policy"))
     });
     Route {
@@ -502,6 +493,8 @@ fn route(
         client_certificate,
         hash_policy,
         rules,
+        name: r.name.clone(),
+        action,
     }
 }
 
@@ -1195,4 +1188,355 @@ pub(super) fn parse_method(raw: &str) -> Result<http::Method, String> {
         _ => return http::Method::from_bytes(raw.as_bytes()).map_err(|e| e.to_string()),
     };
     Err(format!("invalid method {raw:?}: {why}"))
+}
+
+// ---------------------------------------------------------------- route actions
+
+/// A cluster named by a route: its index, or an error at `path` naming the known ones.
+fn cluster_ref(
+    c: &mut Checker,
+    name: &str,
+    path: &str,
+    index: &HashMap<&str, usize>,
+    known: &str,
+) -> usize {
+    index.get(name).copied().unwrap_or_else(|| {
+        let why = match known {
+            "" => format!("unknown cluster {name:?} (no clusters are defined)"),
+            _ => format!("unknown cluster {name:?} (known: {known})"),
+        };
+        c.err(path, why);
+        0
+    })
+}
+
+/// A route's action (Envoy's `route`, `redirect` or `direct_response`, exactly one), and the
+/// cluster it forwards to (the first weighted one; `NO_CLUSTER` when it answers itself).
+fn route_action(
+    c: &mut Checker,
+    r: &RawRoute,
+    matched: &PathMatch,
+    rp: &str,
+    index: &HashMap<&str, usize>,
+    known: &str,
+) -> (usize, Action) {
+    use crate::action::NO_CLUSTER;
+    if let Some(name) = &r.name
+        && (name.trim().is_empty() || name.bytes().any(|b| b.is_ascii_control()))
+    {
+        c.err(
+            &format!("{rp}.name"),
+            "must not be empty or hold control characters",
+        );
+    }
+    match (&r.route, &r.redirect, &r.direct_response) {
+        (Some(f), None, None) => forward(c, f, matched, &format!("{rp}.route"), index, known),
+        (None, Some(red), None) => {
+            let action = redirect(c, red, matched, &format!("{rp}.redirect"));
+            (NO_CLUSTER, Action::Redirect(action))
+        }
+        (None, None, Some(d)) => {
+            let action = direct_response(c, d, &format!("{rp}.direct_response"));
+            (NO_CLUSTER, Action::DirectResponse(action))
+        }
+        _ => {
+            let why = "set exactly one of `route`, `redirect` or `direct_response`";
+            c.err(rp, why);
+            (0, Action::default())
+        }
+    }
+}
+
+/// `route`: one cluster or weighted clusters, and the rewrites.
+fn forward(
+    c: &mut Checker,
+    f: &RawRouteAction,
+    matched: &PathMatch,
+    path: &str,
+    index: &HashMap<&str, usize>,
+    known: &str,
+) -> (usize, Action) {
+    use crate::action::{HostRewrite, Rewrite, WeightedClusters};
+    let p = |field: &str| format!("{path}.{field}");
+    let (cluster, weighted) = match (&f.cluster, &f.weighted_clusters) {
+        (Some(name), None) => (cluster_ref(c, name, &p("cluster"), index, known), None),
+        (None, Some(w)) => {
+            let mut clusters = Vec::new();
+            if w.clusters.is_empty() {
+                c.err(
+                    &p("weighted_clusters.clusters"),
+                    "at least one cluster is required",
+                );
+            }
+            let mut seen: HashMap<&str, usize> = HashMap::new();
+            for (i, wc) in w.clusters.iter().enumerate() {
+                let wp = p(&format!("weighted_clusters.clusters[{i}]"));
+                let ci = cluster_ref(c, &wc.name, &format!("{wp}.name"), index, known);
+                if let Some(first) = seen.insert(wc.name.as_str(), i) {
+                    let why = format!("duplicate cluster {:?} (see clusters[{first}])", wc.name);
+                    c.err(&format!("{wp}.name"), why);
+                }
+                let weight = match wc.weight {
+                    None => {
+                        c.err(&format!("{wp}.weight"), "a weight is required");
+                        0
+                    }
+                    Some(v) => c.int(Some(v), 0u32, 0..=1_000_000, &format!("{wp}.weight")),
+                };
+                clusters.push((ci, weight));
+            }
+            let sum: u64 = clusters.iter().map(|&(_, w)| u64::from(w)).sum();
+            if !w.clusters.is_empty() && sum == 0 {
+                c.err(
+                    &p("weighted_clusters"),
+                    "the weights add up to 0: nothing takes traffic",
+                );
+            }
+            if let Some(total) = w.total_weight
+                && u64::try_from(total).ok() != Some(sum)
+            {
+                let why = format!("must equal the sum of the weights ({sum}), got {total}");
+                c.err(&p("weighted_clusters.total_weight"), why);
+            }
+            let first = clusters.first().map_or(0, |&(ci, _)| ci);
+            (first, Some(WeightedClusters { clusters }))
+        }
+        (Some(_), Some(_)) => {
+            c.err(path, "set `cluster` or `weighted_clusters`, not both");
+            (0, None)
+        }
+        (None, None) => {
+            c.err(path, "set `cluster` or `weighted_clusters`");
+            (0, None)
+        }
+    };
+    let path_rewrite = path_rewrite(c, &f.prefix_rewrite, &f.regex_rewrite, matched, path);
+    let host = match (&f.host_rewrite_literal, f.auto_host_rewrite) {
+        (Some(_), Some(true)) => {
+            let why = "set `host_rewrite_literal` or `auto_host_rewrite`, not both";
+            c.err(path, why);
+            HostRewrite::Keep
+        }
+        (Some(h), _) => {
+            check_host(c, h, &p("host_rewrite_literal"));
+            HostRewrite::Literal(h.trim().to_owned())
+        }
+        (None, Some(true)) => HostRewrite::Auto,
+        (None, _) => HostRewrite::Keep,
+    };
+    let rewrite = Rewrite {
+        path: path_rewrite,
+        host,
+    };
+    (cluster, Action::Forward { weighted, rewrite })
+}
+
+/// `prefix_rewrite` or `regex_rewrite` (not both), as a route's or a redirect's.
+fn path_rewrite(
+    c: &mut Checker,
+    prefix: &Option<String>,
+    regex: &Option<RawRegexRewrite>,
+    matched: &PathMatch,
+    path: &str,
+) -> Option<crate::action::PathRewrite> {
+    use crate::action::{PathRewrite, RegexRewrite, is_path_byte};
+    match (prefix, regex) {
+        (Some(_), Some(_)) => {
+            c.err(path, "set `prefix_rewrite` or `regex_rewrite`, not both");
+            None
+        }
+        (Some(with), None) => {
+            let fp = format!("{path}.prefix_rewrite");
+            // Replacing a route prefix "/api" of the request "/api" must still leave a path.
+            if !with.starts_with('/') {
+                c.err(&fp, format!("{with:?} must start with '/'"));
+            } else if !with.bytes().all(is_path_byte) {
+                let why = format!("{with:?} has spaces, controls, '?' or '#'");
+                c.err(&fp, why);
+            }
+            // The bytes the match covers: the prefix (the same length when matched without
+            // case), or the whole path (exact or regex: past the end, nothing is kept).
+            let matched = match matched {
+                PathMatch::Prefix(p) | PathMatch::Exact(p) | PathMatch::SeparatedPrefix(p) => {
+                    p.len()
+                }
+                PathMatch::Regex(_) => usize::MAX,
+            };
+            Some(PathRewrite::Prefix {
+                matched,
+                with: with.clone(),
+            })
+        }
+        (None, Some(r)) => match RegexRewrite::new(&r.pattern.regex, &r.substitution) {
+            Ok(rw) => Some(PathRewrite::Regex(rw)),
+            Err((field, why)) => {
+                c.err(&format!("{path}.regex_rewrite.{field}"), why);
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}
+
+/// A Host value set by the config: a name or address, with an optional port.
+fn check_host(c: &mut Checker, h: &str, path: &str) {
+    let h = h.trim();
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b"-._:[]~%".contains(&b);
+    if h.is_empty() || !h.bytes().all(ok) {
+        c.err(
+            path,
+            format!("invalid host {h:?}: expected a host name or address, with an optional :PORT"),
+        );
+    }
+}
+
+/// `redirect` (Envoy's RedirectAction).
+fn redirect(
+    c: &mut Checker,
+    r: &RawRedirect,
+    matched: &PathMatch,
+    path: &str,
+) -> crate::action::Redirect {
+    use crate::action::{REDIRECT_CODES, Redirect, RedirectPath};
+    let p = |field: &str| format!("{path}.{field}");
+    let scheme = match (&r.scheme_redirect, r.https_redirect) {
+        (Some(_), Some(true)) => {
+            c.err(path, "set `scheme_redirect` or `https_redirect`, not both");
+            None
+        }
+        (Some(s), _) => {
+            let s = s.trim().to_ascii_lowercase();
+            let ok = s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+            if !ok {
+                c.err(&p("scheme_redirect"), format!("invalid scheme {s:?}"));
+            }
+            Some(s)
+        }
+        (None, Some(true)) => Some("https".to_owned()),
+        (None, _) => None,
+    };
+    if let Some(h) = &r.host_redirect {
+        check_host(c, h, &p("host_redirect"));
+    }
+    let port = r
+        .port_redirect
+        .map(|v| c.int(Some(v), 80u16, 1..=65535, &p("port_redirect")));
+    let set = [
+        r.path_redirect.is_some(),
+        r.prefix_rewrite.is_some(),
+        r.regex_rewrite.is_some(),
+    ];
+    let path_kind = if set.iter().filter(|&&b| b).count() > 1 {
+        let why = "set one of `path_redirect`, `prefix_rewrite` or `regex_rewrite`";
+        c.err(path, why);
+        RedirectPath::Keep
+    } else if let Some(to) = &r.path_redirect {
+        // A query of its own is allowed (and kept even with strip_query, as Envoy does).
+        let (to_path, to_query) = to.split_once('?').unwrap_or((to, ""));
+        let bad = |s: &str| s.bytes().any(|b| !b.is_ascii_graphic() || b == b'#');
+        if !to_path.starts_with('/') || bad(to_path) || bad(to_query) {
+            let why = format!("{to:?} must be a path starting with '/', without spaces or '#'");
+            c.err(&p("path_redirect"), why);
+        }
+        RedirectPath::Replace(to.clone())
+    } else {
+        match path_rewrite(c, &r.prefix_rewrite, &r.regex_rewrite, matched, path) {
+            Some(rw) => RedirectPath::Rewrite(rw),
+            None => RedirectPath::Keep,
+        }
+    };
+    let codes: Vec<String> = REDIRECT_CODES
+        .iter()
+        .map(|(n, s)| format!("{n} ({s})"))
+        .collect();
+    let status = match &r.response_code {
+        None => 301,
+        Some(code) => {
+            let found = match code {
+                RawScalar::Int(n) => REDIRECT_CODES.iter().find(|(_, s)| i64::from(*s) == *n),
+                RawScalar::Text(t) => REDIRECT_CODES.iter().find(|(n, _)| *n == t.trim()),
+            };
+            match found {
+                Some(&(_, s)) => s,
+                None => {
+                    let got = match code {
+                        RawScalar::Int(n) => n.to_string(),
+                        RawScalar::Text(t) => format!("{t:?}"),
+                    };
+                    let why = format!(
+                        "unknown response code {got} (accepted: {})",
+                        codes.join(", ")
+                    );
+                    c.err(&p("response_code"), why);
+                    301
+                }
+            }
+        }
+    };
+    Redirect {
+        scheme,
+        host: r.host_redirect.as_ref().map(|h| h.trim().to_owned()),
+        port,
+        path: path_kind,
+        strip_query: r.strip_query.unwrap_or(false),
+        status,
+    }
+}
+
+/// `direct_response`: a status (200-599) and an optional body, inline or from a file read now.
+fn direct_response(
+    c: &mut Checker,
+    d: &RawDirectResponse,
+    path: &str,
+) -> crate::action::DirectResponse {
+    use crate::action::{DirectResponse, MAX_DIRECT_BODY};
+    let p = |field: &str| format!("{path}.{field}");
+    let status = match d.status {
+        None => {
+            c.err(&p("status"), "a status is required");
+            200
+        }
+        Some(v) => c.int(Some(v), 200u16, 200..=599, &p("status")),
+    };
+    let mut filename = None;
+    let body = d.body.as_ref().and_then(|b| {
+        let (bytes, field) = match (&b.inline_string, &b.filename) {
+            (Some(s), None) => (s.as_bytes().to_vec(), "body.inline_string"),
+            (None, Some(f)) => {
+                let file = resolve(&c.file, f);
+                filename = Some(file.display().to_string());
+                match std::fs::read(&file) {
+                    Ok(bytes) => (bytes, "body.filename"),
+                    Err(e) => {
+                        let why = format!("cannot read {}: {e}", file.display());
+                        c.err(&p("body.filename"), why);
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                c.err(
+                    &p("body"),
+                    "set exactly one of `inline_string` or `filename`",
+                );
+                return None;
+            }
+        };
+        if bytes.len() > MAX_DIRECT_BODY {
+            let why = format!(
+                "the body is {} bytes; at most {MAX_DIRECT_BODY} are allowed",
+                bytes.len()
+            );
+            c.err(&p(field), why);
+            return None;
+        }
+        Some(bytes.into_boxed_slice())
+    });
+    DirectResponse {
+        status,
+        body,
+        filename,
+    }
 }

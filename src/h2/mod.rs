@@ -280,7 +280,7 @@ pub fn grpc_status(e: &ProxyError) -> u8 {
         ErrorKind::PayloadTooLarge | ErrorKind::HeadTooLarge => 8,
         ErrorKind::BadResponse(_) => 13,
         ErrorKind::BadRequest(_) | ErrorKind::ExpectationFailed => 13,
-        ErrorKind::VersionNotSupported => 13,
+        ErrorKind::VersionNotSupported | ErrorKind::Internal(_) => 13,
         ErrorKind::ClientGone | ErrorKind::Aborted => 1,
     }
 }

@@ -168,6 +168,11 @@ pub struct ListenerStats {
     /// gateway reset them, faster than the listener allows (rapid reset, MadeYouReset), or
     /// flooded it otherwise (h2's own limits).
     pub downstream_cx_http2_flood: Counter,
+    /// Requests a route answered with a redirect, or a direct response (Envoy's names).
+    pub rq_redirect: Counter,
+    pub rq_direct_response: Counter,
+    /// Requests whose route's path rewrite made an invalid path (answered 500).
+    pub rq_rewrite_invalid: Counter,
     pub ssl: TlsStats,
 }
 
@@ -190,7 +195,7 @@ impl ListenerStats {
     ];
 
     /// The `http.<name>.*` counters.
-    pub const REQUESTS: [Field<ListenerStats>; 12] = [
+    pub const REQUESTS: [Field<ListenerStats>; 15] = [
         ("downstream_rq_total", |l| &l.downstream_rq_total, false),
         ("downstream_rq_1xx", |l| &l.downstream_rq_class[0], false),
         ("downstream_rq_2xx", |l| &l.downstream_rq_class[1], false),
@@ -227,6 +232,9 @@ impl ListenerStats {
             |l| &l.downstream_cx_http2_flood,
             false,
         ),
+        ("rq_redirect", |l| &l.rq_redirect, false),
+        ("rq_direct_response", |l| &l.rq_direct_response, false),
+        ("rq_rewrite_invalid", |l| &l.rq_rewrite_invalid, false),
     ];
 
     /// Counts a finished request: its status class, or incomplete.
