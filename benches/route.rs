@@ -20,6 +20,7 @@ fn prefix_route(p: String, cluster: usize) -> Route {
         idle_timeout: None,
         retry_policy: None,
         client_certificate: None,
+        header_edits: None,
     }
 }
 
@@ -35,6 +36,7 @@ fn many_vhosts(n: usize) -> Router {
             routes: vec![prefix_route("/".into(), 0)],
             redirect_to_https: false,
             include_request_attempt_count: false,
+            header_edits: None,
         })
         .collect();
     vhosts.push(VirtualHost {
@@ -43,6 +45,7 @@ fn many_vhosts(n: usize) -> Router {
         routes: vec![prefix_route("/".into(), 0)],
         redirect_to_https: false,
         include_request_attempt_count: false,
+        header_edits: None,
     });
     Router::new(&vhosts)
 }
@@ -61,6 +64,7 @@ fn many_routes(n: usize) -> Router {
                     idle_timeout: None,
                     retry_policy: None,
                     client_certificate: None,
+                    header_edits: None,
                 }
             } else {
                 prefix_route(format!("/v1/resource-{i}/"), i)
@@ -74,6 +78,7 @@ fn many_routes(n: usize) -> Router {
         routes,
         redirect_to_https: false,
         include_request_attempt_count: false,
+        header_edits: None,
     }])
 }
 

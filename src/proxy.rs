@@ -11,8 +11,10 @@ use futures_util::future::{Either, select};
 use tracing::{debug, warn};
 
 use crate::config::{Cluster, RetryOn, RetryPolicy, UpstreamProtocol};
+use crate::edit_sink::EditSink;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::h2::client::{self, Session};
+use crate::header_edit::{Env, Plan};
 use crate::health::ClusterHealth;
 use crate::message::{BodyLength, Headers, Method, RequestHead, ResponseHead};
 use crate::outlier::{self, Observed};
@@ -143,6 +145,10 @@ pub struct Context<'a> {
     /// The address the connection comes from, and the same preformatted for X-Forwarded-For.
     pub peer: IpAddr,
     pub client_ip: &'a [u8],
+    /// The client's address with its port, and the address it connected to when the
+    /// listener's header edits read it.
+    pub remote: SocketAddr,
+    pub local: Option<SocketAddr>,
     /// The scheme the client used ("http" or "https").
     pub scheme: &'static [u8],
     /// What the TLS handshake established, on a TLS connection.
@@ -244,7 +250,16 @@ pub async fn forward<D: Downstream>(
         return Err(ProxyError::downstream(ErrorKind::PayloadTooLarge));
     }
 
-    let (mut body, mut sink) = down.split();
+    let (mut body, sink) = down.split();
+    let levels = [
+        route.header_edits.as_deref(),
+        vhost.header_edits.as_deref(),
+        listener.header_edits.as_deref(),
+    ];
+    let mut sink = EditSink {
+        inner: sink,
+        plan: Plan::new(levels),
+    };
     let tls = snapshot
         .upstream_tls
         .get(route.cluster)
@@ -277,6 +292,24 @@ pub async fn forward<D: Downstream>(
         loop {
             let (endpoint, upstream, reused) =
                 connect_any(cluster, spec, tls, health, max_head, &tried).await?;
+            // Header edits go on once the endpoint is known (`%UPSTREAM_HOST%`).
+            if let Some(plan) = sink.plan.as_mut() {
+                let env = Env {
+                    remote: cx.remote,
+                    local: cx.local,
+                    upstream: cluster.endpoints.get(endpoint).map(|e| e.address),
+                    scheme: std::str::from_utf8(cx.scheme).unwrap_or("http"),
+                };
+                if plan.edit_request(head, &env, policy.is_some()) && attempt > 1 {
+                    if count_attempts {
+                        set_attempt_count(head, attempt);
+                    }
+                    if let Some(request) = kept.as_mut() {
+                        request.rehead(head, spec.name.as_bytes());
+                    }
+                }
+                plan.prepare_response(head, &env);
+            }
             let conn = match upstream {
                 Upstream::H1(conn) => conn,
                 Upstream::H2(session) => {

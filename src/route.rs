@@ -29,6 +29,8 @@ pub struct Route {
     /// Set: matches only requests whose connection presented (true) or did not present
     /// (false) a verified client certificate.
     pub client_certificate: Option<bool>,
+    /// The route's own header edits (crate::header_edit).
+    pub header_edits: Option<std::sync::Arc<crate::header_edit::HeaderEdits>>,
 }
 
 impl Route {
@@ -59,6 +61,8 @@ pub struct VirtualRoutes {
     pub redirect_to_https: bool,
     /// Upstream requests carry `x-envoy-attempt-count`.
     pub include_request_attempt_count: bool,
+    /// The virtual host's header edits.
+    pub header_edits: Option<std::sync::Arc<crate::header_edit::HeaderEdits>>,
     pub routes: RouteTable,
 }
 
@@ -255,6 +259,7 @@ impl Router {
                 name: vh.name.clone(),
                 redirect_to_https: vh.redirect_to_https,
                 include_request_attempt_count: vh.include_request_attempt_count,
+                header_edits: vh.header_edits.clone(),
                 routes: RouteTable::new(
                     vh.routes
                         .iter()
@@ -272,6 +277,7 @@ impl Router {
                             idle_timeout: r.idle_timeout,
                             retry_policy: r.retry_policy.clone(),
                             client_certificate: r.client_certificate,
+                            header_edits: r.header_edits.clone(),
                         })
                         .collect(),
                 ),
@@ -316,6 +322,7 @@ mod tests {
             routes,
             redirect_to_https: false,
             include_request_attempt_count: false,
+            header_edits: None,
         }
     }
 
@@ -329,6 +336,7 @@ mod tests {
             idle_timeout: None,
             retry_policy: None,
             client_certificate: None,
+            header_edits: None,
         }
     }
 
@@ -347,6 +355,7 @@ mod tests {
                         idle_timeout: None,
                         retry_policy: None,
                         client_certificate: None,
+                        header_edits: None,
                     },
                     prefix("/v1/", 1),
                     prefix("/", 2),
@@ -439,6 +448,7 @@ mod tests {
                     idle_timeout: None,
                     retry_policy: None,
                     client_certificate: None,
+                    header_edits: None,
                 });
             }
             let table = RouteTable::new(routes.clone().into_boxed_slice());

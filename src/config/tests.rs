@@ -91,6 +91,7 @@ fn full_example_parses() {
         idle_timeout: None,
         retry_policy: None,
         client_certificate: None,
+        header_edits: None,
     };
     let r1 = Route {
         path: PathMatch::Exact("/healthz".into()),
@@ -101,6 +102,7 @@ fn full_example_parses() {
         idle_timeout: None,
         retry_policy: None,
         client_certificate: None,
+        header_edits: None,
     };
     assert_eq!(v.routes, [r0, r1]);
     let api = &c.clusters[0];
