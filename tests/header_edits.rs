@@ -456,3 +456,115 @@ clusters:
     }
     assert_eq!(got.len(), want.len(), "{got:#?}");
 }
+
+/// An HTTP/2 (h2c) upstream that records each request's headers and answers `status` with
+/// `x-origin-a: a`.
+struct H2Origin {
+    addr: SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<http::HeaderMap>>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl H2Origin {
+    fn start(status: u16) -> H2Origin {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let accept = async {
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        let record = record.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                                return;
+                            };
+                            while let Some(Ok((req, mut respond))) = conn.accept().await {
+                                record.lock().expect("lock").push(req.headers().clone());
+                                let res = http::Response::builder()
+                                    .status(status)
+                                    .header("x-origin-a", "a")
+                                    .body(())
+                                    .expect("response");
+                                if let Ok(mut s) = respond.send_response(res, false) {
+                                    let _ = s.send_data(Bytes::from_static(b"h2"), true);
+                                }
+                            }
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = accept => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        H2Origin {
+            addr,
+            seen,
+            _stop: stop,
+        }
+    }
+
+    fn seen(&self) -> Vec<http::HeaderMap> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+#[test]
+fn http2_upstreams_get_the_request_edits_and_a_retry_edits_again() {
+    let (good, bad) = (H2Origin::start(200), H2Origin::start(503));
+    let policy = "{ retry_on: [5xx], num_retries: 1 }";
+    let yaml = retry_config(good.addr, bad.addr, policy, "    protocol: http2", false).replace(
+        &format!("retry_policy: {policy} }}\n"),
+        &format!(
+            "retry_policy: {policy} }}
+            request_headers_to_add:
+              - {{ header: {{ key: x-upstream, value: \"%UPSTREAM_HOST%\" }} }}
+              - {{ header: {{ key: x-static, value: s }} }}
+            request_headers_to_remove: [x-secret]
+            response_headers_to_add:
+              - {{ header: {{ key: x-served-by, value: \"%UPSTREAM_HOST%\" }} }}
+            response_headers_to_remove: [x-origin-a]
+"
+        ),
+    );
+    let gw = TestGateway::start(&yaml);
+    for _ in 0..4 {
+        let got = raw_exchange(
+            gw.addr,
+            b"GET / HTTP/1.1\r\nHost: a.test\r\nx-secret: s\r\nConnection: close\r\n\r\n",
+            T,
+        );
+        let response = got.responses().into_iter().next().expect("a response");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.text(), "h2");
+        assert_eq!(response.header("x-origin-a"), None);
+        assert_eq!(
+            response.header_all("x-served-by"),
+            [good.addr.to_string().as_str()]
+        );
+    }
+    let values = |h: &http::HeaderMap, name: &str| -> Vec<String> {
+        (h.get_all(name).iter())
+            .map(|v| v.to_str().unwrap_or("?").to_owned())
+            .collect()
+    };
+    let tried = bad.seen();
+    assert!(!tried.is_empty(), "the bad endpoint was never tried");
+    for (origin, seen) in [(&bad, tried), (&good, good.seen())] {
+        for h in seen {
+            assert_eq!(values(&h, "x-upstream"), [origin.addr.to_string()]);
+            assert_eq!(values(&h, "x-static"), ["s"]);
+            assert!(h.get("x-secret").is_none());
+        }
+    }
+}
