@@ -25,6 +25,16 @@ pub enum AppendAction {
 }
 
 impl AppendAction {
+    /// Envoy's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AppendAction::AppendIfExistsOrAdd => "APPEND_IF_EXISTS_OR_ADD",
+            AppendAction::AddIfAbsent => "ADD_IF_ABSENT",
+            AppendAction::OverwriteIfExistsOrAdd => "OVERWRITE_IF_EXISTS_OR_ADD",
+            AppendAction::OverwriteIfExists => "OVERWRITE_IF_EXISTS",
+        }
+    }
+
     pub fn parse(raw: &str) -> Result<AppendAction, String> {
         Ok(match raw {
             "APPEND_IF_EXISTS_OR_ADD" => AppendAction::AppendIfExistsOrAdd,
@@ -83,9 +93,10 @@ fn parse_op(name: &str) -> Result<Op, String> {
     })
 }
 
-/// A header value compiled at load: literal text and operators.
+/// A header value compiled at load: literal text and operators, and the text it came from
+/// (for the config dump).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Value(Vec<Token<Op>>);
+pub struct Value(Vec<Token<Op>>, String);
 
 impl Value {
     /// Compiles a value. Err: an unknown or malformed operator, or a byte no header value may
@@ -97,7 +108,7 @@ impl Value {
                  characters would split or corrupt the head)"
             ));
         }
-        access_log::tokenize(raw, parse_op).map(Value)
+        access_log::tokenize(raw, parse_op).map(|tokens| Value(tokens, raw.to_owned()))
     }
 
     fn uses(&self, wanted: impl Fn(&Op) -> bool) -> bool {
@@ -209,6 +220,27 @@ pub struct HeaderEdits {
 impl HeaderEdits {
     pub fn is_empty(&self) -> bool {
         self.request.is_empty() && self.response.is_empty()
+    }
+
+    /// The level's keys as the config dump shows them (Envoy's names).
+    pub fn dump(&self) -> serde_json::Value {
+        let adds = |edits: &Edits| {
+            (edits.add.iter())
+                .map(|a| {
+                    serde_json::json!({
+                        "header": { "key": a.name, "value": a.value.1 },
+                        "append_action": a.action.name(),
+                        "keep_empty_value": a.keep_empty_value,
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        serde_json::json!({
+            "request_headers_to_add": adds(&self.request),
+            "request_headers_to_remove": self.request.remove,
+            "response_headers_to_add": adds(&self.response),
+            "response_headers_to_remove": self.response.remove,
+        })
     }
 
     /// Whether a value reads the connection's local address (which then has to be looked up
@@ -506,6 +538,22 @@ mod tests {
         assert!(Value::compile("%RESPONSE_CODE%").is_err());
         assert!(Value::compile("50%").unwrap_err().contains("unterminated"));
         assert!(Value::compile("100%% %REQ(X-A?x-b):3%").is_ok());
+        let mut edits = HeaderEdits::default();
+        edits.response.remove.push("server".into());
+        edits
+            .request
+            .add
+            .push(add_of("x-a", "%PROTOCOL% 100%%", AppendAction::AddIfAbsent));
+        let dump = edits.dump();
+        assert_eq!(
+            dump["request_headers_to_add"][0]["header"]["value"],
+            "%PROTOCOL% 100%%"
+        );
+        assert_eq!(
+            dump["request_headers_to_add"][0]["append_action"],
+            "ADD_IF_ABSENT"
+        );
+        assert_eq!(dump["response_headers_to_remove"][0], "server");
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //! [`config::Config`]. Per core and never shared: the [`worker::Worker`] with its view of the
 //! snapshot, balancer state, upstream pools and counters.
 
+// The config dump's one json! literal nests deeper than the default limit of 128.
+#![recursion_limit = "256"]
+
 pub mod access_log;
 pub mod admin;
 pub mod balance;
