@@ -24,6 +24,7 @@ fn prefix_route(p: String, cluster: usize) -> Route {
         rules: Default::default(),
         name: None,
         action: Default::default(),
+        header_edits: None,
     }
 }
 
@@ -39,6 +40,7 @@ fn many_vhosts(n: usize) -> Router {
             routes: vec![prefix_route("/".into(), 0)],
             redirect_to_https: false,
             include_request_attempt_count: false,
+            header_edits: None,
         })
         .collect();
     vhosts.push(VirtualHost {
@@ -47,6 +49,7 @@ fn many_vhosts(n: usize) -> Router {
         routes: vec![prefix_route("/".into(), 0)],
         redirect_to_https: false,
         include_request_attempt_count: false,
+        header_edits: None,
     });
     Router::new(&vhosts)
 }
@@ -69,6 +72,7 @@ fn many_routes(n: usize) -> Router {
                     rules: Default::default(),
                     name: None,
                     action: Default::default(),
+                    header_edits: None,
                 }
             } else {
                 prefix_route(format!("/v1/resource-{i}/"), i)
@@ -82,6 +86,7 @@ fn many_routes(n: usize) -> Router {
         routes,
         redirect_to_https: false,
         include_request_attempt_count: false,
+        header_edits: None,
     }])
 }
 

@@ -48,7 +48,7 @@ enum Op {
 
 /// What `%REQ(...)%` reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Field {
+pub enum Field {
     Method,
     Path,
     Authority,
@@ -75,9 +75,11 @@ pub enum Format {
     Json(Vec<(String, Vec<Piece>)>),
 }
 
-fn parse_op(name: &str) -> Result<Op, String> {
-    if let Some(inner) = name.strip_prefix("REQ(").and_then(|r| r.strip_suffix(')')) {
-        let fields = inner
+/// `REQ(a?b)` as the fields it reads, in order; None for another operator.
+pub fn parse_req(name: &str) -> Option<Result<Vec<Field>, String>> {
+    let inner = name.strip_prefix("REQ(")?.strip_suffix(')')?;
+    Some(
+        inner
             .split('?')
             .map(|f| match f.to_ascii_lowercase().as_str() {
                 "" => Err("empty header name in REQ()".to_owned()),
@@ -88,8 +90,29 @@ fn parse_op(name: &str) -> Result<Op, String> {
                 h if h.starts_with(':') => Err(format!("unknown pseudo-header {h}")),
                 h => Ok(Field::Header(h.to_owned())),
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(Op::Req(fields));
+            .collect(),
+    )
+}
+
+/// The value `%REQ(a?b)%` reads: the first of `fields` that the request has, not empty.
+pub fn read_req<'h>(fields: &[Field], head: &'h RequestHead, scheme: &'h str) -> Option<&'h [u8]> {
+    fields.iter().find_map(|f| {
+        let v = match f {
+            Field::Method => Some(head.method.as_str().as_bytes()),
+            Field::Path => Some(head.target()),
+            Field::Authority => Some(head.authority())
+                .filter(|a| !a.is_empty())
+                .or_else(|| head.headers.get(b"host")),
+            Field::Scheme => Some(scheme.as_bytes()),
+            Field::Header(h) => head.headers.get(h.as_bytes()),
+        };
+        v.filter(|v| !v.is_empty())
+    })
+}
+
+fn parse_op(name: &str) -> Result<Op, String> {
+    if let Some(fields) = parse_req(name) {
+        return Ok(Op::Req(fields?));
     }
     Ok(match name {
         "START_TIME" => Op::StartTime,
@@ -114,9 +137,23 @@ fn parse_op(name: &str) -> Result<Op, String> {
     })
 }
 
-/// Compiles a format string. Err: the first unknown or malformed operator.
-pub fn compile(format: &str) -> Result<Vec<Piece>, String> {
-    let mut pieces = Vec::new();
+/// A piece of a format before its operators mean anything: shared by the access log and the
+/// header values of `request_headers_to_add` (crate::header_edit), so both read `%OP%`,
+/// `%OP(args):N%` and `%%` alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Token<T> {
+    Text(String),
+    /// An operator as `parse` understood it, with an optional length limit (`%REQ(X):10%`).
+    Op(T, Option<usize>),
+}
+
+/// Splits a format into text and operators, each operator's name (`REQ(X)`, `START_TIME`)
+/// handed to `parse`. Err: the first unknown or malformed operator.
+pub fn tokenize<T>(
+    format: &str,
+    mut parse: impl FnMut(&str) -> Result<T, String>,
+) -> Result<Vec<Token<T>>, String> {
+    let mut tokens = Vec::new();
     let mut text = String::new();
     let mut rest = format;
     while let Some(start) = rest.find('%') {
@@ -142,17 +179,29 @@ pub fn compile(format: &str) -> Result<Vec<Piece>, String> {
             }
             None => (spec, None),
         };
-        let op = parse_op(name)?;
+        let op = parse(name)?;
         if !text.is_empty() {
-            pieces.push(Piece(Part::Text(std::mem::take(&mut text))));
+            tokens.push(Token::Text(std::mem::take(&mut text)));
         }
-        pieces.push(Piece(Part::Op(op, limit)));
+        tokens.push(Token::Op(op, limit));
     }
     text.push_str(rest);
     if !text.is_empty() {
-        pieces.push(Piece(Part::Text(text)));
+        tokens.push(Token::Text(text));
     }
-    Ok(pieces)
+    Ok(tokens)
+}
+
+/// Compiles a format string. Err: the first unknown or malformed operator.
+pub fn compile(format: &str) -> Result<Vec<Piece>, String> {
+    let tokens = tokenize(format, parse_op)?;
+    Ok(tokens
+        .into_iter()
+        .map(|t| match t {
+            Token::Text(text) => Piece(Part::Text(text)),
+            Token::Op(op, limit) => Piece(Part::Op(op, limit)),
+        })
+        .collect())
 }
 
 /// What one finished request leaves for its log line.
@@ -227,24 +276,10 @@ impl Entry<'_> {
             Op::StartTime => {
                 let _ = write!(out, "{}", humantime::format_rfc3339_millis(self.started));
             }
-            Op::Req(fields) => {
-                let found = fields.iter().find_map(|f| {
-                    let v = match f {
-                        Field::Method => Some(self.head.method.as_str().as_bytes()),
-                        Field::Path => Some(self.head.target()),
-                        Field::Authority => Some(self.head.authority())
-                            .filter(|a| !a.is_empty())
-                            .or_else(|| self.head.headers.get(b"host")),
-                        Field::Scheme => Some(self.scheme.as_bytes()),
-                        Field::Header(h) => self.head.headers.get(h.as_bytes()),
-                    };
-                    v.filter(|v| !v.is_empty())
-                });
-                match found {
-                    Some(v) => put(v),
-                    None => return false,
-                }
-            }
+            Op::Req(fields) => match read_req(fields, self.head, self.scheme) {
+                Some(v) => put(v),
+                None => return false,
+            },
             Op::Protocol => put(match self.head.version {
                 Version::HTTP_10 => b"HTTP/1.0",
                 Version::HTTP_2 => b"HTTP/2",

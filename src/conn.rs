@@ -42,8 +42,8 @@ const LINGER_BYTES: usize = 1 << 20;
 /// HTTP/1.x otherwise).
 /// `tracked` counts it out when it ends, or when its task is dropped (a drain cut short, before
 /// or during a request).
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, tracked: Tracked) {
-    let (tls, header, limit, http2) = {
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, mut tracked: Tracked) {
+    let (tls, header, limit, http2, local) = {
         let generation = tracked.worker.generation();
         let snapshot = &generation.snapshot;
         let spec = snapshot.listeners.get(tracked.slot.index.get());
@@ -52,8 +52,12 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, tracked: Tracked) {
             spec.is_some_and(|l| l.client_cert_header.is_some()),
             snapshot.limits.header_timeout,
             spec.is_some_and(|l| l.http2.is_some()),
+            spec.is_some_and(|l| l.needs_local_address),
         )
     };
+    if local {
+        tracked.local = tcp.local_addr().ok();
+    }
     let Some(tls) = tls else {
         let io = Transport::Plain(tcp);
         if !http2 {
@@ -263,6 +267,9 @@ pub struct Tracked {
     pub(crate) slot: Rc<ListenerSlot>,
     key: usize,
     opened: Instant,
+    /// The address the client connected to, looked up only for a listener whose header edits
+    /// read it (`%DOWNSTREAM_LOCAL_ADDRESS%`).
+    pub(crate) local: Option<SocketAddr>,
 }
 
 impl Tracked {
@@ -278,6 +285,7 @@ impl Tracked {
             key,
             // The clock, not the timer wheel's 10 ms tick: most connections are shorter.
             opened: Instant::now(),
+            local: None,
         }
     }
 }
@@ -544,6 +552,8 @@ impl<S: Stream> H1<S> {
             worker: &worker,
             listener: self.tracked.slot.index.get(),
             peer: self.peer,
+            remote: self.peer_addr,
+            local: self.tracked.local,
             client_ip: &client_ip,
             scheme: if tls.is_some() { b"https" } else { b"http" },
             tls: tls.as_deref().map(|t| &t.info),

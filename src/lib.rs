@@ -15,6 +15,9 @@
 //! [`config::Config`]. Per core and never shared: the [`worker::Worker`] with its view of the
 //! snapshot, balancer state, upstream pools and counters.
 
+// The config dump's one json! literal nests deeper than the default limit of 128.
+#![recursion_limit = "256"]
+
 pub mod access_log;
 pub mod action;
 pub mod admin;
@@ -23,10 +26,12 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod demo;
+pub mod edit_sink;
 pub mod error;
 pub mod gateway;
 pub mod h1;
 pub mod h2;
+pub mod header_edit;
 pub mod health;
 pub mod hosts;
 pub mod listener;

@@ -12,8 +12,10 @@ use tracing::{debug, warn};
 
 use crate::action::Action;
 use crate::config::{Cluster, RetryOn, RetryPolicy, UpstreamProtocol};
+use crate::edit_sink::EditSink;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::h2::client::{self, Session};
+use crate::header_edit::{Env, Plan};
 use crate::health::ClusterHealth;
 use crate::message::{BodyLength, Headers, Method, RequestHead, ResponseHead};
 use crate::outlier::{self, Observed};
@@ -145,6 +147,10 @@ pub struct Context<'a> {
     /// The address the connection comes from, and the same preformatted for X-Forwarded-For.
     pub peer: IpAddr,
     pub client_ip: &'a [u8],
+    /// The client's address with its port, and the address it connected to when the
+    /// listener's header edits read it.
+    pub remote: SocketAddr,
+    pub local: Option<SocketAddr>,
     /// The scheme the client used ("http" or "https").
     pub scheme: &'static [u8],
     /// What the TLS handshake established, on a TLS connection.
@@ -276,17 +282,24 @@ pub async fn forward<D: Downstream>(
         return Err(ProxyError::downstream(ErrorKind::PayloadTooLarge));
     }
 
-    // A hashing balancer's key, from the route's hash policy; a cookie generated for it is
-    // set on the response.
     let (key, set_cookie) = if spec.lb_policy.hashes() && !route.hash_policy.is_empty() {
         crate::sticky::key(&route.hash_policy, head, cx.client_ip)
     } else {
         (None, None)
     };
     let (mut body, sink) = down.split();
-    let mut sink = crate::sticky::CookieSink {
-        inner: sink,
-        set_cookie,
+    let levels = [
+        route.header_edits.as_deref(),
+        vhost.header_edits.as_deref(),
+        listener.header_edits.as_deref(),
+    ];
+    // The response gets the route's header edits, and a cookie generated for a hash policy.
+    let mut sink = EditSink {
+        inner: crate::sticky::CookieSink {
+            inner: sink,
+            set_cookie,
+        },
+        plan: Plan::new(levels),
     };
     let tls = snapshot.upstream_tls.get(picked).and_then(Option::as_ref);
     let max_head = snapshot.limits.max_request_head_bytes;
@@ -320,13 +333,31 @@ pub async fn forward<D: Downstream>(
                 .endpoints
                 .get(endpoint)
                 .and_then(|ep| Held::take(&ep.active, u32::MAX));
-                            if auto_host {
+            if auto_host {
                 // Each attempt names its own endpoint (a retry may go to another).
                 let address = cluster.endpoints[endpoint].address;
                 head.set_authority(crate::action::endpoint_host(address).as_bytes());
                 if let Some(request) = kept.as_mut() {
                     request.rehead(head, spec.name.as_bytes());
                 }
+            }
+            // Header edits go on once the endpoint is known (`%UPSTREAM_HOST%`).
+            if let Some(plan) = sink.plan.as_mut() {
+                let env = Env {
+                    remote: cx.remote,
+                    local: cx.local,
+                    upstream: cluster.endpoints.get(endpoint).map(|e| e.address),
+                    scheme: std::str::from_utf8(cx.scheme).unwrap_or("http"),
+                };
+                if plan.edit_request(head, &env, policy.is_some()) && attempt > 1 {
+                    if count_attempts {
+                        set_attempt_count(head, attempt);
+                    }
+                    if let Some(request) = kept.as_mut() {
+                        request.rehead(head, spec.name.as_bytes());
+                    }
+                }
+                plan.prepare_response(head, &env);
             }
             let conn = match upstream {
                 Upstream::H1(conn) => conn,

@@ -42,6 +42,8 @@ pub struct Route {
     /// With `weighted_clusters`: this route's split among its listener's, in the order of
     /// [`Router::splits`] (the per-core pickers are kept in that order).
     pub split: u32,
+    /// The route's own header edits (crate::header_edit).
+    pub header_edits: Option<std::sync::Arc<crate::header_edit::HeaderEdits>>,
 }
 
 impl Route {
@@ -108,6 +110,8 @@ pub struct VirtualRoutes {
     pub redirect_to_https: bool,
     /// Upstream requests carry `x-envoy-attempt-count`.
     pub include_request_attempt_count: bool,
+    /// The virtual host's header edits.
+    pub header_edits: Option<std::sync::Arc<crate::header_edit::HeaderEdits>>,
     pub routes: RouteTable,
 }
 
@@ -331,6 +335,7 @@ impl Router {
                 name: vh.name.clone(),
                 redirect_to_https: vh.redirect_to_https,
                 include_request_attempt_count: vh.include_request_attempt_count,
+                header_edits: vh.header_edits.clone(),
                 routes: RouteTable::new(
                     vh.routes
                         .iter()
@@ -353,6 +358,7 @@ impl Router {
                             name: r.name.as_deref().map(Box::from),
                             action: (!r.action.is_plain()).then(|| Box::new(r.action.clone())),
                             split: split(&r.action),
+                            header_edits: r.header_edits.clone(),
                         })
                         .collect(),
                 ),
@@ -419,6 +425,7 @@ mod tests {
             routes,
             redirect_to_https: false,
             include_request_attempt_count: false,
+            header_edits: None,
         }
     }
 
@@ -436,6 +443,7 @@ mod tests {
             rules: Default::default(),
             name: None,
             action: Default::default(),
+            header_edits: None,
         }
     }
 
@@ -458,6 +466,7 @@ mod tests {
                         rules: Default::default(),
                         name: None,
                         action: Default::default(),
+                        header_edits: None,
                     },
                     prefix("/v1/", 1),
                     prefix("/", 2),
@@ -568,6 +577,7 @@ mod tests {
                     name: None,
                     action: None,
                     split: 0,
+                    header_edits: None,
                 });
                 if i % 4 == 1
                     && let Some(Route {

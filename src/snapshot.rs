@@ -46,6 +46,10 @@ pub struct ListenerSpec {
     /// Where each request is logged (a path, "-" for stdout), and how.
     pub access_log: Vec<(Arc<str>, crate::access_log::Format)>,
     pub request_id: RequestIdOptions,
+    /// The listener's header edits (crate::header_edit), applied after the virtual host's.
+    pub header_edits: Option<Arc<crate::header_edit::HeaderEdits>>,
+    /// Some level's header value reads the connection's local address.
+    pub needs_local_address: bool,
     pub router: Router,
 }
 
@@ -70,6 +74,16 @@ pub struct Snapshot {
     pub tracer: Option<Tracer>,
     /// The validated config it was compiled from, for summaries and reload diffs.
     pub config: Config,
+}
+
+/// Whether a header value of the listener, one of its virtual hosts or routes reads
+/// `%DOWNSTREAM_LOCAL_ADDRESS%` (looked up once per connection only then).
+fn needs_local_address(l: &crate::config::Listener) -> bool {
+    let vhosts = l.virtual_hosts.iter();
+    let levels = std::iter::once(&l.header_edits)
+        .chain(vhosts.clone().map(|v| &v.header_edits))
+        .chain(vhosts.flat_map(|v| v.routes.iter().map(|r| &r.header_edits)));
+    levels.flatten().any(|e| e.uses_local_address())
 }
 
 impl Snapshot {
@@ -106,6 +120,8 @@ impl Snapshot {
                     .map(|a| (Arc::from(a.path.as_str()), a.format.clone()))
                     .collect(),
                 request_id: l.request_id,
+                header_edits: l.header_edits.clone(),
+                needs_local_address: needs_local_address(l),
                 router: Router::new(&l.virtual_hosts),
             });
         }

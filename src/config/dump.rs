@@ -46,6 +46,7 @@ impl Config {
                     "headers_with_underscores": h.headers_with_underscores.name(),
                     "trusted_proxies": h.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                     "http2": lis.http2.as_ref().map(http2_options),
+                    "header_edits": lis.header_edits.as_deref().map(crate::header_edit::HeaderEdits::dump),
                     "tls": lis.tls.as_ref().map(|t| json!({
                         "min_version": match t.server.min_version {
                             TlsVersion::Tls12 => "1.2",
@@ -66,10 +67,12 @@ impl Config {
                         "domains": v.domains.iter().map(Domain::to_string).collect::<Vec<_>>(),
                         "redirect_to_https": v.redirect_to_https,
                         "include_request_attempt_count": v.include_request_attempt_count,
+                        "header_edits": v.header_edits.as_deref().map(crate::header_edit::HeaderEdits::dump),
                         "routes": v.routes.iter().map(|r| with_action(r, self, json!({
                             "match": match_json(r),
                             "methods": r.methods.as_ref().map(|ms| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
                             "client_certificate": r.client_certificate,
+                            "header_edits": r.header_edits.as_deref().map(crate::header_edit::HeaderEdits::dump),
                             "cluster": self.clusters.get(r.cluster).map(|c| c.name.as_str()),
                             "max_request_body_bytes": r.max_request_body_bytes,
                             "timeout": r.timeout.map(dur),

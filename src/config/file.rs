@@ -111,6 +111,10 @@ pub(super) struct RawListener {
     pub(super) http2_options: Option<RawHttp2Options>,
     pub(super) access_log: Option<Vec<RawAccessLog>>,
     pub(super) request_id: Option<RawRequestId>,
+    pub(super) request_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub(super) request_headers_to_remove: Option<Vec<String>>,
+    pub(super) response_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub(super) response_headers_to_remove: Option<Vec<String>>,
     #[serde(default)]
     pub(super) virtual_hosts: Vec<RawVirtualHost>,
 }
@@ -233,6 +237,10 @@ pub(super) struct RawVirtualHost {
     pub(super) routes: Vec<RawRoute>,
     pub(super) redirect_to_https: Option<bool>,
     pub(super) include_request_attempt_count: Option<bool>,
+    pub(super) request_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub(super) request_headers_to_remove: Option<Vec<String>>,
+    pub(super) response_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub(super) response_headers_to_remove: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -244,6 +252,28 @@ pub(super) struct RawRoute {
     pub(super) route: Option<RawRouteAction>,
     pub(super) redirect: Option<RawRedirect>,
     pub(super) direct_response: Option<RawDirectResponse>,
+    pub(super) request_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub(super) request_headers_to_remove: Option<Vec<String>>,
+    pub(super) response_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub(super) response_headers_to_remove: Option<Vec<String>>,
+}
+
+/// Envoy's HeaderValueOption: one header a level adds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeaderValueOption {
+    pub(super) header: Option<RawHeaderValue>,
+    pub(super) append_action: Option<String>,
+    pub(super) append: Option<bool>,
+    pub(super) keep_empty_value: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeaderValue {
+    pub(super) key: String,
+    #[serde(default)]
+    pub(super) value: String,
 }
 
 #[derive(Deserialize)]

@@ -4,6 +4,7 @@
 mod diff;
 mod dump;
 mod file;
+mod header_edits;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -127,6 +128,8 @@ pub struct Listener {
     /// Where each request is logged, and how.
     pub access_log: Vec<AccessLog>,
     pub request_id: crate::trace::RequestIdOptions,
+    /// `request_headers_to_add` ... at listener level (Envoy's route configuration level).
+    pub header_edits: Option<std::sync::Arc<crate::header_edit::HeaderEdits>>,
     pub virtual_hosts: Vec<VirtualHost>,
 }
 
@@ -232,6 +235,8 @@ pub struct VirtualHost {
     pub redirect_to_https: bool,
     /// Upstream requests carry `x-envoy-attempt-count`: 1, then 2 on the first retry, ...
     pub include_request_attempt_count: bool,
+    /// `request_headers_to_add` ... at virtual host level.
+    pub header_edits: Option<std::sync::Arc<crate::header_edit::HeaderEdits>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +269,8 @@ pub struct Route {
     /// `direct_response`: then `cluster` is [`crate::action::NO_CLUSTER`]). With
     /// `weighted_clusters`, `cluster` is the first of them.
     pub action: Action,
+    /// `request_headers_to_add` ... at route level.
+    pub header_edits: Option<std::sync::Arc<crate::header_edit::HeaderEdits>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

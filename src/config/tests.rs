@@ -95,6 +95,7 @@ fn full_example_parses() {
         rules: Default::default(),
         name: None,
         action: Default::default(),
+        header_edits: None,
     };
     let r1 = Route {
         path: PathMatch::Exact("/healthz".into()),
@@ -109,6 +110,7 @@ fn full_example_parses() {
         rules: Default::default(),
         name: None,
         action: Default::default(),
+        header_edits: None,
     };
     assert_eq!(v.routes, [r0, r1]);
     let api = &c.clusters[0];

@@ -296,12 +296,23 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
                 c.err(&p("redirect_to_https"), why);
             }
             let name = v.name.clone();
+            let header_edits = header_edits::level(
+                header_edits::RawLevel {
+                    request_add: &v.request_headers_to_add,
+                    request_remove: &v.request_headers_to_remove,
+                    response_add: &v.response_headers_to_add,
+                    response_remove: &v.response_headers_to_remove,
+                },
+                &p(""),
+                &mut |path, why| c.err(path, why),
+            );
             virtual_hosts.push(VirtualHost {
                 name,
                 domains,
                 routes,
                 redirect_to_https,
                 include_request_attempt_count: v.include_request_attempt_count.unwrap_or(false),
+                header_edits,
             });
         }
         let http = http_options(&mut c, l, &p);
@@ -313,8 +324,19 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
         let access_log = (l.access_log.iter().flatten().enumerate())
             .filter_map(|(i, a)| access_log(&mut c, a, &p(&format!("access_log[{i}]")), file))
             .collect();
+        let header_edits = header_edits::level(
+            header_edits::RawLevel {
+                request_add: &l.request_headers_to_add,
+                request_remove: &l.request_headers_to_remove,
+                response_add: &l.response_headers_to_add,
+                response_remove: &l.response_headers_to_remove,
+            },
+            &p(""),
+            &mut |path, why| c.err(path, why),
+        );
         let (name, address) = (l.name.clone(), address.unwrap_or(NO_ADDR));
         listeners.push(Listener {
+            header_edits,
             name,
             address,
             backlog,
@@ -479,9 +501,21 @@ fn route(
     let retry_policy = fwd
         .and_then(|f| f.retry_policy.as_ref())
         .map(|rp_raw| Box::new(retry_policy(c, rp_raw, &format!("{rp}.route.retry_policy"))));
-    let hash_policy = fwd.and_then(|f| f.hash_policy.as_deref()).map_or_else(Vec::new, |raw| {
-        balance::hash_policy(c, raw, &format!("{rp}.route.hash_policy"))
-    });
+    let hash_policy = fwd
+        .and_then(|f| f.hash_policy.as_deref())
+        .map_or_else(Vec::new, |raw| {
+            balance::hash_policy(c, raw, &format!("{rp}.route.hash_policy"))
+        });
+    let header_edits = header_edits::level(
+        header_edits::RawLevel {
+            request_add: &r.request_headers_to_add,
+            request_remove: &r.request_headers_to_remove,
+            response_add: &r.response_headers_to_add,
+            response_remove: &r.response_headers_to_remove,
+        },
+        &format!("{rp}."),
+        &mut |path, why| c.err(path, why),
+    );
     Route {
         path,
         methods,
@@ -495,6 +529,7 @@ fn route(
         rules,
         name: r.name.clone(),
         action,
+        header_edits,
     }
 }
 
