@@ -144,15 +144,27 @@ fn get(client: &mut HttpClient) -> String {
 fn strict_dns_localhost_reaches_the_origin() {
     let origin = HttpUpstream::builder().name("origin").start();
     let port = origin.addr().port();
-    let g = TestGateway::start(&config(
+    let yaml = config(
         &format!("localhost:{port}"),
         "    dns_lookup_family: V4_ONLY\n",
-    ));
+    );
+    let mut g = TestGateway::start(&yaml);
     let mut client = HttpClient::connect(g.addr).expect("connect");
     assert_eq!(get(&mut client), "origin");
     assert_eq!(dns_stat(&g, |d| d.membership_total.get()), 1);
     assert!(dns_stat(&g, |d| d.update_success.get()) >= 1);
     assert_eq!(dns_stat(&g, |d| d.update_failure.get()), 0);
+
+    // A reload of the same cluster keeps its answer and this core's pooled connection.
+    let again = coregate::config::parse(&yaml, "test.yaml").expect("valid");
+    g.gateway.reload(again).expect("reload");
+    assert_eq!(get(&mut client), "origin");
+    assert_eq!(
+        origin.accepts(),
+        1,
+        "the pooled connection survived the reload"
+    );
+    assert_eq!(dns_stat(&g, |d| d.membership_total.get()), 1);
 }
 
 #[test]
