@@ -97,11 +97,11 @@ fn answer(query: &Message, zone: &Zone) -> Message {
     m
 }
 
-/// One worker (so that one client's requests share one core's pools), cluster `svc` of
-/// strict_dns `host:port` with `lines` added.
+/// Two workers, cluster `svc` of strict_dns `host:port` with `lines` added. One client
+/// connection is served by one core, so its requests share that core's pools.
 fn config(host_port: &str, lines: &str) -> String {
     format!(
-        "workers: 1
+        "workers: 2
 listeners:
   - name: main
     address: 127.0.0.1:0
@@ -198,6 +198,13 @@ fn a_changing_answer_reaches_every_core_keeping_pooled_connections() {
         dns_stat(&g, |d| d.membership_total.get()) == 2
     });
     assert!(generation() > before, "published as a new generation");
+    for w in g.gateway.registry().workers() {
+        assert_eq!(
+            w.config_generation.get(),
+            generation(),
+            "every core serves it"
+        );
+    }
     assert_eq!(dns_stat(&g, |d| d.membership_change.get()), 1);
     let mut seen = Vec::new();
     for _ in 0..6 {
@@ -260,7 +267,7 @@ fn a_name_that_does_not_resolve_at_load_starts_empty_until_it_does() {
     let port = origin.addr().port();
     let dns = Responder::start(Zone::ServFail);
     let lines = format!(
-        "    dns_refresh_rate: 50ms\n    dns_resolvers: [{{ address: \"{}\" }}]\n    dns_lookup_family: V4_PREFERRED\n",
+        "    dns_refresh_rate: 50ms\n    dns_resolvers: [{{ address: \"{}\" }}]\n    dns_lookup_family: V4_PREFERRED\n    health_check:\n      tcp: {{}}\n      interval: 50ms\n      timeout: 40ms\n",
         dns.addr
     );
     let g = TestGateway::start(&config(&format!("late.test:{port}"), &lines));
@@ -275,4 +282,8 @@ fn a_name_that_does_not_resolve_at_load_starts_empty_until_it_does() {
     });
     let mut client = HttpClient::connect(g.addr).expect("connect");
     assert_eq!(get(&mut client), "late");
+    // The health checker probes the new set.
+    wait_for("a probe of the resolved endpoint", || {
+        g.endpoint("svc", origin.addr()).health_check_attempt.get() >= 1
+    });
 }
