@@ -77,10 +77,7 @@ impl Resolved {
         };
         // Every cluster's names at once: start-up waits for the slowest name, not their sum.
         let answers: Vec<Vec<Result<Answer, String>>> = thread::scope(|s| {
-            let running: Vec<_> = stale
-                .iter()
-                .map(|c| s.spawn(|| lookup_all(c.dns.as_ref().map_or(&[][..], |d| &d.hosts), c)))
-                .collect();
+            let running: Vec<_> = stale.iter().map(|c| s.spawn(|| lookup_all(c))).collect();
             running
                 .into_iter()
                 .map(|r| r.join().unwrap_or_default())
@@ -142,7 +139,7 @@ impl Resolved {
         Some(changed)
     }
 
-    /// The shortest TTL of `cluster`'s last answers (for `respect_dns_ttl`).
+    /// The shortest TTL of a round of answers (for `respect_dns_ttl`).
     fn ttl(answers: &[Result<Answer, String>]) -> Option<Duration> {
         answers
             .iter()
@@ -151,13 +148,14 @@ impl Resolved {
     }
 }
 
-/// Looks up each of `hosts` for `cluster`, at once.
-fn lookup_all(hosts: &[crate::config::DnsHost], cluster: &Cluster) -> Vec<Result<Answer, String>> {
+/// Looks up each of a strict_dns cluster's names, at once.
+fn lookup_all(cluster: &Cluster) -> Vec<Result<Answer, String>> {
     let Some(dns) = &cluster.dns else {
         return Vec::new();
     };
     thread::scope(|s| {
-        let running: Vec<_> = hosts
+        let running: Vec<_> = dns
+            .hosts
             .iter()
             .map(|h| s.spawn(|| resolve::lookup(&h.host, dns)))
             .collect();
@@ -241,7 +239,7 @@ impl Refresher {
                 Err(RecvTimeoutError::Timeout) => {}
                 _ => return,
             }
-            let answers = lookup_all(&spec.hosts, &self.cluster);
+            let answers = lookup_all(&self.cluster);
             wait = match Resolved::ttl(&answers) {
                 Some(ttl) if spec.respect_dns_ttl => ttl.max(MIN_TTL_REFRESH),
                 _ => spec.refresh_rate,
