@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures_channel::mpsc::{UnboundedSender, unbounded};
 
 use crate::config::{Config, Workers};
+use crate::dns::{Publish, Refreshers};
 use crate::health::Probers;
 use crate::listener::{self, BindError};
 use crate::snapshot::{Carried, Published, Snapshot};
@@ -66,8 +67,22 @@ pub struct Gateway {
     /// Bound address of each listener (port 0 resolved).
     addresses: HashMap<String, SocketAddr>,
     published: Published,
+    /// What reloads and DNS refreshes publish with, one at a time.
+    shared: Arc<Mutex<Shared>>,
+    /// The strict_dns clusters' refreshers (outside `shared`: stopping one may wait for a
+    /// refresh that waits for `shared`).
+    refreshers: Refreshers,
+}
+
+/// What publishing a snapshot to the cores needs, shared by the control thread's reloads and
+/// the DNS refreshers' endpoint updates.
+struct Shared {
+    commands: Vec<UnboundedSender<Command>>,
+    published: Published,
+    registry: Arc<Registry>,
     /// Session ticket keys (kept for the life of the process: a reload that made new ones
-    /// would invalidate every ticket clients hold), the span exporter and health verdicts.
+    /// would invalidate every ticket clients hold), the span exporter, health verdicts and
+    /// the strict_dns clusters' answers.
     carried: Carried,
     /// The health checkers of the clusters that have one.
     probers: Probers,
@@ -109,8 +124,9 @@ impl Gateway {
         };
         crate::rt::count_panics();
         let carried = Carried::default();
-        let snapshot = Arc::new(Snapshot::compile(config, 1, &carried).map_err(StartError::Tls)?);
         let registry = Arc::new(Registry::new(count));
+        carried.resolved.prepare(&config.clusters, &registry);
+        let snapshot = Arc::new(Snapshot::compile(config, 1, &carried).map_err(StartError::Tls)?);
 
         // sockets[worker] = [(listener name, socket)]
         let mut sockets: Vec<Vec<(String, StdListener)>> = (0..count).map(|_| Vec::new()).collect();
@@ -150,14 +166,24 @@ impl Gateway {
         drop(ready_tx);
         let mut probers = Probers::default();
         probers.restart(&snapshot.clusters, &snapshot.health, &registry);
-        let gateway = Gateway {
-            workers,
-            registry,
-            addresses,
-            published: Arc::new(Mutex::new(snapshot)),
+        count_membership(&snapshot, &registry);
+        let published = Arc::new(Mutex::new(snapshot.clone()));
+        let shared = Shared {
+            commands: workers.iter().map(|w| w.commands.clone()).collect(),
+            published: published.clone(),
+            registry: registry.clone(),
             carried,
             probers,
         };
+        let mut gateway = Gateway {
+            workers,
+            registry,
+            addresses,
+            published,
+            shared: Arc::new(Mutex::new(shared)),
+            refreshers: Refreshers::default(),
+        };
+        gateway.restart_refreshers(&snapshot);
         for _ in 0..count {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -215,6 +241,8 @@ impl Gateway {
     }
 
     fn publish(&mut self, config: Config, started: Instant) -> Result<Reloaded, ReloadError> {
+        let shared = self.shared.clone();
+        let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
         let old = self.snapshot();
         let count = self.workers.len();
         let mut kept = Vec::new();
@@ -231,8 +259,10 @@ impl Gateway {
             config.admin = old.config.admin.clone();
         }
         let changes = crate::config::diff(&old.config, &config);
+        // New or changed strict_dns clusters are resolved before they are served.
+        (shared.carried.resolved).prepare(&config.clusters, &self.registry);
         let snapshot = Arc::new(
-            Snapshot::compile(config, old.generation + 1, &self.carried)
+            Snapshot::compile(config, old.generation + 1, &shared.carried)
                 .map_err(ReloadError::Tls)?,
         );
 
@@ -267,35 +297,11 @@ impl Gateway {
         }
         addresses.retain(|name, _| snapshot.listener(name).is_some());
 
-        let drain = snapshot.limits.drain_timeout;
-        let (done_tx, done_rx) = std_mpsc::channel();
-        for (w, sockets) in self.workers.iter().zip(open) {
-            let _ = w.commands.unbounded_send(Command::Apply {
-                snapshot: snapshot.clone(),
-                open: sockets,
-                close: close.clone(),
-                drain,
-                done: done_tx.clone(),
-            });
-        }
-        drop(done_tx);
-        let deadline = Instant::now() + APPLY_TIMEOUT;
-        for confirmed in 0..count {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if done_rx.recv_timeout(left).is_err() {
-                // Workers apply commands in order; one that has not confirmed has exited.
-                return Err(ReloadError::Unconfirmed(confirmed));
-            }
-        }
+        shared.apply(&snapshot, open, close)?;
         self.addresses = addresses;
-        // The new probers write the verdicts the cores now read (kept ones included).
-        self.probers
-            .restart(&snapshot.clusters, &snapshot.health, &self.registry);
         let generation = snapshot.generation;
-        *self
-            .published
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = snapshot;
+        drop(shared);
+        self.restart_refreshers(&snapshot);
         Ok(Reloaded {
             generation,
             changes,
@@ -310,8 +316,39 @@ impl Gateway {
         self.stop(drain);
     }
 
+    /// Starts a refresher for each strict_dns cluster of `snapshot` (stopping the previous
+    /// ones), which publishes through `shared` when its names' answer changes.
+    fn restart_refreshers(&mut self, snapshot: &Snapshot) {
+        let shared = Arc::downgrade(&self.shared);
+        let publish: Publish = Arc::new(move || {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(e) = shared.refresh() {
+                tracing::error!("DNS update not published: {e}");
+            }
+        });
+        let resolved = self
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .carried
+            .resolved
+            .clone();
+        self.refreshers.restart(
+            &snapshot.config.clusters,
+            &resolved,
+            &self.registry,
+            &publish,
+        );
+    }
+
     fn stop(&mut self, drain: Duration) {
-        self.probers.stop();
+        self.refreshers.stop();
+        (self.shared.lock().unwrap_or_else(PoisonError::into_inner))
+            .probers
+            .stop();
         for w in &self.workers {
             let _ = w.commands.unbounded_send(Command::Stop { drain });
         }
@@ -320,6 +357,93 @@ impl Gateway {
                 let _ = t.join();
             }
         }
+    }
+}
+
+impl Shared {
+    /// Sends `snapshot` to every worker (with the listeners each opens and closes) and
+    /// returns once all serve it; then restarts the probers on its endpoints and makes it the
+    /// published one.
+    fn apply(
+        &mut self,
+        snapshot: &Arc<Snapshot>,
+        open: Vec<Vec<(String, StdListener)>>,
+        close: Vec<String>,
+    ) -> Result<(), ReloadError> {
+        let drain = snapshot.limits.drain_timeout;
+        let (done_tx, done_rx) = std_mpsc::channel();
+        for (commands, sockets) in self.commands.iter().zip(open) {
+            let _ = commands.unbounded_send(Command::Apply {
+                snapshot: snapshot.clone(),
+                open: sockets,
+                close: close.clone(),
+                drain,
+                done: done_tx.clone(),
+            });
+        }
+        drop(done_tx);
+        let deadline = Instant::now() + APPLY_TIMEOUT;
+        for confirmed in 0..self.commands.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if done_rx.recv_timeout(left).is_err() {
+                // Workers apply commands in order; one that has not confirmed has exited.
+                return Err(ReloadError::Unconfirmed(confirmed));
+            }
+        }
+        // The new probers write the verdicts the cores now read (kept ones included).
+        self.probers
+            .restart(&snapshot.clusters, &snapshot.health, &self.registry);
+        count_membership(snapshot, &self.registry);
+        *self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = snapshot.clone();
+        Ok(())
+    }
+
+    /// Publishes the running config again with the strict_dns clusters' endpoints as last
+    /// resolved: no config is read, no listener changes; each core keeps the pools, outlier
+    /// records and counters of the endpoints that stay, and drains those of the ones gone.
+    fn refresh(&mut self) -> Result<(), ReloadError> {
+        let old = self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let snapshot = Arc::new(old.with_resolved(old.generation + 1, &self.carried));
+        let open = (0..self.commands.len()).map(|_| Vec::new()).collect();
+        self.apply(&snapshot, open, Vec::new())?;
+        for (old, new) in old.clusters.iter().zip(&snapshot.clusters) {
+            if old.dns.is_some() && old.endpoints != new.endpoints {
+                self.registry
+                    .cluster(0, &new.name)
+                    .dns
+                    .membership_change
+                    .inc();
+                tracing::info!(
+                    cluster = %new.name,
+                    endpoints = new.endpoints.len(),
+                    generation = snapshot.generation,
+                    "DNS: new endpoint set on every core"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets each cluster's `membership_total` and `membership_healthy` gauges to what `snapshot`
+/// serves (written under the publishing lock: one writer at a time).
+fn count_membership(snapshot: &Snapshot, registry: &Registry) {
+    for (cluster, health) in snapshot.clusters.iter().zip(&snapshot.health) {
+        let total = cluster.endpoints.len();
+        let healthy = match health {
+            Some(h) => (0..total).filter(|&i| h.is_healthy(i)).count(),
+            None => total,
+        };
+        let stats = registry.cluster(0, &cluster.name);
+        stats.dns.membership_total.set(total as u64);
+        stats.dns.membership_healthy.set(healthy as u64);
     }
 }
 

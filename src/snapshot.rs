@@ -21,6 +21,8 @@ pub struct Carried {
     pub exporters: Exporters,
     /// Health-check verdicts of the endpoints that stay.
     pub verdicts: Verdicts,
+    /// The last good answers of the strict_dns clusters' names.
+    pub resolved: Arc<crate::dns::Resolved>,
 }
 
 /// Tracing as the cores use it.
@@ -145,14 +147,8 @@ impl Snapshot {
             }),
             None => None,
         };
-        carried.verdicts.retain(&config.clusters);
-        let health = config
-            .clusters
-            .iter()
-            .map(|c| carried.verdicts.cluster(c))
-            .collect();
-        let tables = config
-            .clusters
+        let (clusters, health) = resolve_clusters(&config, carried);
+        let tables = clusters
             .iter()
             .map(|c| {
                 let endpoints: Vec<(SocketAddr, u32)> =
@@ -164,7 +160,7 @@ impl Snapshot {
             generation,
             limits: config.limits.clone(),
             listeners,
-            clusters: config.clusters.clone(),
+            clusters,
             upstream_tls,
             health,
             tables,
@@ -173,7 +169,45 @@ impl Snapshot {
         })
     }
 
+    /// This snapshot with the strict_dns clusters' endpoints as last resolved, as generation
+    /// `generation`: what a DNS refresh publishes (no config was read; listeners, routes and
+    /// TLS stay as they are).
+    pub fn with_resolved(&self, generation: u64, carried: &Carried) -> Snapshot {
+        let (clusters, health) = resolve_clusters(&self.config, carried);
+        Snapshot {
+            generation,
+            clusters,
+            health,
+            ..self.clone()
+        }
+    }
+
     pub fn listener(&self, name: &str) -> Option<&ListenerSpec> {
         self.listeners.iter().find(|l| l.name == name)
     }
+}
+
+/// The clusters as the cores serve them (strict_dns ones with their resolved endpoints), and
+/// each one's health view, reusing the verdicts of endpoints that stay.
+fn resolve_clusters(
+    config: &Config,
+    carried: &Carried,
+) -> (Vec<Cluster>, Vec<Option<Arc<ClusterHealth>>>) {
+    let clusters: Vec<Cluster> = config
+        .clusters
+        .iter()
+        .map(|c| match c.dns {
+            Some(_) => Cluster {
+                endpoints: carried.resolved.endpoints(c),
+                ..c.clone()
+            },
+            None => c.clone(),
+        })
+        .collect();
+    carried.verdicts.retain(&clusters);
+    let health = clusters
+        .iter()
+        .map(|c| carried.verdicts.cluster(c))
+        .collect();
+    (clusters, health)
 }

@@ -136,6 +136,17 @@ impl Config {
                     "client_certificate": t.client_certificate.as_ref().map(|c| &c.subject),
                     "alpn": t.alpn,
                 })),
+                "type": if c.dns.is_some() { "strict_dns" } else { "static" },
+                "dns": c.dns.as_ref().map(|d| json!({
+                    "hosts": d.hosts.iter().map(|h| json!({
+                        "address": format!("{}:{}", h.host, h.port),
+                        "weight": h.weight,
+                    })).collect::<Vec<_>>(),
+                    "dns_refresh_rate": humantime::format_duration(d.refresh_rate).to_string(),
+                    "dns_lookup_family": d.lookup_family.name(),
+                    "respect_dns_ttl": d.respect_dns_ttl,
+                    "dns_resolvers": d.resolvers.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                })),
                 "endpoints": c.endpoints.iter().map(|e| json!({
                     "address": e.address.to_string(),
                     "weight": e.weight,

@@ -524,6 +524,19 @@ pub(super) struct RawCluster {
     pub(super) retry_budget: Option<RawRetryBudget>,
     #[serde(default)]
     pub(super) endpoints: Vec<RawEndpoint>,
+    /// `static` (the default) or `strict_dns`.
+    #[serde(rename = "type")]
+    pub(super) cluster_type: Option<String>,
+    pub(super) dns_refresh_rate: Option<String>,
+    pub(super) dns_lookup_family: Option<String>,
+    pub(super) respect_dns_ttl: Option<bool>,
+    pub(super) dns_resolvers: Option<Vec<RawDnsResolver>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDnsResolver {
+    pub(super) address: String,
 }
 
 #[derive(Deserialize)]

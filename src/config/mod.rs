@@ -2,6 +2,7 @@
 //! path (in `validate`), into the validated [`Config`] that the snapshot is compiled from.
 
 mod diff;
+mod dns;
 mod dump;
 mod file;
 mod header_edits;
@@ -10,6 +11,7 @@ mod tests;
 mod validate;
 
 pub use diff::diff;
+pub use dns::{ClusterType, DnsDiscovery, DnsHost, LookupFamily};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -325,7 +327,11 @@ pub struct Cluster {
     /// Retries under way may be at most this share of the requests under way (on each core),
     /// or `min_retry_concurrency`, whichever is more.
     pub retry_budget: RetryBudget,
+    /// A `static` cluster's endpoints; a `strict_dns` cluster's are resolved on the control
+    /// side and filled in when a snapshot is compiled (empty here).
     pub endpoints: Vec<Endpoint>,
+    /// Set for a `strict_dns` cluster: the names its endpoints are resolved from.
+    pub dns: Option<DnsDiscovery>,
 }
 
 /// When and how a route retries (Envoy's names).
@@ -820,6 +826,23 @@ impl fmt::Display for Summary<'_> {
             }
             for e in &cl.endpoints {
                 writeln!(f, "  {} weight {}", e.address, e.weight)?;
+            }
+            if let Some(d) = &cl.dns {
+                let via = if d.resolvers.is_empty() {
+                    "the system resolver".to_owned()
+                } else {
+                    let r: Vec<String> = d.resolvers.iter().map(|a| a.to_string()).collect();
+                    r.join(", ")
+                };
+                writeln!(
+                    f,
+                    "  strict_dns every {} ({}) via {via}",
+                    hd(d.refresh_rate),
+                    d.lookup_family.name()
+                )?;
+                for h in &d.hosts {
+                    writeln!(f, "  {}:{} weight {}", h.host, h.port, h.weight)?;
+                }
             }
         }
         Ok(())

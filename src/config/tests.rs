@@ -177,7 +177,7 @@ cluster: c } | cluster: cx } | listeners[0].virtual_hosts[0].routes[0].route.clu
 9001 } | 9001, weight: 1000001 } | clusters[0].endpoints[0].weight | got 1000001
 9001 } | 9001 }\n      - { address: 127.0.0.1:9001 } | clusters[0].endpoints[1].address | duplicate endpoint 127.0.0.1:9001
 9001 } | 0 } | clusters[0].endpoints[0].address | port 0
-address: 127.0.0.1:9001 | address: localhost:9001 | clusters[0].endpoints[0].address | (no DNS names)
+address: 127.0.0.1:9001 | address: localhost:9001 | clusters[0].endpoints[0].address | set the cluster's `type: strict_dns`
 endpoints:\n      - { address: 127.0.0.1:9001 } | endpoints: [] | clusters[0].endpoints | at least one endpoint
 - name: c\n | - name: c\n    connect_timeout: 5\n | clusters[0].connect_timeout | invalid duration "5"
 - name: c\n | - name: c\n    response_timeout: 0s\n | clusters[0].response_timeout | must be greater than zero

@@ -7,6 +7,9 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[path = "dns_check.rs"]
+mod dns_check;
+
 use super::file::*;
 use super::*;
 use crate::tls::{self, ClientAuth, ClientSettings, ServedCertificate, ServerSettings};
@@ -560,11 +563,24 @@ fn cluster(
     if cl.endpoints.is_empty() {
         c.err(&p("endpoints"), "at least one endpoint is required");
     }
+    let dns = match dns_check::cluster_type(c, cl, &p("type")) {
+        ClusterType::StrictDns => Some(dns_check::discovery(c, cl, ci)),
+        ClusterType::Static => {
+            dns_check::no_dns_keys(c, cl, ci);
+            None
+        }
+    };
+    // A strict_dns cluster's endpoints are names, resolved on the control side.
+    let statics = if dns.is_some() {
+        &[][..]
+    } else {
+        &cl.endpoints[..]
+    };
     let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
     let mut endpoints = Vec::new();
-    for (ei, e) in cl.endpoints.iter().enumerate() {
+    for (ei, e) in statics.iter().enumerate() {
         let p = |field: &str| format!("clusters[{ci}].endpoints[{ei}].{field}");
-        let address = c.address(&e.address, &p("address"));
+        let address = dns_check::static_address(c, &e.address, &p("address"));
         match address {
             Some(a) if a.port() == 0 => c.err(&p("address"), "port 0 cannot be connected to"),
             Some(a) => {
@@ -698,6 +714,7 @@ fn cluster(
         outlier_detection,
         retry_budget,
         endpoints,
+        dns,
     }
 }
 

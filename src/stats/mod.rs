@@ -8,7 +8,10 @@
 //! histograms ([`LocalHistogram`]), folded into the registry once a second off the request path
 //! and merged across cores by adding histograms (never by averaging percentiles).
 
+mod dns;
 mod render;
+
+pub use dns::DnsStats;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -288,6 +291,8 @@ pub struct ClusterStats {
     /// endpoints' `upstream_rq_timeout`, connect timeouts their `upstream_cx_connect_timeout`.
     pub upstream_rq_route_timeout: Counter,
     pub upstream_rq_idle_timeout: Counter,
+    /// Endpoint discovery (strict_dns lookups, membership): worker 0's alone is written.
+    pub dns: DnsStats,
 }
 
 impl ClusterStats {

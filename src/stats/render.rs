@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use super::{
-    ClusterStats, EndpointStats, Field, HistKey, Latency, ListenerStats, Registry, TlsStats,
-    WorkerStats, lock,
+    ClusterStats, DnsStats, EndpointStats, Field, HistKey, Latency, ListenerStats, Registry,
+    TlsStats, WorkerStats, lock,
 };
 
 /// How the stats are written.
@@ -257,6 +257,14 @@ impl Registry {
             let prefix = format!("cluster.{cluster}");
             let fields = &ClusterStats::FIELDS;
             c.fields(&prefix, "coregate_cluster", &labels, fields, per_worker);
+            let dns: Vec<&DnsStats> = per_worker.iter().map(|s| &s.dns).collect();
+            c.fields(
+                &prefix,
+                "coregate_cluster",
+                &labels,
+                &DnsStats::FIELDS,
+                &dns,
+            );
         }
         drop(own);
         drop(clusters);

@@ -224,9 +224,17 @@ pub struct HttpUpstreamBuilder {
     routes: Vec<(String, Reply)>,
     keep_alive: bool,
     header_read_timeout: Option<Duration>,
+    bind: Option<SocketAddr>,
 }
 
 impl HttpUpstreamBuilder {
+    /// Binds this address instead of 127.0.0.1:0 (e.g. another loopback address on a port
+    /// already known).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = Some(addr);
+        self
+    }
+
     /// Name put in the default body (`"{name}\n"`) and the `x-upstream` header. Default "upstream".
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -257,7 +265,10 @@ impl HttpUpstreamBuilder {
 
     /// Binds 127.0.0.1:0 and starts serving on a new thread. Ready when this returns.
     pub fn start(self) -> HttpUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("HttpUpstream: bind 127.0.0.1:0");
+        let at = self
+            .bind
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = TcpListener::bind(at).expect("HttpUpstream: bind");
         listener
             .set_nonblocking(true)
             .expect("HttpUpstream: set_nonblocking");
@@ -318,6 +329,7 @@ impl HttpUpstream {
             routes: Vec::new(),
             keep_alive: true,
             header_read_timeout: None,
+            bind: None,
         }
     }
 
