@@ -157,7 +157,7 @@ impl RouteTable {
         };
         let accept = |i: u32| self.routes.get(i as usize).is_some_and(|r| r.matches(req));
         // Cheapest first, so the costly regexes run only below the best index found so far.
-        let mut best = radix.first_literal(req.path, accept).unwrap_or(u32::MAX);
+        let (mut best, mut regexes) = radix.first_literal(req.path, accept);
         if let Some(&i) = self
             .side
             .iter()
@@ -166,7 +166,7 @@ impl RouteTable {
         {
             best = i;
         }
-        if let Some(i) = radix.first_regex(req.path, best, accept) {
+        if let Some(i) = regexes.first_match(radix, req.path, best, accept) {
             best = i;
         }
         self.routes.get(best as usize)
@@ -181,7 +181,6 @@ impl RouteTable {
 #[derive(Debug, Clone)]
 struct Radix {
     nodes: Vec<Node>,
-    has_regex: bool,
 }
 
 /// Regex candidates gathered on the stack for one lookup (more fall back to walk order).
@@ -202,14 +201,12 @@ impl Radix {
     fn build(routes: &[Route]) -> Radix {
         let mut radix = Radix {
             nodes: vec![Node::default()],
-            has_regex: false,
         };
         for (i, r) in routes.iter().enumerate() {
             if let Some(key) = r.index_key() {
                 let node = radix.insert(key);
                 if matches!(r.path, PathMatch::Regex(_)) {
                     radix.nodes[node].regexes.push(i as u32);
-                    radix.has_regex = true;
                 } else {
                     radix.nodes[node].routes.push(i as u32);
                 }
@@ -293,9 +290,11 @@ impl Radix {
         }
     }
 
-    /// The smallest literal route index filed along `path` that passes `accept`.
-    fn first_literal(&self, path: &[u8], accept: impl Fn(u32) -> bool) -> Option<u32> {
+    /// The smallest literal route index filed along `path` that passes `accept` (u32::MAX for
+    /// none), and the regex routes met on the way below it, in one walk.
+    fn first_literal(&self, path: &[u8], accept: impl Fn(u32) -> bool) -> (u32, RegexCandidates) {
         let mut best = u32::MAX;
+        let mut regexes = RegexCandidates::default();
         self.walk(path, |node| {
             if let Some(&i) = node
                 .routes
@@ -305,34 +304,43 @@ impl Radix {
             {
                 best = i;
             }
-        });
-        (best != u32::MAX).then_some(best)
-    }
-
-    /// The smallest regex route index below `below` filed along `path` that passes `accept`:
-    /// the candidates are tried in config order, so the first that matches ends the search.
-    fn first_regex(&self, path: &[u8], below: u32, accept: impl Fn(u32) -> bool) -> Option<u32> {
-        if !self.has_regex {
-            return None;
-        }
-        let mut found = [0u32; REGEX_CANDIDATES];
-        let mut count = 0;
-        let mut overflow = false;
-        self.walk(path, |node| {
-            for &i in node.regexes.iter().take_while(|&&i| i < below) {
-                match found.get_mut(count) {
+            for &i in node.regexes.iter().take_while(|&&i| i < best) {
+                match regexes.found.get_mut(regexes.count) {
                     Some(slot) => {
                         *slot = i;
-                        count += 1;
+                        regexes.count += 1;
                     }
-                    None => overflow = true,
+                    None => regexes.overflow = true,
                 }
             }
         });
-        if overflow {
+        (best, regexes)
+    }
+}
+
+/// Regex routes along one path, gathered on the stack (allocation-free).
+#[derive(Default)]
+struct RegexCandidates {
+    found: [u32; REGEX_CANDIDATES],
+    count: usize,
+    /// More than fit: they are found again by a second walk.
+    overflow: bool,
+}
+
+impl RegexCandidates {
+    /// The smallest candidate below `below` that passes `accept`: tried in config order, so
+    /// the first that matches ends the search.
+    fn first_match(
+        &mut self,
+        radix: &Radix,
+        path: &[u8],
+        below: u32,
+        accept: impl Fn(u32) -> bool,
+    ) -> Option<u32> {
+        if self.overflow {
             // Rare (over 16 regexes along one path): every candidate, in walk order.
             let mut best = below;
-            self.walk(path, |node| {
+            radix.walk(path, |node| {
                 if let Some(&i) = node
                     .regexes
                     .iter()
@@ -344,9 +352,13 @@ impl Radix {
             });
             return (best != below).then_some(best);
         }
-        let found = &mut found[..count];
+        let found = &mut self.found[..self.count];
         found.sort_unstable();
-        found.iter().copied().find(|&i| accept(i))
+        found
+            .iter()
+            .copied()
+            .take_while(|&i| i < below)
+            .find(|&i| accept(i))
     }
 }
 
