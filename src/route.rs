@@ -617,6 +617,24 @@ mod tests {
         }
     }
 
+    /// More regex candidates along one path than the stack holds: still the first in order.
+    #[test]
+    fn many_regexes_along_one_path_keep_config_order() {
+        let mut routes: Vec<config::Route> = (0..20)
+            .map(|i| {
+                let mut r = prefix("/", i);
+                let re = format!("/a/.*{}", 19 - i);
+                r.path = PathMatch::Regex(crate::route_match::Pattern::new(&re).expect("valid"));
+                r
+            })
+            .collect();
+        routes.push(prefix("/", 99));
+        let r = Router::new(&[vhost("a", &["*"], routes)]);
+        assert_eq!(cluster(&r, "a", "/a/x5", Method::GET), Some(14));
+        assert_eq!(cluster(&r, "a", "/a/x19", Method::GET), Some(0));
+        assert_eq!(cluster(&r, "a", "/a/x", Method::GET), Some(99));
+    }
+
     #[test]
     fn no_fallback_means_no_match() {
         let r = Router::new(&[vhost("a", &["a.com"], vec![prefix("/", 1)])]);
