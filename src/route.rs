@@ -112,9 +112,12 @@ const LINEAR_MAX: usize = 8;
 /// A `safe_regex` route is filed under its pattern's literal prefix (`/api/v[0-9]+/` under
 /// `/api/v`), so it runs only for paths the walk passes through there: scanning the 100 regex
 /// routes of a 10,000-route table for every request would cost ~100 x 20-40 ns = 2-4 µs, and a
-/// RegexSet still runs every pattern's automaton over the path. Patterns with no literal
-/// prefix land at the root and run for every request; keep them few. Case-insensitive literals
-/// are in a side list scanned in order (a few ns each).
+/// RegexSet still runs every pattern's automaton over the path. Regexes are tried last, in
+/// config order, only below the best literal match, so a typical lookup runs none or one
+/// (`cargo bench --bench route -- route/mixed`: 146-197 ns without a regex run, ~245 ns with
+/// one, on a loaded 2-core machine). Patterns with no literal prefix sit at the root: they run
+/// for every request no earlier route answers; keep them few. Case-insensitive literals are in
+/// a side list scanned in order (a few ns each).
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     routes: Box<[Route]>,
