@@ -30,7 +30,9 @@ impl Pattern {
     /// Compiles `source` anchored at both ends, within the size limits. The error is one line.
     pub fn new(source: &str) -> Result<Pattern, String> {
         // Parsed alone first: wrapped in `^(?:...)$`, an unbalanced `a)|(b` would parse.
+        // utf8(false): the same syntax regex::bytes accepts (e.g. `(?-u:.)`).
         let hir = regex_syntax::ParserBuilder::new()
+            .utf8(false)
             .build()
             .parse(source)
             .map_err(|e| match e {
