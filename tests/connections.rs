@@ -10,6 +10,7 @@ use std::time::Duration;
 use support::client::{RawClient, raw_exchange};
 use support::gateway::{TestGateway, simple_config, single_host_config};
 use support::harness::{T, exchange, expect_status_and_close};
+use support::process::Coregate;
 use support::upstream::{HttpUpstream, Reply};
 
 fn gateway(limits: &str) -> (HttpUpstream, TestGateway) {
@@ -236,25 +237,55 @@ fn burst_larger_than_the_buffer_ring_is_served_in_full() {
     // More requests arrive at once than the core's ring has buffers (256): the heads that find
     // the ring empty are read into the connections' own buffers, and every request is answered.
     // The gateway answers them itself (no route for this host), so that the burst tests the
-    // gateway's reads, not how fast a test upstream accepts.
+    // gateway's reads, not how fast a test upstream accepts. To make the burst outrun the core
+    // whatever the machine's load, the gateway (a child process) is stopped while the requests
+    // are sent: on SIGCONT its core finds every receive complete at once.
     let (up, _) = gateway("{}");
-    let gw = TestGateway::start(&single_host_config("only.example", up.addr()));
+    let yaml = format!(
+        "admin: {{ address: \"127.0.0.1:0\" }}\n{}",
+        single_host_config("only.example", up.addr())
+    );
+    let gw = Coregate::start(&yaml);
+    let addr = gw.listener("main");
+    let admin: std::net::SocketAddr = {
+        let line = gw.wait_for("admin listening", T);
+        let word = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("address="));
+        word.expect("admin address").parse().expect("admin address")
+    };
     const BURST: usize = 600;
-    let exhausted = || gw.gateway.registry().workers()[0].ring_exhausted.get();
-    for round in 0..3 {
-        let mut clients: Vec<RawClient> = (0..BURST).map(|_| RawClient::connect(gw.addr)).collect();
-        for c in &mut clients {
-            c.send(b"GET /a HTTP/1.1\r\nHost: elsewhere\r\n\r\n");
-        }
-        for (i, c) in clients.iter_mut().enumerate() {
-            let r = c
-                .try_read_response(T)
-                .unwrap_or_else(|e| panic!("round {round}, client {i}: {e}"));
-            assert_eq!(r.status, 404, "round {round}, client {i}");
-        }
-        if exhausted() > 0 {
-            return;
-        }
+    const REQUEST: &[u8] = b"GET /a HTTP/1.1\r\nHost: elsewhere\r\n\r\n";
+    let mut clients: Vec<RawClient> = (0..BURST).map(|_| RawClient::connect(addr)).collect();
+    // One exchange each first: every connection is accepted and waits with its receive armed.
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(REQUEST);
+        let r = c
+            .try_read_response(T)
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert_eq!(r.status, 404, "client {i}");
     }
-    panic!("three bursts of {BURST} never emptied the ring: the fallback went untested");
+    gw.signal(libc::SIGSTOP);
+    for c in &mut clients {
+        c.send(REQUEST);
+    }
+    gw.signal(libc::SIGCONT);
+    for (i, c) in clients.iter_mut().enumerate() {
+        let r = c
+            .try_read_response(T)
+            .unwrap_or_else(|e| panic!("burst, client {i}: {e}"));
+        assert_eq!(r.status, 404, "burst, client {i}");
+    }
+    let stats = raw_exchange(
+        admin,
+        b"GET /stats?filter=ring_exhausted HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        T,
+    );
+    let text = String::from_utf8_lossy(&stats.bytes).into_owned();
+    let exhausted: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("worker.0.ring_exhausted: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no worker.0.ring_exhausted in {text:?}"));
+    assert!(exhausted > 0, "the burst never emptied the ring: {text}");
 }
