@@ -12,6 +12,7 @@ use bytes::Bytes;
 use coregate::config;
 use support::client::{ParsedResponse, RawClient, raw_exchange};
 use support::gateway::{TestGateway, retry_config};
+use support::h2origin::H2Origin;
 use support::harness::T;
 use support::upstream::{HttpUpstream, Recorded, Reply};
 
@@ -457,71 +458,12 @@ clusters:
     assert_eq!(got.len(), want.len(), "{got:#?}");
 }
 
-/// An HTTP/2 (h2c) upstream that records each request's headers and answers `status` with
-/// `x-origin-a: a`.
-struct H2Origin {
-    addr: SocketAddr,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<http::HeaderMap>>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl H2Origin {
-    fn start(status: u16) -> H2Origin {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let record = seen.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let accept = async {
-                    while let Ok((tcp, _)) = listener.accept().await {
-                        let record = record.clone();
-                        tokio::spawn(async move {
-                            let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                                return;
-                            };
-                            while let Some(Ok((req, mut respond))) = conn.accept().await {
-                                record.lock().expect("lock").push(req.headers().clone());
-                                let res = http::Response::builder()
-                                    .status(status)
-                                    .header("x-origin-a", "a")
-                                    .body(())
-                                    .expect("response");
-                                if let Ok(mut s) = respond.send_response(res, false) {
-                                    let _ = s.send_data(Bytes::from_static(b"h2"), true);
-                                }
-                            }
-                        });
-                    }
-                };
-                tokio::select! {
-                    _ = accept => {}
-                    _ = stopped => {}
-                }
-            });
-        });
-        H2Origin {
-            addr,
-            seen,
-            _stop: stop,
-        }
-    }
-
-    fn seen(&self) -> Vec<http::HeaderMap> {
-        self.seen.lock().expect("lock").clone()
-    }
-}
-
 #[test]
 fn http2_upstreams_get_the_request_edits_and_a_retry_edits_again() {
-    let (good, bad) = (H2Origin::start(200), H2Origin::start(503));
+    let (good, bad) = (
+        H2Origin::start(200, "h2", ORIGIN_HEADERS),
+        H2Origin::start(503, "h2", ORIGIN_HEADERS),
+    );
     let policy = "{ retry_on: [5xx], num_retries: 1 }";
     let yaml = retry_config(good.addr, bad.addr, policy, "    protocol: http2", false).replace(
         &format!("retry_policy: {policy} }}\n"),
@@ -558,13 +500,21 @@ fn http2_upstreams_get_the_request_edits_and_a_retry_edits_again() {
             .map(|v| v.to_str().unwrap_or("?").to_owned())
             .collect()
     };
-    let tried = bad.seen();
+    let tried = headers_seen(&bad);
     assert!(!tried.is_empty(), "the bad endpoint was never tried");
-    for (origin, seen) in [(&bad, tried), (&good, good.seen())] {
+    for (origin, seen) in [(&bad, tried), (&good, headers_seen(&good))] {
         for h in seen {
             assert_eq!(values(&h, "x-upstream"), [origin.addr.to_string()]);
             assert_eq!(values(&h, "x-static"), ["s"]);
             assert!(h.get("x-secret").is_none());
         }
     }
+}
+
+/// The response header the HTTP/2 origins add (the response edits must keep it).
+const ORIGIN_HEADERS: &[(&str, &str)] = &[("x-origin-a", "a")];
+
+/// The headers of each request an HTTP/2 origin saw.
+fn headers_seen(origin: &H2Origin) -> Vec<http::HeaderMap> {
+    origin.seen().into_iter().map(|r| r.headers).collect()
 }

@@ -13,6 +13,7 @@ use coregate::config;
 use coregate::stats::ListenerStats;
 use support::client::{Body, HttpClient, Resp};
 use support::gateway::TestGateway;
+use support::h2origin::H2Origin;
 use support::harness::T;
 use support::tls::Dir;
 use support::upstream::HttpUpstream;
@@ -518,77 +519,12 @@ fn config_errors_name_their_field() {
 
 // ---------------------------------------------------------------- HTTP/2 and retries
 
-/// An h2c origin that records each request's `:authority` and path (with query), and answers
-/// 200 with `name`.
-struct H2Origin {
-    addr: SocketAddr,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
 }
-
-impl H2Origin {
-    fn start(name: &'static str) -> H2Origin {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let record = seen.clone();
-        std::thread::spawn(move || {
-            runtime().block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let accept = async {
-                    while let Ok((tcp, _)) = listener.accept().await {
-                        let record = record.clone();
-                        tokio::spawn(async move {
-                            let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                                return;
-                            };
-                            while let Some(Ok((req, mut respond))) = conn.accept().await {
-                                let uri = req.uri();
-                                let authority = uri.authority().map_or("", |a| a.as_str());
-                                let path = uri.path_and_query().map_or("", |p| p.as_str());
-                                let entry = (authority.to_owned(), path.to_owned());
-                                record.lock().expect("lock").push(entry);
-                                let res = http::Response::builder()
-                                    .status(200)
-                                    .body(())
-                                    .expect("response");
-                                if let Ok(mut s) = respond.send_response(res, false) {
-                                    let _ = s.send_data(
-                                        bytes::Bytes::from_static(name.as_bytes()),
-                                        true,
-                                    );
-                                }
-                            }
-                        });
-                    }
-                };
-                tokio::select! {
-                    _ = accept => {}
-                    _ = stopped => {}
-                }
-            });
-        });
-        H2Origin {
-            addr,
-            seen,
-            _stop: stop,
-        }
-    }
-
-    fn seen(&self) -> Vec<(String, String)> {
-        self.seen.lock().expect("lock").clone()
-    }
-}
-
 /// Sends `GET path` with `:authority` `host` over h2c and returns the status, the headers
 /// and the body.
 async fn h2_get(addr: SocketAddr, path: &str, host: &str) -> (u16, http::HeaderMap, Vec<u8>) {
@@ -615,7 +551,7 @@ async fn h2_get(addr: SocketAddr, path: &str, host: &str) -> (u16, http::HeaderM
 
 #[test]
 fn rewrites_reach_an_http2_upstream_and_http2_clients_get_direct_responses() {
-    let origin = H2Origin::start("h2");
+    let origin = H2Origin::start(200, "h2", &[]);
     let yaml = format!(
         "workers: 1
 listeners:
@@ -650,7 +586,12 @@ clusters:
         ("inside.example".to_owned(), "/v2/x?q=1".to_owned()),
         (origin.addr.to_string(), "/auto".to_owned()),
     ];
-    assert_eq!(origin.seen(), want);
+    let seen: Vec<(String, String)> = origin
+        .seen()
+        .iter()
+        .map(|r| r.authority_and_path())
+        .collect();
+    assert_eq!(seen, want);
     let (status, headers, body) = rt.block_on(h2_get(gw.addr, "/gone", "app.test"));
     assert_eq!((status, body.as_slice()), (410, &b"gone"[..]));
     assert_eq!(

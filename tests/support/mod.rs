@@ -5,6 +5,7 @@ pub mod client;
 pub mod gateway;
 pub mod grpc;
 pub mod h2frames;
+pub mod h2origin;
 pub mod harness;
 pub mod process;
 pub mod tls;
