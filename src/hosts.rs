@@ -53,6 +53,10 @@ impl HostIndex {
     /// The index for an authority (a Host value or an SNI name; port and case ignored), or the
     /// default's.
     pub fn find(&self, authority: &[u8]) -> Option<u32> {
+        if self.exact.is_empty() && self.suffixes.is_empty() {
+            // Only a default (a single `*` virtual host, common at an edge): nothing to read.
+            return self.fallback;
+        }
         let mut buf = [0u8; MAX_HOST];
         match normalize_host(authority, &mut buf) {
             Some(host) => self

@@ -80,6 +80,18 @@ impl Route {
             && (self.rules.is_empty() || self.rules.accepts(req))
     }
 
+    /// Whether `path`, known to start with this route's index key followed by `rest`,
+    /// matches the path specifier (for a literal route the key is the whole literal).
+    #[inline]
+    fn fits_after_key(&self, path: &[u8], rest: &[u8]) -> bool {
+        match &self.path {
+            PathMatch::Prefix(_) => true,
+            PathMatch::Exact(_) => rest.is_empty(),
+            PathMatch::SeparatedPrefix(_) => matches!(rest.first(), None | Some(b'/' | b'?')),
+            PathMatch::Regex(r) => r.is_match(path),
+        }
+    }
+
     /// The bytes the route index files this route under, or None when it cannot be indexed
     /// (a case-insensitive literal: the index walk compares bytes exactly).
     fn index_key(&self) -> Option<&[u8]> {
@@ -128,9 +140,10 @@ const LINEAR_MAX: usize = 8;
 /// routes of a 10,000-route table for every request would cost ~100 x 20-40 ns = 2-4 µs, and a
 /// RegexSet still runs every pattern's automaton over the path. Regexes are tried last, in
 /// config order, only below the best literal match, so a typical lookup runs none or one
-/// (`cargo bench --bench route -- route/mixed`: 146-197 ns without a regex run, ~245 ns with
-/// one, on a loaded 2-core machine). Patterns with no literal prefix sit at the root: they run
-/// for every request no earlier route answers; keep them few. Case-insensitive literals are in
+/// (`cargo bench --bench route -- route/mixed`, quiet machine: 78-108 ns without a regex run,
+/// ~144 ns with one). Patterns with no literal prefix sit at the root: they are checked for
+/// every request no earlier route answers (a path that lacks their literal suffixes is refused
+/// without running them: route_match::Pattern); keep them few. Case-insensitive literals are in
 /// a side list scanned in order (a few ns each).
 #[derive(Debug, Clone)]
 pub struct RouteTable {
@@ -173,8 +186,14 @@ impl RouteTable {
             return self.routes.iter().find(|r| r.matches(req));
         };
         let accept = |i: u32| self.routes.get(i as usize).is_some_and(|r| r.matches(req));
+        // The walk has compared the literal: only what follows it is left to check.
+        let accept_literal = |i: u32, rest: &[u8]| {
+            self.routes
+                .get(i as usize)
+                .is_some_and(|r| r.fits_after_key(req.path, rest) && r.accepts(req))
+        };
         // Cheapest first, so the costly regexes run only below the best index found so far.
-        let (mut best, mut regexes) = radix.first_literal(req.path, accept);
+        let (mut best, mut regexes) = radix.first_literal(req.path, accept_literal);
         if let Some(&i) = self
             .side
             .iter()
@@ -192,21 +211,47 @@ impl RouteTable {
 
 /// A radix tree over route paths. Every route's key (its path literal, or its regex's literal
 /// prefix) ends at a node, which lists the routes (by config index, ascending) filed there;
-/// each candidate is then checked in full (exact length, separator, regex, other matchers).
-/// Regex routes are listed apart: they are tried last, only below the best literal match, in
-/// config order, so a typical lookup runs one regex at most (each run is ~20-100 ns).
+/// each candidate is then checked in full (exact length, separator, other matchers). Regex
+/// routes are listed apart: they are tried last, only below the best literal match, in config
+/// order, so a typical lookup runs one regex at most.
+///
+/// Built as a tree of nodes, then frozen into flat arrays (node records, edge bytes, labels,
+/// route lists): a lookup touches a few contiguous arrays instead of five heap blocks per node,
+/// finds the child by a short linear scan of its first bytes (at most one per byte value, ~10
+/// for the digits of numbered resources: cheaper than a binary search's dependent loads) and
+/// compares labels inline. `route/routes/prefix-middle/10000`: 119 -> 60 ns (see README).
 #[derive(Debug, Clone)]
 struct Radix {
-    nodes: Vec<Node>,
+    nodes: Box<[Flat]>,
+    /// Every node's label, back to back.
+    labels: Box<[u8]>,
+    /// Per node, its children's first label bytes (in any order) and the children themselves.
+    edge_bytes: Box<[u8]>,
+    edge_nodes: Box<[u32]>,
+    /// Per node, its literal routes then its regex routes, each ascending.
+    ids: Box<[u32]>,
+}
+
+/// A node of the frozen tree: where its parts are in the radix's arrays.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flat {
+    label_at: u32,
+    label_len: u32,
+    edges_at: u32,
+    edges_len: u32,
+    ids_at: u32,
+    routes_len: u32,
+    regexes_len: u32,
 }
 
 /// Regex candidates gathered on the stack for one lookup (more fall back to walk order).
 const REGEX_CANDIDATES: usize = 16;
 
+/// A node of the tree while it is built.
 #[derive(Debug, Clone, Default)]
 struct Node {
     /// The bytes on the edge into this node.
-    label: Box<[u8]>,
+    label: Vec<u8>,
     /// First byte of each child's label, sorted, and the children in the same order.
     first: Vec<u8>,
     children: Vec<u32>,
@@ -214,114 +259,121 @@ struct Node {
     regexes: Vec<u32>,
 }
 
+/// What a walk shows of a node: the route lists filed there and the path after its key.
+struct Stop<'a> {
+    routes: &'a [u32],
+    regexes: &'a [u32],
+    rest: &'a [u8],
+}
+
 impl Radix {
     fn build(routes: &[Route]) -> Radix {
-        let mut radix = Radix {
-            nodes: vec![Node::default()],
-        };
+        let mut nodes = vec![Node::default()];
         for (i, r) in routes.iter().enumerate() {
             if let Some(key) = r.index_key() {
-                let node = radix.insert(key);
+                let node = insert(&mut nodes, key);
                 if matches!(r.path, PathMatch::Regex(_)) {
-                    radix.nodes[node].regexes.push(i as u32);
+                    nodes[node].regexes.push(i as u32);
                 } else {
-                    radix.nodes[node].routes.push(i as u32);
+                    nodes[node].routes.push(i as u32);
                 }
             }
         }
-        radix
+        Radix::freeze(&nodes)
     }
 
-    /// The node where `key` ends, splitting an edge or adding a leaf as needed.
-    fn insert(&mut self, key: &[u8]) -> usize {
-        let mut node = 0;
-        let mut rest = key;
-        while let Some(&b) = rest.first() {
-            match self.nodes[node].first.binary_search(&b) {
-                Err(at) => {
-                    let leaf = self.nodes.len();
-                    self.nodes.push(Node {
-                        label: rest.into(),
-                        ..Node::default()
-                    });
-                    self.nodes[node].first.insert(at, b);
-                    self.nodes[node].children.insert(at, leaf as u32);
-                    return leaf;
-                }
-                Ok(at) => {
-                    let child = self.nodes[node].children[at] as usize;
-                    let label = &self.nodes[child].label;
-                    let common = label.iter().zip(rest).take_while(|(a, b)| a == b).count();
-                    if common < label.len() {
-                        // Split the edge: a middle node takes the common part.
-                        let middle = self.nodes.len();
-                        let tail: Box<[u8]> = label[common..].into();
-                        let head: Box<[u8]> = label[..common].into();
-                        let tail_first = tail[0];
-                        self.nodes[child].label = tail;
-                        self.nodes.push(Node {
-                            label: head,
-                            first: vec![tail_first],
-                            children: vec![child as u32],
-                            ..Node::default()
-                        });
-                        self.nodes[node].children[at] = middle as u32;
-                        node = middle;
-                    } else {
-                        node = child;
-                    }
-                    rest = &rest[common..];
-                }
-            }
+    fn freeze(nodes: &[Node]) -> Radix {
+        let mut flat = Vec::with_capacity(nodes.len());
+        let (mut labels, mut edge_bytes, mut edge_nodes, mut ids) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for n in nodes {
+            flat.push(Flat {
+                label_at: labels.len() as u32,
+                label_len: n.label.len() as u32,
+                edges_at: edge_bytes.len() as u32,
+                edges_len: n.first.len() as u32,
+                ids_at: ids.len() as u32,
+                routes_len: n.routes.len() as u32,
+                regexes_len: n.regexes.len() as u32,
+            });
+            labels.extend_from_slice(&n.label);
+            edge_bytes.extend_from_slice(&n.first);
+            edge_nodes.extend_from_slice(&n.children);
+            ids.extend_from_slice(&n.routes);
+            ids.extend_from_slice(&n.regexes);
         }
-        node
+        Radix {
+            nodes: flat.into(),
+            labels: labels.into(),
+            edge_bytes: edge_bytes.into(),
+            edge_nodes: edge_nodes.into(),
+            ids: ids.into(),
+        }
     }
 
     /// Calls `visit` with each node along `path`, root first (the nodes whose key is a prefix
     /// of the path).
-    fn walk<'a>(&'a self, path: &[u8], mut visit: impl FnMut(&'a Node)) {
-        let Some(mut node) = self.nodes.first() else {
-            return;
-        };
+    #[inline]
+    fn walk<'a>(&'a self, path: &'a [u8], mut visit: impl FnMut(Stop<'a>)) {
+        let mut node = 0usize;
         let mut rest = path;
-        loop {
-            visit(node);
+        while let Some(n) = self.nodes.get(node) {
+            let ids = self.ids.get(n.ids_at as usize..).unwrap_or_default();
+            let (routes, ids) = ids.split_at(ids.len().min(n.routes_len as usize));
+            let regexes = ids.get(..n.regexes_len as usize).unwrap_or_default();
+            visit(Stop {
+                routes,
+                regexes,
+                rest,
+            });
             let Some(&b) = rest.first() else {
                 break;
             };
-            let Ok(at) = node.first.binary_search(&b) else {
+            let at = n.edges_at as usize;
+            let Some(edges) = self.edge_bytes.get(at..at + n.edges_len as usize) else {
                 break;
             };
-            let Some(child) = node
-                .children
-                .get(at)
-                .and_then(|&c| self.nodes.get(c as usize))
+            let Some(child) = edges
+                .iter()
+                .position(|&e| e == b)
+                .and_then(|k| self.edge_nodes.get(at + k))
+                .and_then(|&c| self.nodes.get(c as usize).map(|f| (c, f)))
             else {
                 break;
             };
-            match rest.strip_prefix(&*child.label) {
+            let (c, f) = child;
+            let label_at = f.label_at as usize;
+            let Some(label) = self.labels.get(label_at..label_at + f.label_len as usize) else {
+                break;
+            };
+            match strip(rest, label) {
                 Some(r) => rest = r,
                 None => break,
             }
-            node = child;
+            node = c as usize;
         }
     }
 
-    /// The smallest literal route index filed along `path` that passes `accept` (u32::MAX for
-    /// none), and the regex routes met on the way below it, in one walk.
-    fn first_literal(&self, path: &[u8], accept: impl Fn(u32) -> bool) -> (u32, RegexCandidates) {
+    /// The smallest literal route index filed along `path` that passes `accept` (given the
+    /// path after the route's key; u32::MAX for none), and the regex routes met on the way
+    /// below it, in one walk.
+    fn first_literal<'a>(
+        &'a self,
+        path: &'a [u8],
+        accept: impl Fn(u32, &[u8]) -> bool,
+    ) -> (u32, RegexCandidates) {
         let mut best = u32::MAX;
         let mut regexes = RegexCandidates::default();
-        self.walk(path, |node| {
-            if let Some(&i) = node
+        self.walk(path, |stop| {
+            if let Some(&i) = stop
                 .routes
                 .iter()
                 .take_while(|&&i| i < best)
-                .find(|&&i| accept(i))
+                .find(|&&i| accept(i, stop.rest))
             {
                 best = i;
             }
-            for &i in node.regexes.iter().take_while(|&&i| i < best) {
+            for &i in stop.regexes.iter().take_while(|&&i| i < best) {
                 match regexes.found.get_mut(regexes.count) {
                     Some(slot) => {
                         *slot = i;
@@ -333,6 +385,59 @@ impl Radix {
         });
         (best, regexes)
     }
+}
+
+/// `rest` without its leading `label`, or None when it does not start so. Labels are short
+/// (a few bytes to a path segment): a byte loop inline beats a call to memcmp.
+#[inline]
+fn strip<'a>(rest: &'a [u8], label: &[u8]) -> Option<&'a [u8]> {
+    let (head, tail) = rest.split_at_checked(label.len())?;
+    head.iter().zip(label).all(|(a, b)| a == b).then_some(tail)
+}
+
+/// The node where `key` ends, splitting an edge or adding a leaf as needed.
+fn insert(nodes: &mut Vec<Node>, key: &[u8]) -> usize {
+    let mut node = 0;
+    let mut rest = key;
+    while let Some(&b) = rest.first() {
+        match nodes[node].first.binary_search(&b) {
+            Err(at) => {
+                let leaf = nodes.len();
+                nodes.push(Node {
+                    label: rest.into(),
+                    ..Node::default()
+                });
+                nodes[node].first.insert(at, b);
+                nodes[node].children.insert(at, leaf as u32);
+                return leaf;
+            }
+            Ok(at) => {
+                let child = nodes[node].children[at] as usize;
+                let label = &nodes[child].label;
+                let common = label.iter().zip(rest).take_while(|(a, b)| a == b).count();
+                if common < label.len() {
+                    // Split the edge: a middle node takes the common part.
+                    let middle = nodes.len();
+                    let tail = label[common..].to_vec();
+                    let head = label[..common].to_vec();
+                    let tail_first = tail[0];
+                    nodes[child].label = tail;
+                    nodes.push(Node {
+                        label: head,
+                        first: vec![tail_first],
+                        children: vec![child as u32],
+                        ..Node::default()
+                    });
+                    nodes[node].children[at] = middle as u32;
+                    node = middle;
+                } else {
+                    node = child;
+                }
+                rest = &rest[common..];
+            }
+        }
+    }
+    node
 }
 
 /// Regex routes along one path, gathered on the stack (allocation-free).
@@ -357,8 +462,8 @@ impl RegexCandidates {
         if self.overflow {
             // Rare (over 16 regexes along one path): every candidate, in walk order.
             let mut best = below;
-            radix.walk(path, |node| {
-                if let Some(&i) = node
+            radix.walk(path, |stop| {
+                if let Some(&i) = stop
                     .regexes
                     .iter()
                     .take_while(|&&i| i < best)
