@@ -93,7 +93,7 @@ fn reload(gateway: &mut Gateway, path: &Path) {
             }
             info!(
                 generation = done.generation,
-                took_us = started.elapsed().as_micros() as u64,
+                took_us = (done.served_at - started).as_micros() as u64,
                 apply_us = done.took.as_micros() as u64,
                 "reloaded: {}",
                 done.changes

@@ -53,6 +53,8 @@ pub struct Reloaded {
     pub kept: Vec<String>,
     /// From the reload's start until every worker serves the new config.
     pub took: Duration,
+    /// When every worker served it (the old snapshot, freed after, is not counted).
+    pub served_at: Instant,
 }
 
 struct WorkerHandle {
@@ -298,6 +300,7 @@ impl Gateway {
         addresses.retain(|name, _| snapshot.listener(name).is_some());
 
         shared.apply(&snapshot, open, close)?;
+        let served_at = Instant::now();
         self.addresses = addresses;
         let generation = snapshot.generation;
         drop(shared);
@@ -306,7 +309,8 @@ impl Gateway {
             generation,
             changes,
             kept,
-            took: started.elapsed(),
+            took: served_at - started,
+            served_at,
         })
     }
 
