@@ -17,6 +17,16 @@ pub(super) struct RawLevel<'a> {
 
 /// Checks and compiles one level's edits; `prefix` is the level's path with a trailing `.`
 /// (or empty). None when the level edits nothing. Errors go to `err(path, reason)`.
+impl RawLevel<'_> {
+    /// No list given at all (most routes): nothing to check or build.
+    pub(super) fn is_unset(&self) -> bool {
+        self.request_add.is_none()
+            && self.request_remove.is_none()
+            && self.response_add.is_none()
+            && self.response_remove.is_none()
+    }
+}
+
 pub(super) fn level(
     raw: RawLevel<'_>,
     prefix: &str,

@@ -509,16 +509,16 @@ fn route(
         .map_or_else(Vec::new, |raw| {
             balance::hash_policy(c, raw, &format!("{rp}.route.hash_policy"))
         });
-    let header_edits = header_edits::level(
-        header_edits::RawLevel {
-            request_add: &r.request_headers_to_add,
-            request_remove: &r.request_headers_to_remove,
-            response_add: &r.response_headers_to_add,
-            response_remove: &r.response_headers_to_remove,
-        },
-        &format!("{rp}."),
-        &mut |path, why| c.err(path, why),
-    );
+    let edits = header_edits::RawLevel {
+        request_add: &r.request_headers_to_add,
+        request_remove: &r.request_headers_to_remove,
+        response_add: &r.response_headers_to_add,
+        response_remove: &r.response_headers_to_remove,
+    };
+    let header_edits = match edits.is_unset() {
+        true => None,
+        false => header_edits::level(edits, &format!("{rp}."), &mut |path, why| c.err(path, why)),
+    };
     Route {
         path,
         methods,
@@ -950,7 +950,7 @@ fn health_check(c: &mut Checker, h: &RawHealthCheck, cluster: &str, path: &str) 
     let p = |f: &str| format!("{path}.{f}");
     let kind = match (&h.http, &h.tcp) {
         (Some(http), None) => {
-            check_path(c, &http.path, &p("http.path"));
+            check_path(c, &http.path, || p("http.path"));
             let host = http.host.clone().unwrap_or_else(|| cluster.to_owned());
             if host.is_empty() || host.bytes().any(|b| b.is_ascii_control() || b == b' ') {
                 c.err(&p("http.host"), format!("invalid host {host:?}"));
@@ -1188,13 +1188,14 @@ fn upstream_alpn(
     }
 }
 
-fn check_path(c: &mut Checker, p: &str, path: &str) {
+/// `path` is called only for an error (most routes have none).
+fn check_path(c: &mut Checker, p: &str, path: impl FnOnce() -> String) {
     if !p.starts_with('/') {
-        c.err(path, format!("{p:?} must start with '/'"));
+        c.err(&path(), format!("{p:?} must start with '/'"));
     } else if p.bytes().any(|b| !b.is_ascii_graphic()) {
         // A request-target never carries these, so the route could never match.
         let why = format!("{p:?} has spaces or non-ASCII characters; percent-encode them");
-        c.err(path, why);
+        c.err(&path(), why);
     }
 }
 
@@ -1245,10 +1246,11 @@ pub(super) fn parse_method(raw: &str) -> Result<http::Method, String> {
 // ---------------------------------------------------------------- route actions
 
 /// A cluster named by a route: its index, or an error at `path` naming the known ones.
+/// `path` is called only for an error.
 fn cluster_ref(
     c: &mut Checker,
     name: &str,
-    path: &str,
+    path: impl FnOnce() -> String,
     index: &HashMap<&str, usize>,
     known: &str,
 ) -> usize {
@@ -1257,7 +1259,7 @@ fn cluster_ref(
             "" => format!("unknown cluster {name:?} (no clusters are defined)"),
             _ => format!("unknown cluster {name:?} (known: {known})"),
         };
-        c.err(path, why);
+        c.err(&path(), why);
         0
     })
 }
@@ -1311,7 +1313,7 @@ fn forward(
     use crate::action::{HostRewrite, Rewrite, WeightedClusters};
     let p = |field: &str| format!("{path}.{field}");
     let (cluster, weighted) = match (&f.cluster, &f.weighted_clusters) {
-        (Some(name), None) => (cluster_ref(c, name, &p("cluster"), index, known), None),
+        (Some(name), None) => (cluster_ref(c, name, || p("cluster"), index, known), None),
         (None, Some(w)) => {
             let mut clusters = Vec::new();
             if w.clusters.is_empty() {
@@ -1323,7 +1325,7 @@ fn forward(
             let mut seen: HashMap<&str, usize> = HashMap::new();
             for (i, wc) in w.clusters.iter().enumerate() {
                 let wp = p(&format!("weighted_clusters.clusters[{i}]"));
-                let ci = cluster_ref(c, &wc.name, &format!("{wp}.name"), index, known);
+                let ci = cluster_ref(c, &wc.name, || format!("{wp}.name"), index, known);
                 if let Some(first) = seen.insert(wc.name.as_str(), i) {
                     let why = format!("duplicate cluster {:?} (see clusters[{first}])", wc.name);
                     c.err(&format!("{wp}.name"), why);
