@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::future::{Either, select};
+use futures_util::future::{Either, LocalBoxFuture, select};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::{self, SendResponse};
 use h2::{Ping, PingPong, Reason, RecvStream, SendStream};
@@ -157,9 +157,10 @@ async fn run(client: &Rc<Client>, io: Transport, first: Option<Received>, option
             .get(client.slot.index.get())
             .and_then(|l| l.http.max_requests_per_connection),
     };
-    // The streams' futures held by their concrete type: FuturesUnordered keeps each inline in
-    // its task (one allocation per stream instead of a box and a task).
-    let mut streams = FuturesUnordered::new();
+    // Boxed, not held inline by their concrete type: FuturesUnordered keeps a stub task with
+    // room for one future, and a stream's future is ~6 KiB (an idle HTTP/2 connection measured
+    // 19.6 -> 26.5 KB with the futures inline).
+    let mut streams: FuturesUnordered<LocalBoxFuture<'static, StreamEnd>> = FuturesUnordered::new();
     let mut closing = pin!(slot.closed());
     let mut draining = false;
     loop {
@@ -169,15 +170,7 @@ async fn run(client: &Rc<Client>, io: Transport, first: Option<Received>, option
                 draining = true;
                 conn.graceful_shutdown();
             }
-            drive(
-                client,
-                &mut conn,
-                &mut streams,
-                serve_stream,
-                &mut state,
-                &mut ping,
-                cx,
-            )
+            drive(client, &mut conn, &mut streams, &mut state, &mut ping, cx)
         });
         if timer::within(wait, driven).await == Some(Driven::Over) {
             break;
@@ -279,11 +272,10 @@ enum Driven {
 }
 
 /// Polls the connection (which reads and writes frames) and its streams.
-fn drive<F: Future<Output = StreamEnd>>(
+fn drive(
     client: &Rc<Client>,
     conn: &mut server::Connection<H2Io, Bytes>,
-    streams: &mut FuturesUnordered<F>,
-    serve: fn(Rc<Client>, Request<RecvStream>, SendResponse<Bytes>) -> F,
+    streams: &mut FuturesUnordered<LocalBoxFuture<'static, StreamEnd>>,
     state: &mut ConnState,
     ping: &mut Option<PingPong>,
     cx: &mut Context<'_>,
@@ -322,7 +314,7 @@ fn drive<F: Future<Output = StreamEnd>>(
                 state.last_active = timer::now();
                 state.released = false;
                 state.release_at = None;
-                streams.push(serve(client.clone(), req, respond));
+                streams.push(Box::pin(serve_stream(client.clone(), req, respond)));
                 state.accepted = state.accepted.saturating_add(1);
                 if state.max_streams == Some(state.accepted) {
                     // The last stream this connection may carry: GOAWAY, the open ones finish.
