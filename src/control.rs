@@ -28,15 +28,20 @@ pub fn install() -> std::io::Result<Control> {
 }
 
 /// Serves signals until the gateway has shut down; returns the process exit code. `config`
-/// is the file SIGHUP re-reads (none for the built-in demo config).
-pub fn run(control: Control, gateway: Gateway, config: Option<PathBuf>) -> i32 {
+/// is the file SIGHUP re-reads (none for the built-in demo config), with the loader that read
+/// it at start (it keeps the parse of the sections that do not change).
+pub fn run(
+    control: Control,
+    gateway: Gateway,
+    mut config: Option<(PathBuf, config::Loader)>,
+) -> i32 {
     let mut signals = control.signals;
     let handle = signals.handle();
     let mut gateway = Some(gateway);
     for signal in signals.forever() {
         match signal {
-            SIGHUP => match (&mut gateway, &config) {
-                (Some(g), Some(path)) => reload(g, path),
+            SIGHUP => match (&mut gateway, &mut config) {
+                (Some(g), Some((path, loader))) => reload(g, path, loader),
                 (Some(_), None) => warn!("SIGHUP: serving the built-in config; nothing to reload"),
                 (None, _) => warn!("SIGHUP ignored: shutting down"),
             },
@@ -72,9 +77,9 @@ pub fn run(control: Control, gateway: Gateway, config: Option<PathBuf>) -> i32 {
 
 /// Re-reads `path` and switches every core to it, or logs why nothing changed. The time
 /// logged runs from the signal to the moment every core serves the new config.
-fn reload(gateway: &mut Gateway, path: &Path) {
+fn reload(gateway: &mut Gateway, path: &Path, loader: &mut config::Loader) {
     let started = std::time::Instant::now();
-    let config = match config::load(path) {
+    let config = match loader.load(path) {
         Ok(c) => c,
         Err(errors) => {
             gateway.registry().record_reload(false);

@@ -65,7 +65,13 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => load(&config).and_then(|c| serve(c, Some(config))),
+        Command::Run { config } => {
+            let mut loader = config::Loader::default();
+            match loader.load(&config) {
+                Ok(c) => serve(c, Some((config, loader))),
+                Err(errors) => Err(anyhow::anyhow!("invalid config:\n{errors}")),
+            }
+        }
         Command::Check { config } => check(&config),
         Command::Demo { config } => run_demo(config),
     };
@@ -91,8 +97,9 @@ fn check(path: &Path) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Serves `config` until a termination signal; SIGHUP re-reads `path` when there is one.
-fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<u8> {
+/// Serves `config` until a termination signal; SIGHUP re-reads the file of `reload` when there
+/// is one, with the loader that read it.
+fn serve(config: Config, reload: Option<(PathBuf, config::Loader)>) -> anyhow::Result<u8> {
     let admin_address = config.admin.as_ref().map(|a| a.address);
     for w in config.warnings() {
         warn!("{w}");
@@ -108,13 +115,16 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<u8> {
         admin::start(address, gateway.registry().clone(), gateway.published())
             .with_context(|| format!("cannot start the admin listener on {address}"))?;
     }
-    Ok(control::run(control, gateway, path) as u8)
+    Ok(control::run(control, gateway, reload) as u8)
 }
 
 fn run_demo(path: Option<PathBuf>) -> anyhow::Result<u8> {
     let tls_dir = std::env::temp_dir().join(format!("coregate-demo-{}", std::process::id()));
+    let mut loader = config::Loader::default();
     let config = match &path {
-        Some(path) => load(path)?,
+        Some(path) => loader
+            .load(path)
+            .map_err(|errors| anyhow::anyhow!("invalid config:\n{errors}"))?,
         None => {
             let yaml = demo::demo_config(&tls_dir)
                 .with_context(|| format!("cannot write the demo certificate in {tls_dir:?}"))?;
@@ -133,7 +143,7 @@ fn run_demo(path: Option<PathBuf>) -> anyhow::Result<u8> {
         };
         println!("coregate demo: try `{curl}` (repeat it: the answers alternate)");
     }
-    let code = serve(config, path);
+    let code = serve(config, path.map(|p| (p, loader)));
     let _ = std::fs::remove_dir_all(&tls_dir);
     code
 }

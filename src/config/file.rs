@@ -9,7 +9,7 @@ use serde::Deserialize;
 // Anything validate() can judge (durations, addresses, numbers with ranges) is kept in a
 // type serde cannot reject, so one bad value does not hide every error after it.
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) admin: Option<RawAdmin>,
@@ -619,7 +619,7 @@ fn shape(text: &str) -> Option<(String, String)> {
 
 impl RawConfig {
     /// Nothing set at all (an empty mapping, or a document that is only `~`).
-    fn is_blank(&self) -> bool {
+    pub(super) fn is_blank(&self) -> bool {
         self.admin.is_none()
             && self.workers.is_none()
             && self.limits.is_none()

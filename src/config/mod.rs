@@ -6,6 +6,7 @@ mod dns;
 mod dump;
 mod file;
 mod header_edits;
+mod sections;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -650,25 +651,44 @@ pub struct Endpoint {
 
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &file),
-        Err(e) => Err(ConfigErrors(vec![ConfigError {
-            file,
-            path: String::new(),
-            reason: format!("cannot read file: {e}"),
-        }])),
-    }
+    parse(&read(path, &file)?, &file)
 }
 
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
-    let raw = file::parse(text).map_err(|(path, reason)| {
-        ConfigErrors(vec![ConfigError {
-            file: file.to_owned(),
-            path,
-            reason,
-        }])
-    })?;
-    validate::validate(raw, file)
+    let raw = file::parse(text).map_err(|(path, reason)| one_error(file, path, reason))?;
+    validate::validate(&raw, file)
+}
+
+/// Loads one config file again and again (start, then each reload), parsing only the
+/// top-level sections whose text changed since the last load (config/sections.rs): a
+/// 10,000-route file whose routes stay is not parsed again. Validation runs over everything.
+#[derive(Default)]
+pub struct Loader {
+    sections: sections::Sections,
+}
+
+impl Loader {
+    pub fn load(&mut self, path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = read(path, &file)?;
+        let raw = (self.sections)
+            .parse(&text)
+            .map_err(|(path, reason)| one_error(&file, path, reason))?;
+        validate::validate(raw, &file)
+    }
+}
+
+fn read(path: &Path, file: &str) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path)
+        .map_err(|e| one_error(file, String::new(), format!("cannot read file: {e}")))
+}
+
+fn one_error(file: &str, path: String, reason: String) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        file: file.to_owned(),
+        path,
+        reason,
+    }])
 }
 
 // ---------------------------------------------------------------- summary

@@ -676,3 +676,84 @@ fn retry_policies_and_budgets_are_checked() {
     assert!(policy.retries_status(503) && !policy.retries_status(500));
     assert_eq!(c.clusters[0].retry_budget, RetryBudget::default());
 }
+
+/// Parses `text` with the section cache, and whole: both validate to the same config (or
+/// the same errors). Returns how many sections the cache parsed (usize::MAX: the whole file).
+fn sectioned(cache: &mut sections::Sections, text: &str) -> usize {
+    let whole = parse(text, "f.yaml");
+    let by_sections = cache
+        .parse(text)
+        .map_err(|(path, reason)| one_error("f.yaml", path, reason))
+        .and_then(|raw| validate::validate(raw, "f.yaml"));
+    assert_eq!(by_sections, whole, "{text}");
+    cache.parsed
+}
+
+#[test]
+fn a_reload_parses_only_the_sections_that_changed() {
+    let mut cache = sections::Sections::default();
+    let weights = |w: u32| FULL.replace("weight: 3", &format!("weight: {w}"));
+    assert_eq!(
+        sectioned(&mut cache, &weights(3)),
+        5,
+        "the first load parses every section"
+    );
+    assert_eq!(
+        sectioned(&mut cache, &weights(5)),
+        1,
+        "only `clusters` changed"
+    );
+    assert_eq!(sectioned(&mut cache, &weights(5)), 0);
+    let route = weights(5).replace("/healthz", "/health");
+    assert_eq!(sectioned(&mut cache, &route), 1, "only `listeners` changed");
+    // A key that goes away takes its default; one that comes back is parsed.
+    let no_limits: String = route
+        .lines()
+        .filter(|l| !l.starts_with("limits:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(sectioned(&mut cache, &no_limits), 0);
+    assert_eq!(sectioned(&mut cache, &route), 1);
+    // An error in a changed section is the whole file's error; the next good file is served.
+    let bad = route.replace("weight: 5", "weight: -1");
+    assert_eq!(sectioned(&mut cache, &bad), 1);
+    assert_eq!(sectioned(&mut cache, &route), 1);
+    let unknown = format!("{route}extra: 1\n");
+    assert_eq!(sectioned(&mut cache, &unknown), usize::MAX);
+}
+
+#[test]
+fn layouts_the_split_does_not_handle_are_parsed_whole() {
+    let mut cache = sections::Sections::default();
+    for text in [
+        // Compact sequences at column 0, comments and a leading document marker: split.
+        format!("---\n# comment\n{FULL}"),
+        BASE.replace("\n  - name: c\n    endpoints:", "\n- name: c\n  endpoints:"),
+        format!("# comment\n  # indented comment\n\n{BASE}"),
+        BASE.replace('\n', "\r\n"),
+    ] {
+        assert_ne!(sectioned(&mut cache, &text), usize::MAX, "{text}");
+    }
+    let anchored = FULL
+        .replace("max_idle_per_core: 128", "max_idle_per_core: &idle 128")
+        .replace("backlog: 1024", "backlog: *idle");
+    for text in [
+        // An alias of an anchor in another section.
+        anchored,
+        // Several documents, a directive, a repeated key, a quoted key, an indented top level,
+        // a top-level list, tabs.
+        format!("{FULL}---\n{FULL}"),
+        format!("%YAML 1.2\n---\n{FULL}"),
+        format!("{FULL}workers: 2\n"),
+        FULL.replace("\nworkers: auto", "\n\"workers\": auto"),
+        FULL.replace('\n', "\n  "),
+        "- a\n- b\n".to_owned(),
+        format!("\t{FULL}"),
+        String::new(),
+        "# only a comment\n".to_owned(),
+    ] {
+        assert_eq!(sectioned(&mut cache, &text), usize::MAX, "{text}");
+    }
+    // After a whole parse the cache starts over.
+    assert_eq!(sectioned(&mut cache, FULL), 5);
+}

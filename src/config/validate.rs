@@ -128,7 +128,7 @@ impl Checker {
 const NO_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
-pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigErrors> {
+pub(super) fn validate(raw: &RawConfig, file: &str) -> Result<Config, ConfigErrors> {
     let mut c = Checker {
         file: file.to_owned(),
         errors: Vec::new(),
@@ -136,11 +136,11 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
     let admin = raw.admin.as_ref().map(|a| Admin {
         address: c.address(&a.address, "admin.address").unwrap_or(NO_ADDR),
     });
-    let workers = match raw.workers {
+    let workers = match &raw.workers {
         None => Workers::Auto,
         Some(RawWorkers::Text(t)) if t == "auto" => Workers::Auto,
-        Some(RawWorkers::Int(n)) if (1..=1024).contains(&n) => {
-            Workers::Count(usize::try_from(n).unwrap_or(1))
+        Some(RawWorkers::Int(n)) if (1..=1024).contains(n) => {
+            Workers::Count(usize::try_from(*n).unwrap_or(1))
         }
         Some(RawWorkers::Int(n)) => {
             c.err("workers", format!("must be `auto` or 1..=1024, got {n}"));
@@ -259,6 +259,7 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
         let mut virtual_hosts = Vec::new();
         for (vi, v) in l.virtual_hosts.iter().enumerate() {
             let p = |field: &str| format!("listeners[{li}].virtual_hosts[{vi}].{field}");
+            let routes_path = p("routes");
             c.name(&v.name, &p("name"));
             if let Some(first) = vhost_names.insert(&v.name, vi) {
                 let why = format!(
@@ -289,7 +290,7 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
             }
             let mut routes = Vec::new();
             for (ri, r) in v.routes.iter().enumerate() {
-                let rp = p(&format!("routes[{ri}]"));
+                let rp = format!("{routes_path}[{ri}]");
                 routes.push(route(&mut c, r, &rp, &cluster_index, &known));
             }
             let redirect_to_https = v.redirect_to_https.unwrap_or(false);
@@ -1284,7 +1285,7 @@ fn route_action(
         );
     }
     match (&r.route, &r.redirect, &r.direct_response) {
-        (Some(f), None, None) => forward(c, f, matched, &format!("{rp}.route"), index, known),
+        (Some(f), None, None) => forward(c, f, matched, rp, index, known),
         (None, Some(red), None) => {
             let action = redirect(c, red, matched, &format!("{rp}.redirect"));
             (NO_CLUSTER, Action::Redirect(action))
@@ -1306,12 +1307,14 @@ fn forward(
     c: &mut Checker,
     f: &RawRouteAction,
     matched: &PathMatch,
-    path: &str,
+    rp: &str,
     index: &HashMap<&str, usize>,
     known: &str,
 ) -> (usize, Action) {
     use crate::action::{HostRewrite, Rewrite, WeightedClusters};
-    let p = |field: &str| format!("{path}.{field}");
+    // Formatted only for an error or a rewrite (most routes have neither).
+    let path = || format!("{rp}.route");
+    let p = |field: &str| format!("{rp}.route.{field}");
     let (cluster, weighted) = match (&f.cluster, &f.weighted_clusters) {
         (Some(name), None) => (cluster_ref(c, name, || p("cluster"), index, known), None),
         (None, Some(w)) => {
@@ -1356,19 +1359,22 @@ fn forward(
             (first, Some(WeightedClusters { clusters }))
         }
         (Some(_), Some(_)) => {
-            c.err(path, "set `cluster` or `weighted_clusters`, not both");
+            c.err(&path(), "set `cluster` or `weighted_clusters`, not both");
             (0, None)
         }
         (None, None) => {
-            c.err(path, "set `cluster` or `weighted_clusters`");
+            c.err(&path(), "set `cluster` or `weighted_clusters`");
             (0, None)
         }
     };
-    let path_rewrite = path_rewrite(c, &f.prefix_rewrite, &f.regex_rewrite, matched, path);
+    let path_rewrite = match (&f.prefix_rewrite, &f.regex_rewrite) {
+        (None, None) => None,
+        _ => path_rewrite(c, &f.prefix_rewrite, &f.regex_rewrite, matched, &path()),
+    };
     let host = match (&f.host_rewrite_literal, f.auto_host_rewrite) {
         (Some(_), Some(true)) => {
             let why = "set `host_rewrite_literal` or `auto_host_rewrite`, not both";
-            c.err(path, why);
+            c.err(&path(), why);
             HostRewrite::Keep
         }
         (Some(h), _) => {
