@@ -21,6 +21,20 @@ impl Stream for Transport {
         }
     }
 
+    async fn wait_pooled(&self) -> io::Result<Option<Received>> {
+        match self {
+            Transport::Plain(s) => s.wait_pooled().await,
+            Transport::Tls(s) => s.wait_pooled().await,
+        }
+    }
+
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.readable().await,
+            Transport::Tls(s) => s.readable().await,
+        }
+    }
+
     async fn read_some(&self, buf: &mut Vec<u8>, min_spare: usize) -> io::Result<usize> {
         match self {
             Transport::Plain(s) => s.read_some(buf, min_spare).await,

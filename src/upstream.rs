@@ -147,7 +147,7 @@ impl UpstreamConn {
     pub fn park(mut self) -> Result<UpstreamConn, Idle> {
         if self.armed.get_mut().is_none() {
             let stream = self.stream.clone();
-            let mut read: ArmedRead = Box::pin(async move { stream.read_pooled().await });
+            let mut read: ArmedRead = Box::pin(async move { stream.wait_pooled().await });
             // The first poll submits the receive.
             if let Poll::Ready(received) =
                 read.as_mut().poll(&mut Context::from_waker(Waker::noop()))

@@ -404,12 +404,14 @@ impl Worker {
             .sum()
     }
 
-    /// Once a second, forever: closes pooled upstream connections that outlived their idle
+    /// Once a second, forever: frees the spare I/O buffers no request needed in the last
+    /// second, closes pooled upstream connections that outlived their idle
     /// timeout or received anything while idle, and folds this core's latencies into the registry (the one lock, off the
     /// request path).
     pub async fn sweep(self: Rc<Self>) {
         loop {
             timer::sleep(SWEEP_INTERVAL).await;
+            rt::trim_buffers();
             let now = timer::now();
             for (pool, _, _, _) in self.pools.borrow().values() {
                 pool.evict_expired(now);
