@@ -259,7 +259,7 @@ pub mod api {
         let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let clusters = config.clusters.len();
         let carried = coregate::snapshot::Carried::default();
-        let snapshot = coregate::snapshot::Snapshot::compile(config, 1, &carried)
+        let snapshot = coregate::snapshot::Snapshot::compile(config, 1, &carried, None)
             .expect("a validated config compiles");
         for name in &names {
             assert!(

@@ -128,7 +128,8 @@ impl Gateway {
         let carried = Carried::default();
         let registry = Arc::new(Registry::new(count));
         carried.resolved.prepare(&config.clusters, &registry);
-        let snapshot = Arc::new(Snapshot::compile(config, 1, &carried).map_err(StartError::Tls)?);
+        let snapshot =
+            Arc::new(Snapshot::compile(config, 1, &carried, None).map_err(StartError::Tls)?);
 
         // sockets[worker] = [(listener name, socket)]
         let mut sockets: Vec<Vec<(String, StdListener)>> = (0..count).map(|_| Vec::new()).collect();
@@ -264,7 +265,7 @@ impl Gateway {
         // New or changed strict_dns clusters are resolved before they are served.
         (shared.carried.resolved).prepare(&config.clusters, &self.registry);
         let snapshot = Arc::new(
-            Snapshot::compile(config, old.generation + 1, &shared.carried)
+            Snapshot::compile(config, old.generation + 1, &shared.carried, Some(&old))
                 .map_err(ReloadError::Tls)?,
         );
 

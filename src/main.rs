@@ -136,7 +136,7 @@ fn run_demo(path: Option<PathBuf>) -> anyhow::Result<u8> {
     for (addr, (_, answer)) in services.iter().zip(demo::SERVICES) {
         info!(address = %addr, answer = answer.trim_end(), "demo service");
     }
-    for l in &config.listeners {
+    for l in config.listeners.iter() {
         let curl = match l.tls {
             Some(_) => format!("curl -k https://{}", l.address),
             None => format!("curl {}", l.address),

@@ -52,7 +52,10 @@ pub struct ListenerSpec {
     pub header_edits: Option<Arc<crate::header_edit::HeaderEdits>>,
     /// Some level's header value reads the connection's local address.
     pub needs_local_address: bool,
-    pub router: Router,
+    /// Shared with the previous snapshot when the listener's config is the one it was built
+    /// from (a reload that kept the validated listeners, config::Loader): building the route
+    /// index of 10,000 routes is a fifth of such a reload.
+    pub router: Arc<Router>,
 }
 
 /// The snapshot the workers serve, as the control side publishes it for the admin thread (off
@@ -91,11 +94,22 @@ fn needs_local_address(l: &crate::config::Listener) -> bool {
 impl Snapshot {
     /// Compiles a validated config. Fails only where building the TLS configs does (which
     /// validation has checked the material of); session ticket keys come from `tickets`, so
-    /// that tickets issued before a reload still resume after it.
-    pub fn compile(config: Config, generation: u64, carried: &Carried) -> Result<Snapshot, String> {
+    /// that tickets issued before a reload still resume after it. `previous`: the snapshot
+    /// served so far, whose route indexes are kept when the listeners are the same ones.
+    pub fn compile(
+        config: Config,
+        generation: u64,
+        carried: &Carried,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
         let tickets = &carried.tickets;
         let mut listeners = Vec::with_capacity(config.listeners.len());
-        for l in &config.listeners {
+        let kept = previous.filter(|p| Arc::ptr_eq(&p.config.listeners, &config.listeners));
+        for (i, l) in config.listeners.iter().enumerate() {
+            let router = match kept.and_then(|p| p.listeners.get(i)) {
+                Some(spec) if spec.name == l.name => spec.router.clone(),
+                _ => Arc::new(Router::new(&l.virtual_hosts)),
+            };
             let tls = match &l.tls {
                 Some(t) => Some(Arc::new(
                     ServerTls::new(&l.name, &t.server, tickets)
@@ -124,7 +138,7 @@ impl Snapshot {
                 request_id: l.request_id,
                 header_edits: l.header_edits.clone(),
                 needs_local_address: needs_local_address(l),
-                router: Router::new(&l.virtual_hosts),
+                router,
             });
         }
         let upstream_tls = config

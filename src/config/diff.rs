@@ -106,6 +106,36 @@ fn cluster_settings(c: &Cluster) -> Cluster {
 /// endpoints +1 -1 ~2", or "no changes".
 pub fn diff(old: &Config, new: &Config) -> String {
     let mut parts: Vec<String> = Vec::new();
+    // The listeners kept from the last load (config::Loader) are the same ones: nothing to
+    // compare (comparing 10,000 routes' virtual hosts took ~4% of a reload).
+    if !std::sync::Arc::ptr_eq(&old.listeners, &new.listeners) {
+        listener_parts(old, new, &mut parts);
+    }
+    let settings = |c: &Config| {
+        c.clusters
+            .iter()
+            .map(|cl| (cl.name.clone(), cluster_settings(cl)))
+            .collect::<Vec<_>>()
+    };
+    let clusters = Delta::of(settings(old), settings(new));
+    if !clusters.is_empty() {
+        parts.push(format!("clusters {}", clusters.names()));
+    }
+    let eps = Delta::of(endpoints(old), endpoints(new));
+    if !eps.is_empty() {
+        parts.push(format!("endpoints {}", eps.counts()));
+    }
+    if old.limits != new.limits {
+        parts.push("limits changed".to_owned());
+    }
+    if parts.is_empty() {
+        return "no changes".to_owned();
+    }
+    parts.join("; ")
+}
+
+/// What changed in the listeners, their TLS, virtual hosts and routes.
+fn listener_parts(old: &Config, new: &Config, parts: &mut Vec<String>) {
     // A listener changes with its socket (address, backlog) or its HTTP options (limits,
     // paths, trusted proxies); its vhosts are counted apart.
     let sockets = |c: &Config| {
@@ -144,27 +174,6 @@ pub fn diff(old: &Config, new: &Config) -> String {
         }
         parts.push(s);
     }
-    let settings = |c: &Config| {
-        c.clusters
-            .iter()
-            .map(|cl| (cl.name.clone(), cluster_settings(cl)))
-            .collect::<Vec<_>>()
-    };
-    let clusters = Delta::of(settings(old), settings(new));
-    if !clusters.is_empty() {
-        parts.push(format!("clusters {}", clusters.names()));
-    }
-    let eps = Delta::of(endpoints(old), endpoints(new));
-    if !eps.is_empty() {
-        parts.push(format!("endpoints {}", eps.counts()));
-    }
-    if old.limits != new.limits {
-        parts.push("limits changed".to_owned());
-    }
-    if parts.is_empty() {
-        return "no changes".to_owned();
-    }
-    parts.join("; ")
 }
 
 #[cfg(test)]

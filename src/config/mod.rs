@@ -17,6 +17,7 @@ pub use dns::{ClusterType, DnsDiscovery, DnsHost, LookupFamily};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::action::Action;
@@ -73,7 +74,9 @@ pub struct Config {
     /// Spans exported to a Zipkin-compatible collector; None: no tracing (incoming trace
     /// context is still continued and passed on).
     pub tracing: Option<Tracing>,
-    pub listeners: Vec<Listener>,
+    /// Shared: a reload that leaves the listeners' text alone keeps the validated listeners
+    /// (config::Loader), and a reload is compared and compiled faster when they are the same.
+    pub listeners: Arc<[Listener]>,
     pub clusters: Vec<Cluster>,
 }
 
@@ -656,25 +659,65 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     let raw = file::parse(text).map_err(|(path, reason)| one_error(file, path, reason))?;
-    validate::validate(&raw, file)
+    validate::validate(&raw, file, None)
 }
 
 /// Loads one config file again and again (start, then each reload), parsing only the
 /// top-level sections whose text changed since the last load (config/sections.rs): a
-/// 10,000-route file whose routes stay is not parsed again. Validation runs over everything.
+/// 10,000-route file whose routes stay is not parsed again. Nor are its listeners validated
+/// again when their text, the cluster names and the admin address are those of the last valid
+/// load and validating them reads no file (TLS certificates, direct_response bodies: their
+/// contents may have changed): a reload that changes a cluster's weights takes ~1 ms of
+/// validation instead of ~5 ms at 10,000 routes. Everything else is validated every time.
 #[derive(Default)]
 pub struct Loader {
     sections: sections::Sections,
+    valid: Option<(ListenerInputs, Arc<[Listener]>)>,
+}
+
+/// What validating the listeners depends on beyond their own text.
+#[derive(PartialEq)]
+struct ListenerInputs {
+    file: String,
+    admin: Option<String>,
+    clusters: Vec<String>,
+}
+
+impl ListenerInputs {
+    /// None when validating the listeners reads files.
+    fn of(raw: &file::RawConfig, file: &str) -> Option<ListenerInputs> {
+        let reads_files = raw.listeners.iter().any(|l| {
+            l.tls.is_some()
+                || (l.virtual_hosts.iter().flat_map(|v| &v.routes)).any(|r| {
+                    (r.direct_response.as_ref())
+                        .and_then(|d| d.body.as_ref())
+                        .is_some_and(|b| b.filename.is_some())
+                })
+        });
+        (!reads_files).then(|| ListenerInputs {
+            file: file.to_owned(),
+            admin: raw.admin.as_ref().map(|a| a.address.clone()),
+            clusters: raw.clusters.iter().map(|c| c.name.clone()).collect(),
+        })
+    }
 }
 
 impl Loader {
     pub fn load(&mut self, path: &Path) -> Result<Config, ConfigErrors> {
         let file = path.display().to_string();
         let text = read(path, &file)?;
-        let raw = (self.sections)
+        (self.sections)
             .parse(&text)
             .map_err(|(path, reason)| one_error(&file, path, reason))?;
-        validate::validate(raw, &file)
+        let unchanged = !self.sections.reparsed("listeners");
+        let raw = self.sections.raw();
+        let inputs = ListenerInputs::of(raw, &file);
+        let reuse = (self.valid.take())
+            .filter(|(was, _)| unchanged && inputs.as_ref() == Some(was))
+            .map(|(_, listeners)| listeners);
+        let config = validate::validate(raw, &file, reuse)?;
+        self.valid = inputs.map(|i| (i, config.listeners.clone()));
+        Ok(config)
     }
 }
 
@@ -709,7 +752,7 @@ impl Config {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         let mut out = Vec::new();
-        for l in &self.listeners {
+        for l in self.listeners.iter() {
             let Some(tls) = &l.tls else { continue };
             for (served, file) in tls.server.certificates.iter().zip(&tls.files) {
                 if let Some(w) = served.certificate.expiry_warning(now, EXPIRY_WARNING_DAYS) {
@@ -754,7 +797,7 @@ impl fmt::Display for Summary<'_> {
             hd(l.drain_timeout)
         )?;
         let limit = |v: Option<u64>| v.map_or("unlimited".to_owned(), |v| v.to_string());
-        for lis in &c.listeners {
+        for lis in c.listeners.iter() {
             writeln!(
                 f,
                 "listener {} on {} (backlog {})",

@@ -20,6 +20,8 @@ pub(super) struct Sections {
     texts: HashMap<String, String>,
     /// How many sections the last call parsed (all of them when the file was parsed whole).
     pub(super) parsed: usize,
+    /// The keys whose section the last call parsed or reset to its default.
+    changed: Vec<&'static str>,
 }
 
 impl Sections {
@@ -27,6 +29,7 @@ impl Sections {
     /// Returns (field path, reason) as file::parse does.
     pub(super) fn parse(&mut self, text: &str) -> Result<&RawConfig, (String, String)> {
         self.parsed = 0;
+        self.changed.clear();
         if self.update(text).is_none() {
             self.texts.clear();
             self.parsed = usize::MAX;
@@ -46,6 +49,7 @@ impl Sections {
         for key in KEYS {
             if !texts.contains_key(*key) {
                 take(&mut raw, key, RawConfig::default())?;
+                self.changed.push(key);
             }
         }
         for (key, body) in sections {
@@ -53,7 +57,8 @@ impl Sections {
                 continue;
             }
             let part = file::parse(body).ok()?;
-            take(&mut raw, key, part)?;
+            let key = take(&mut raw, key, part)?;
+            self.changed.push(key);
             self.parsed += 1;
             texts.insert(key.to_owned(), body.to_owned());
         }
@@ -63,6 +68,16 @@ impl Sections {
         self.raw = raw;
         self.texts = texts;
         Some(())
+    }
+
+    /// The last file's typed parse.
+    pub(super) fn raw(&self) -> &RawConfig {
+        &self.raw
+    }
+
+    /// Whether the last call parsed the section `key` (or the whole file), or reset it.
+    pub(super) fn reparsed(&self, key: &str) -> bool {
+        self.parsed == usize::MAX || self.changed.contains(&key)
     }
 }
 
@@ -77,7 +92,7 @@ const KEYS: &[&str] = &[
 ];
 
 /// Moves the field `key` of `part` into `raw`; None for a key the config does not have.
-fn take(raw: &mut RawConfig, key: &str, part: RawConfig) -> Option<()> {
+fn take(raw: &mut RawConfig, key: &str, part: RawConfig) -> Option<&'static str> {
     match key {
         "admin" => raw.admin = part.admin,
         "workers" => raw.workers = part.workers,
@@ -87,7 +102,7 @@ fn take(raw: &mut RawConfig, key: &str, part: RawConfig) -> Option<()> {
         "clusters" => raw.clusters = part.clusters,
         _ => return None,
     }
-    Some(())
+    KEYS.iter().find(|k| **k == key).copied()
 }
 
 /// The file's top-level sections as (key, text from the key's line to the next key's line),

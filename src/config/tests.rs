@@ -684,7 +684,7 @@ fn sectioned(cache: &mut sections::Sections, text: &str) -> usize {
     let by_sections = cache
         .parse(text)
         .map_err(|(path, reason)| one_error("f.yaml", path, reason))
-        .and_then(|raw| validate::validate(raw, "f.yaml"));
+        .and_then(|raw| validate::validate(raw, "f.yaml", None));
     assert_eq!(by_sections, whole, "{text}");
     cache.parsed
 }
@@ -756,4 +756,55 @@ fn layouts_the_split_does_not_handle_are_parsed_whole() {
     }
     // After a whole parse the cache starts over.
     assert_eq!(sectioned(&mut cache, FULL), 5);
+}
+
+/// The loader keeps the validated listeners only while nothing they were checked against
+/// changed; each load still equals a fresh parse of the same text, errors included.
+#[test]
+fn a_reload_keeps_the_validated_listeners_only_while_their_inputs_stay() {
+    let dir = std::env::temp_dir().join(format!("coregate-loader-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gw.yaml");
+    let name = file.display().to_string();
+    let mut loader = Loader::default();
+    let mut load = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        let got = loader.load(&file);
+        assert_eq!(got, parse(text, &name), "{text}");
+        got
+    };
+    let first = load(FULL).unwrap();
+    // Only a cluster's weight changed: the same listeners.
+    let weights = load(&FULL.replace("weight: 3", "weight: 5")).unwrap();
+    assert!(Arc::ptr_eq(&first.listeners, &weights.listeners));
+    // A listener changed: validated again.
+    let backlog = load(&FULL.replace("backlog: 1024", "backlog: 512")).unwrap();
+    assert!(!Arc::ptr_eq(&weights.listeners, &backlog.listeners));
+    assert_eq!(backlog.listeners[0].backlog, 512);
+    // A cluster a route names is renamed: the route's reference is checked again and refused.
+    let renamed = FULL.replace("- name: bill_web", "- name: bill_www");
+    let e = load(&renamed).unwrap_err().0;
+    assert!(
+        e.iter()
+            .any(|e| e.reason.starts_with("unknown cluster \"bill_web\"")),
+        "{e:?}"
+    );
+    // Back, then the admin address moves onto the listener's: refused too.
+    let back = load(FULL).unwrap();
+    let clash = FULL.replace("127.0.0.1:9901", "0.0.0.0:10000");
+    let e = load(&clash).unwrap_err().0;
+    assert!(e.iter().any(|e| e.path == "listeners[0].address"), "{e:?}");
+    // A direct_response body read from a file is read again at every load.
+    std::fs::write(dir.join("body.txt"), "one").unwrap();
+    let with_file = FULL.replace(
+        "route: { cluster: bill_web }",
+        "direct_response: { status: 200, body: { filename: body.txt } }",
+    );
+    let a = load(&with_file).unwrap();
+    std::fs::write(dir.join("body.txt"), "two").unwrap();
+    let b = load(&with_file).unwrap();
+    assert!(!Arc::ptr_eq(&a.listeners, &b.listeners));
+    assert_ne!(a.listeners, b.listeners, "the new body is served");
+    assert!(!Arc::ptr_eq(&back.listeners, &a.listeners));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[path = "dns_check.rs"]
@@ -128,7 +129,13 @@ impl Checker {
 const NO_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
-pub(super) fn validate(raw: &RawConfig, file: &str) -> Result<Config, ConfigErrors> {
+/// `reuse`: the listeners validated from the same listener text at the last load, when nothing
+/// they were checked against changed (see config::Loader).
+pub(super) fn validate(
+    raw: &RawConfig,
+    file: &str,
+    reuse: Option<Arc<[Listener]>>,
+) -> Result<Config, ConfigErrors> {
     let mut c = Checker {
         file: file.to_owned(),
         errors: Vec::new(),
@@ -225,6 +232,40 @@ pub(super) fn validate(raw: &RawConfig, file: &str) -> Result<Config, ConfigErro
     if raw.listeners.is_empty() {
         c.err("listeners", "at least one listener is required");
     }
+    let listeners = match reuse {
+        // The same listener text, cluster names and admin address as the last valid load, and
+        // no file read while validating them: the same result.
+        Some(valid) => valid,
+        None => listeners(&mut c, raw, admin.as_ref(), &cluster_index, &known, file).into(),
+    };
+    let clusters = (raw.clusters.iter().enumerate())
+        .map(|(ci, cl)| cluster(&mut c, cl, ci, &cluster_index, file))
+        .collect();
+
+    if !c.errors.is_empty() {
+        return Err(ConfigErrors(c.errors));
+    }
+    let file = file.to_owned();
+    Ok(Config {
+        file,
+        admin,
+        workers,
+        limits,
+        tracing,
+        listeners,
+        clusters,
+    })
+}
+
+/// Validates the listeners: sockets, virtual hosts, routes and their references to clusters.
+fn listeners(
+    c: &mut Checker,
+    raw: &RawConfig,
+    admin: Option<&Admin>,
+    cluster_index: &HashMap<&str, usize>,
+    known: &str,
+    file: &str,
+) -> Vec<Listener> {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut addrs: HashMap<SocketAddr, usize> = HashMap::new();
     let mut listeners = Vec::new();
@@ -245,7 +286,7 @@ pub(super) fn validate(raw: &RawConfig, file: &str) -> Result<Config, ConfigErro
                 let why = format!("{a} is already used by listeners[{first}]");
                 c.err(&p("address"), why);
             }
-            if admin.as_ref().is_some_and(|ad| ad.address == a) {
+            if admin.is_some_and(|ad| ad.address == a) {
                 let why = format!("{a} is already used by admin.address");
                 c.err(&p("address"), why);
             }
@@ -291,7 +332,7 @@ pub(super) fn validate(raw: &RawConfig, file: &str) -> Result<Config, ConfigErro
             let mut routes = Vec::new();
             for (ri, r) in v.routes.iter().enumerate() {
                 let rp = format!("{routes_path}[{ri}]");
-                routes.push(route(&mut c, r, &rp, &cluster_index, &known));
+                routes.push(route(c, r, &rp, cluster_index, known));
             }
             let redirect_to_https = v.redirect_to_https.unwrap_or(false);
             if redirect_to_https && l.tls.is_some() {
@@ -319,14 +360,11 @@ pub(super) fn validate(raw: &RawConfig, file: &str) -> Result<Config, ConfigErro
                 header_edits,
             });
         }
-        let http = http_options(&mut c, l, &p);
-        let mut tls = l
-            .tls
-            .as_ref()
-            .map(|t| listener_tls(&mut c, t, &p("tls"), file));
-        let http2 = listener_http2(&mut c, l, tls.as_mut(), &p);
+        let http = http_options(c, l, &p);
+        let mut tls = l.tls.as_ref().map(|t| listener_tls(c, t, &p("tls"), file));
+        let http2 = listener_http2(c, l, tls.as_mut(), &p);
         let access_log = (l.access_log.iter().flatten().enumerate())
-            .filter_map(|(i, a)| access_log(&mut c, a, &p(&format!("access_log[{i}]")), file))
+            .filter_map(|(i, a)| access_log(c, a, &p(&format!("access_log[{i}]")), file))
             .collect();
         let header_edits = header_edits::level(
             header_edits::RawLevel {
@@ -358,23 +396,7 @@ pub(super) fn validate(raw: &RawConfig, file: &str) -> Result<Config, ConfigErro
             virtual_hosts,
         });
     }
-    let clusters = (raw.clusters.iter().enumerate())
-        .map(|(ci, cl)| cluster(&mut c, cl, ci, &cluster_index, file))
-        .collect();
-
-    if !c.errors.is_empty() {
-        return Err(ConfigErrors(c.errors));
-    }
-    let file = file.to_owned();
-    Ok(Config {
-        file,
-        admin,
-        workers,
-        limits,
-        tracing,
-        listeners,
-        clusters,
-    })
+    listeners
 }
 
 /// Largest body limit accepted (2^62 bytes: far beyond any real body, and still a positive i64).
