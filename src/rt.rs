@@ -28,10 +28,11 @@ pub trait Stream: 'static {
     /// [`read_some`](Stream::read_some) instead.
     async fn read_pooled(&self) -> io::Result<Option<Received>>;
 
-    /// [`read_pooled`](Stream::read_pooled) where the stream is most likely empty (a
-    /// connection waiting for its next request): the kernel arms a poll at once rather than
+    /// [`read_pooled`](Stream::read_pooled) for a connection waiting for its next request;
+    /// `empty`: it was read dry (keep-alive), so the kernel arms a poll at once rather than
     /// trying a receive that would find nothing.
-    async fn wait_pooled(&self) -> io::Result<Option<Received>> {
+    async fn wait_pooled(&self, empty: bool) -> io::Result<Option<Received>> {
+        let _ = empty;
         self.read_pooled().await
     }
 
@@ -70,8 +71,8 @@ impl Stream for TcpStream {
         recv_pooled(self, false).await
     }
 
-    async fn wait_pooled(&self) -> io::Result<Option<Received>> {
-        recv_pooled(self, true).await
+    async fn wait_pooled(&self, empty: bool) -> io::Result<Option<Received>> {
+        recv_pooled(self, empty).await
     }
 
     async fn readable(&self) -> io::Result<()> {
@@ -105,22 +106,49 @@ impl Stream for TcpStream {
 /// waiting socket is known to be empty, so `poll_first` skips the receive attempt that would
 /// find nothing.
 async fn recv_pooled(tcp: &TcpStream, poll_first: bool) -> io::Result<Option<Received>> {
-    use compio::driver::op::{RecvFlags, RecvManaged};
-    use compio::driver::{PollFirst, ResultTakeBuffer, ToSharedFd};
-    let submit = compio::runtime::Runtime::with_current(|rt| -> io::Result<_> {
-        let pool = rt.buffer_pool()?;
-        let mut op = RecvManaged::new(tcp.to_shared_fd(), &pool, 0, RecvFlags::empty())?;
-        if poll_first {
-            op.poll_first();
-        }
-        Ok(rt.submit(op))
-    })?;
-    let done = submit.await;
-    // SAFETY: `done` is the completion of this receive: its result is the number of bytes the
-    // kernel wrote into the buffer it selected, which is what take_buffer advances the
-    // buffer's length to (compio's own read_managed does the same).
-    let buf = unsafe { done.take_buffer() }?;
-    Ok(buf.map(Received::Ring))
+    // Bound first: a temporary Result would be kept across the await (88 bytes more).
+    let armed = ArmedRecv::new(tcp, poll_first)?;
+    armed.await
+}
+
+type RecvOp = compio::driver::op::RecvManaged<compio::driver::SharedFd<socket2::Socket>>;
+
+/// A receive into a buffer of the core's ring, submitted on its first poll. It owns what it
+/// needs (a handle on the socket, not a borrow), so it can be held without a box: a pooled
+/// upstream connection keeps one armed while it idles (one allocation per request fewer
+/// than a boxed future; tests/allocations.rs).
+pub struct ArmedRecv(compio::runtime::Submit<RecvOp>);
+
+impl ArmedRecv {
+    pub fn new(tcp: &TcpStream, poll_first: bool) -> io::Result<ArmedRecv> {
+        use compio::driver::op::RecvFlags;
+        use compio::driver::{PollFirst, ToSharedFd};
+        compio::runtime::Runtime::with_current(|rt| {
+            let pool = rt.buffer_pool()?;
+            let mut op = RecvOp::new(tcp.to_shared_fd(), &pool, 0, RecvFlags::empty())?;
+            if poll_first {
+                op.poll_first();
+            }
+            Ok(ArmedRecv(rt.submit(op)))
+        })
+    }
+}
+
+impl Future for ArmedRecv {
+    type Output = io::Result<Option<Received>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use compio::driver::ResultTakeBuffer;
+        let done = std::task::ready!(std::pin::Pin::new(&mut self.0).poll(cx));
+        // SAFETY: `done` is the completion of this receive: its result is the number of bytes
+        // the kernel wrote into the buffer it selected, which is what take_buffer advances the
+        // buffer's length to (compio's own read_managed does the same).
+        let buf = unsafe { done.take_buffer() };
+        std::task::Poll::Ready(buf.map(|b| b.map(Received::Ring)))
+    }
 }
 
 /// Bytes one read delivered: in a buffer of the core's ring (plain TCP), or in a buffer of the

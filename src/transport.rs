@@ -21,10 +21,10 @@ impl Stream for Transport {
         }
     }
 
-    async fn wait_pooled(&self) -> io::Result<Option<Received>> {
+    async fn wait_pooled(&self, empty: bool) -> io::Result<Option<Received>> {
         match self {
-            Transport::Plain(s) => s.wait_pooled().await,
-            Transport::Tls(s) => s.wait_pooled().await,
+            Transport::Plain(s) => s.wait_pooled(empty).await,
+            Transport::Tls(s) => s.wait_pooled(empty).await,
         }
     }
 

@@ -30,7 +30,22 @@ const MAX_RESPONSE_HEADERS: usize = 256;
 const MIN_READ: usize = 4096;
 
 /// A read armed on an idle connection: it completes when the upstream sends anything or closes.
-type ArmedRead = Pin<Box<dyn Future<Output = io::Result<Option<Received>>>>>;
+/// Held unboxed over plain TCP; a TLS stream's read borrows the stream, so it is boxed.
+enum ArmedRead {
+    Plain(rt::ArmedRecv),
+    Boxed(Pin<Box<dyn Future<Output = io::Result<Option<Received>>>>>),
+}
+
+impl Future for ArmedRead {
+    type Output = io::Result<Option<Received>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            ArmedRead::Plain(read) => Pin::new(read).poll(cx),
+            ArmedRead::Boxed(read) => read.as_mut().poll(cx),
+        }
+    }
+}
 
 /// An open connection to an endpoint, idle in a pool or serving one exchange.
 pub struct UpstreamConn {
@@ -146,11 +161,19 @@ impl UpstreamConn {
     /// hold what came after the response (a close_notify, stray records) before any new read.
     pub fn park(mut self) -> Result<UpstreamConn, Idle> {
         if self.armed.get_mut().is_none() {
-            let stream = self.stream.clone();
-            let mut read: ArmedRead = Box::pin(async move { stream.wait_pooled().await });
+            let mut read = match &self.stream {
+                Transport::Plain(tcp) => match rt::ArmedRecv::new(tcp, true) {
+                    Ok(read) => ArmedRead::Plain(read),
+                    Err(e) => return Err(idle_verdict(Err(e))),
+                },
+                Transport::Tls(_) => {
+                    let stream = self.stream.clone();
+                    ArmedRead::Boxed(Box::pin(async move { stream.wait_pooled(true).await }))
+                }
+            };
             // The first poll submits the receive.
             if let Poll::Ready(received) =
-                read.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+                Pin::new(&mut read).poll(&mut Context::from_waker(Waker::noop()))
             {
                 return Err(idle_verdict(received));
             }
@@ -165,7 +188,7 @@ impl UpstreamConn {
         let Some(read) = self.armed.get_mut().as_mut() else {
             return Idle::Clean;
         };
-        let Poll::Ready(received) = read.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        let Poll::Ready(received) = Pin::new(read).poll(&mut Context::from_waker(Waker::noop()))
         else {
             return Idle::Clean;
         };
