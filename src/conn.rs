@@ -19,7 +19,7 @@ use crate::h1::head::{
     CONTINUE, Parsed, Persistence, encode_interim, encode_local_response, encode_response,
     head_end, parse_request,
 };
-use crate::message::{Headers, Method, RequestHead, ResponseHead, Version};
+use crate::message::{BodyLength, Headers, Method, RequestHead, ResponseHead, Version};
 use crate::proxy::{self, Context, Downstream, Outcome, RequestBody, ResponseSink};
 use crate::rt::{self, Stream, TcpStream};
 use crate::slot::ListenerSlot;
@@ -1034,6 +1034,12 @@ impl<S: Stream> ResponseSink for SinkHalf<'_, S> {
         // The request body may still be on its way (an early answer): whether it was all read
         // is settled when the exchange ends.
         let persistence = output.persistence(framing, self.slot.is_closing(), None, true);
+        // A small response (most API answers) fits a small buffer, grown if its head is long.
+        let small = matches!(head.body, BodyLength::Empty)
+            || matches!(head.body, BodyLength::Known(n) if n <= 1024);
+        if small && output.wbuf.capacity() == 0 {
+            output.wbuf = rt::take_small_buffer();
+        }
         output.reserve();
         encode_response(head, framing, persistence, &mut output.wbuf);
         output.encoder = BodyEncoder::new(framing);

@@ -270,7 +270,11 @@ impl UpstreamRequest {
         body_limit: Option<u64>,
     ) -> UpstreamRequest {
         let framing = Framing::for_length(head.body, Framing::Chunked);
-        let mut bytes = rt::take_buffer();
+        // A body is encoded after the head in the same buffer: a full-size one then.
+        let mut bytes = match head.body.is_empty() {
+            true => rt::take_small_buffer(),
+            false => rt::take_buffer(),
+        };
         head::encode_request(head, fallback_host, framing, &mut bytes);
         UpstreamRequest {
             head_len: bytes.len(),
@@ -287,7 +291,10 @@ impl UpstreamRequest {
     /// changed). Only for a request not yet sent, or kept whole for sending again.
     pub fn rehead(&mut self, head: &RequestHead, fallback_host: &[u8]) {
         let framing = Framing::for_length(head.body, Framing::Chunked);
-        let mut bytes = rt::take_buffer();
+        let mut bytes = match head.body.is_empty() {
+            true => rt::take_small_buffer(),
+            false => rt::take_buffer(),
+        };
         head::encode_request(head, fallback_host, framing, &mut bytes);
         let head_len = bytes.len();
         bytes.extend_from_slice(self.bytes.get(self.head_len..).unwrap_or_default());

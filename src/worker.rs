@@ -411,7 +411,7 @@ impl Worker {
     pub async fn sweep(self: Rc<Self>) {
         loop {
             timer::sleep(SWEEP_INTERVAL).await;
-            rt::trim_buffers();
+            rt::release_memory();
             let now = timer::now();
             for (pool, _, _, _) in self.pools.borrow().values() {
                 pool.evict_expired(now);
