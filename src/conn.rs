@@ -236,7 +236,8 @@ pub struct TlsSide {
 #[allow(clippy::manual_async_fn)]
 fn serve_h1<S: Stream>(mut conn: Conn<S>) -> impl Future<Output = ()> {
     async move {
-        let mut fresh = true;
+        // A connection that has sent nothing yet gets the header timeout, then the idle one.
+        let mut fresh = conn.served == 0;
         let end = loop {
             let Some(first) = conn.wait_for_request(fresh).await else {
                 break End::Clean;
