@@ -79,7 +79,9 @@ async fn serve_other(
     limit: Duration,
 ) {
     let Some(tls) = tls else {
-        let Some((first, h2c)) = sniff_h2c(&tcp, limit, &tracked.slot).await else {
+        // Boxed, and over before either protocol is served: its ~1.5 KB would otherwise size
+        // every TLS connection's state for its whole life.
+        let Some((first, h2c)) = Box::pin(sniff_h2c(&tcp, limit, &tracked.slot)).await else {
             return;
         };
         if h2c {
