@@ -245,7 +245,10 @@ fn serve_h1<S: Stream>(mut conn: Conn<S>) -> impl Future<Output = ()> {
                 break End::Clean;
             };
             fresh = false;
-            if let Some(end) = Box::pin(H1::new(&mut conn).serve(first)).await {
+            // Written into its box rather than moved there: the move copied the whole busy
+            // state (~590 instructions of memcpy per request, callgrind).
+            let busy = Box::write(Box::new_uninit(), H1::new(&mut conn).serve(first));
+            if let Some(end) = Box::into_pin(busy).await {
                 break end;
             }
         };
@@ -432,21 +435,57 @@ struct ClientIp {
 
 impl ClientIp {
     fn new(ip: IpAddr) -> ClientIp {
-        use std::io::Write;
         let mut out = ClientIp {
             len: 0,
             bytes: [0; 47],
         };
-        let mut cursor = std::io::Cursor::new(&mut out.bytes[..]);
-        // Cannot fail: the longest address text fits.
-        let _ = write!(cursor, "{ip}");
-        out.len = cursor.position() as u8;
+        let len = match ip {
+            // By hand: `write!` with `Display` takes ~1,100 instructions for an IPv4 address
+            // (seven formatter calls), ~4% of a proxied keep-alive request's user-space
+            // instructions (callgrind); this takes ~60.
+            IpAddr::V4(v4) => {
+                let mut n = 0;
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.bytes[n] = b'.';
+                        n += 1;
+                    }
+                    n += put_octet(&mut out.bytes[n..], octet);
+                }
+                n
+            }
+            IpAddr::V6(v6) => {
+                use std::io::Write;
+                let mut cursor = std::io::Cursor::new(&mut out.bytes[..]);
+                // Cannot fail: the longest address text fits.
+                let _ = write!(cursor, "{v6}");
+                cursor.position() as usize
+            }
+        };
+        out.len = len as u8;
         out
     }
 
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
+}
+
+/// Writes `octet` in decimal at the start of `out` (room for three digits); returns the
+/// digits written.
+fn put_octet(out: &mut [u8], octet: u8) -> usize {
+    let digits = [octet / 100, octet / 10 % 10, octet % 10];
+    let skip = if octet >= 100 {
+        0
+    } else if octet >= 10 {
+        1
+    } else {
+        2
+    };
+    for (slot, d) in out.iter_mut().zip(&digits[skip..]) {
+        *slot = b'0' + d;
+    }
+    3 - skip
 }
 
 /// The one place where every finished request is counted, whatever its protocol.
@@ -630,8 +669,10 @@ impl<'c, S: Stream> H1<'c, S> {
                 body: BodyDecoder::new(Framing::None, 0),
                 expect_continue: false,
                 timeout: Duration::from_secs(60),
-                started: Instant::now(),
-                deadline: Instant::now(),
+                // Set when the head is read (`read_head`); the coarse clock costs no clock
+                // read while timers run.
+                started: timer::now(),
+                deadline: timer::now(),
             },
             output: Output {
                 wbuf: Vec::new(),
@@ -1104,5 +1145,21 @@ mod tests {
         eprintln!("serve: {task} B, serve_h1 plain: {idle} B");
         assert!(idle <= 512, "serve_h1::<TcpStream> future is {idle} B");
         assert!(task <= idle + 16, "serve's future is {task} B");
+    }
+
+    /// X-Forwarded-For carries the peer's address exactly as `Display` writes it.
+    #[test]
+    fn the_client_address_is_written_as_display_writes_it() {
+        let mut addrs: Vec<IpAddr> = ["0.0.0.0", "127.0.0.1", "9.10.99.100", "255.255.255.255"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        addrs.extend((0..=255u8).map(|o| IpAddr::from([o, 255 - o, o / 3, o / 17])));
+        addrs.push("::1".parse().unwrap());
+        addrs.push("::ffff:10.0.0.1".parse().unwrap());
+        addrs.push("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap());
+        for ip in addrs {
+            assert_eq!(ClientIp::new(ip).as_bytes(), ip.to_string().as_bytes());
+        }
     }
 }

@@ -467,8 +467,8 @@ pub async fn forward<D: Downstream>(
                 retry_now: None,
                 body_timeout,
                 outcome: &mut *outcome,
+                began: Instant::now(),
             };
-            let began = Instant::now();
             let result = if exchange.request.is_encoded() {
                 exchange.whole(&mut sink).await
             } else {
@@ -480,6 +480,7 @@ pub async fn forward<D: Downstream>(
                 reader,
                 response,
                 retry_now,
+                began,
                 ..
             } = exchange;
             outcome.body_in = request.body_bytes;
@@ -727,6 +728,9 @@ struct Exchange<'a, 'o> {
     retry_now: Option<Held<'a>>,
     body_timeout: Duration,
     outcome: &'o mut Outcome,
+    /// When the attempt began: the start of its upstream time and of the cluster's request
+    /// time (one clock read for both).
+    began: Instant,
 }
 
 impl Exchange<'_, '_> {
@@ -734,7 +738,6 @@ impl Exchange<'_, '_> {
     /// connection if a pooled one turns out closed), relay the response. Ok(keep_alive): the
     /// upstream allows the connection to be reused.
     async fn whole<S: ResponseSink>(&mut self, sink: &mut S) -> Result<bool, ProxyError> {
-        let started = Instant::now();
         // A retry holds a place under the cluster's `max_retries` while it runs.
         let mut _retrying = None;
         let keep_alive = loop {
@@ -785,7 +788,7 @@ impl Exchange<'_, '_> {
                 }
             }
         };
-        self.outcome.upstream_time = Some(started.elapsed());
+        self.outcome.upstream_time = Some(self.began.elapsed());
         self.outcome.upstream_status = Some(self.response.status);
         // An answer the route retries is not passed on, if the limits allow a retry.
         if let Some(policy) = self.retry
@@ -829,7 +832,6 @@ impl Exchange<'_, '_> {
         body: &mut B,
         sink: &mut S,
     ) -> Result<bool, ProxyError> {
-        let started = Instant::now();
         let (send_timeout, response_timeout) = (self.spec.send_timeout, self.spec.response_timeout);
         self.request.send(&self.conn, false, send_timeout).await?;
         if body.expects_continue() {
@@ -843,6 +845,7 @@ impl Exchange<'_, '_> {
             head_request,
             body_timeout,
             outcome,
+            began,
             ..
         } = self;
         let mut sending = pin!(stream_body(request, body, conn, send_timeout));
@@ -889,7 +892,7 @@ impl Exchange<'_, '_> {
                 Head::Interim => sink.send_interim(response).await?,
             }
         };
-        outcome.upstream_time = Some(started.elapsed());
+        outcome.upstream_time = Some(began.elapsed());
         outcome.upstream_status = Some(response.status);
         sink.start_response(response);
         let relaying = pin!(relay_response(reader, conn, sink, *body_timeout, outcome));

@@ -196,7 +196,7 @@ pub fn continue_trace(head: &RequestHead, tracing_on: bool, sample_percent: f64)
             };
             Some((trace, span, sampled, Propagation::B3Multi))
         });
-    let start = SystemTime::now();
+    // The clock is read only for a span: most requests carry none.
     match incoming {
         Some((trace_id, parent, sampled, propagation)) => Some(Span {
             trace_id,
@@ -205,7 +205,7 @@ pub fn continue_trace(head: &RequestHead, tracing_on: bool, sample_percent: f64)
             // The caller's decision wins; without one, ours.
             sampled: sampled.unwrap_or_else(new_sample),
             propagation,
-            start,
+            start: SystemTime::now(),
         }),
         None if tracing_on => Some(Span {
             trace_id: fastrand::u128(..).max(1).to_be_bytes(),
@@ -213,7 +213,7 @@ pub fn continue_trace(head: &RequestHead, tracing_on: bool, sample_percent: f64)
             parent_id: None,
             sampled: new_sample(),
             propagation: Propagation::W3c,
-            start,
+            start: SystemTime::now(),
         }),
         None => None,
     }
