@@ -442,7 +442,7 @@ impl ClientIp {
         let len = match ip {
             // By hand: `write!` with `Display` takes ~1,100 instructions for an IPv4 address
             // (seven formatter calls), ~4% of a proxied keep-alive request's user-space
-            // instructions (callgrind); this takes ~60.
+            // instructions; this takes ~230 (loadtest/instructions).
             IpAddr::V4(v4) => {
                 let mut n = 0;
                 for (i, octet) in v4.octets().into_iter().enumerate() {
