@@ -6,6 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::{Either, select};
@@ -20,9 +21,11 @@ use crate::h1::head::{
     head_end, parse_request,
 };
 use crate::message::{BodyLength, Headers, Method, RequestHead, ResponseHead, Version};
+use crate::park;
 use crate::proxy::{self, Context, Downstream, Outcome, RequestBody, ResponseSink};
 use crate::rt::{self, Stream, TcpStream};
 use crate::slot::ListenerSlot;
+use crate::stats::WorkerStats;
 use crate::timer;
 use crate::tls::{self, Refused, TlsInfo};
 use crate::trace;
@@ -56,12 +59,12 @@ pub fn serve(tcp: TcpStream, peer: SocketAddr, mut tracked: Tracked) -> impl Fut
         )
     };
     if local {
-        tracked.local = tcp.local_addr().ok();
+        tracked.local = tcp.local_addr().ok().map(Box::new);
     }
     match tls {
         // The common case, and the one whose task is sized for it alone: an idle plaintext
         // HTTP/1 connection is a task of a few hundred bytes (see serve_h1).
-        None if !http2 => Either::Left(serve_h1(Conn::new(tcp, peer, None, tracked))),
+        None if !http2 => Either::Left(serve_plain(Conn::new(tcp, peer, None, tracked), None)),
         // Boxed once per connection: TLS and h2c state would otherwise size every task.
         tls => Either::Right(Box::pin(serve_other(
             tcp, peer, tracked, tls, header, limit,
@@ -74,7 +77,7 @@ async fn serve_other(
     tcp: TcpStream,
     peer: SocketAddr,
     tracked: Tracked,
-    tls: Option<std::sync::Arc<tls::ServerTls>>,
+    tls: Option<Arc<tls::ServerTls>>,
     header: bool,
     limit: Duration,
 ) {
@@ -96,11 +99,8 @@ async fn serve_other(
             ))
             .await;
         }
-        let mut conn = Conn::new(tcp, peer, None, tracked);
-        if let Some(end) = Box::pin(H1::new(&mut conn).serve(first)).await {
-            return conn.end(end).await;
-        }
-        return serve_h1(conn).await;
+        let first = Some(Box::new(first));
+        return serve_plain(Conn::new(tcp, peer, None, tracked), first).await;
     };
     // Boxed: the handshake's state (the ClientHello reader, the first flights) is gone once it
     // ends, and a plaintext connection never pays for it.
@@ -226,13 +226,12 @@ pub struct TlsSide {
     pub client_cert: Option<Box<[u8]>>,
 }
 
-/// Serves HTTP/1.x on an established connection until it ends.
+/// Serves HTTP/1.x on an established TLS connection until it ends.
 ///
-/// Between requests the connection is this future alone: [`Conn`] and one armed read (for a
-/// plaintext connection ~470 bytes of task in all, against ~2.2 KB when the whole exchange
-/// state lived in it; loadtest idle-memory). Everything a request needs — read and write
-/// state, the exchange with the upstream — lives in one box that exists only while requests
-/// are under way ([`H1::serve`]): one allocation per busy period, as the boxed exchange was.
+/// Between requests the connection is this future alone: [`Conn`] and one armed read.
+/// Everything a request needs — read and write state, the exchange with the upstream — lives
+/// in one box that exists only while requests are under way ([`H1::serve`]): one allocation
+/// per busy period.
 /// A plain fn around an `async move` block: the block captures `conn` and uses it in place,
 /// where an `async fn` would keep a second copy of its arguments (576 bytes instead of 440).
 #[allow(clippy::manual_async_fn)]
@@ -254,6 +253,136 @@ fn serve_h1<S: Stream>(mut conn: Conn<S>) -> impl Future<Output = ()> {
         };
         conn.end(end).await
     }
+}
+
+/// Serves HTTP/1.x on a plaintext connection until it ends, beginning with `first` when its
+/// first bytes were read already (h2c sniffing, a parked connection woken).
+///
+/// As [`serve_h1`], and a keep-alive connection idle for [`PARK_AFTER`] parks: its task ends
+/// and the connection waits as a record of the core's [`park`] table with the same receive
+/// armed (no bytes can be lost between the two), until a new task takes it up.
+#[allow(clippy::manual_async_fn)]
+fn serve_plain(
+    mut conn: Conn<TcpStream>,
+    mut first: Option<Box<rt::Received>>,
+) -> impl Future<Output = ()> {
+    // `first` is boxed: whatever the task captures, it keeps for its whole life (56 bytes
+    // unboxed, held twice), and a connection starts with bytes in hand only after h2c sniffing
+    // or parking.
+    async move {
+        let mut fresh = conn.served == 0 && first.is_none();
+        let end = loop {
+            let bytes = match first.take() {
+                Some(bytes) => *bytes,
+                None => match conn.wait_plain(fresh).await {
+                    Waited::Request(bytes) => bytes,
+                    Waited::End => break End::Clean,
+                    Waited::Park(recv, deadline) => return park_conn(conn, recv, deadline),
+                },
+            };
+            fresh = false;
+            let busy = Box::write(Box::new_uninit(), H1::new(&mut conn).serve(bytes));
+            if let Some(end) = Box::into_pin(busy).await {
+                break end;
+            }
+        };
+        conn.end(end).await
+    }
+}
+
+/// How long a keep-alive connection waits in its task before it parks. Under load the next
+/// request comes within milliseconds and a connection never parks (parking and waking again
+/// cost a task spawn, ~1 us); a connection idle longer pays that once per idle period and
+/// costs ~1/3 of the memory while it waits (loadtest idle-memory). The same pause after which
+/// an HTTP/2 connection without streams frees its codec buffers.
+const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// What waiting for the next request on a plaintext connection came to.
+enum Waited {
+    Request(rt::Received),
+    /// The connection ends quietly (idle timeout, end of stream, listener closing).
+    End,
+    /// Idle past [`PARK_AFTER`]: park it with its receive until the deadline.
+    Park(rt::ArmedRecv, Instant),
+}
+
+thread_local! {
+    /// This core's parked plaintext HTTP/1 connections.
+    static PARKED: park::Table<Parked> = const { park::Table::new() };
+}
+
+/// A parked connection: its state and the receive armed on it.
+struct Parked {
+    conn: Conn<TcpStream>,
+    recv: rt::ArmedRecv,
+}
+
+impl park::Record for Parked {
+    type Woken = std::io::Result<Option<rt::Received>>;
+
+    fn poll_woken(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Woken> {
+        std::pin::Pin::new(&mut self.recv).poll(cx)
+    }
+
+    fn resume(self, woken: Self::Woken) {
+        let Parked { conn, recv } = self;
+        drop(recv);
+        let (slot, key) = (conn.tracked.slot.clone(), conn.tracked.key);
+        let task = match woken {
+            Ok(Some(bytes)) if !bytes.is_empty() => {
+                rt::spawn_handle(serve_plain(conn, Some(Box::new(bytes))))
+            }
+            Err(e) if rt::out_of_buffers(&e) => {
+                conn.tracked.worker.stats.ring_exhausted.inc();
+                rt::spawn_handle(async move {
+                    let wait = conn.wait_limit(false);
+                    if let Some(bytes) = Box::pin(conn.wait_owned(wait)).await {
+                        serve_plain(conn, Some(Box::new(bytes))).await;
+                    }
+                })
+            }
+            // The end of the stream or an error: the connection closes quietly.
+            _ => return,
+        };
+        slot.track(key, task);
+    }
+
+    fn is_closing(&self) -> bool {
+        self.conn.tracked.slot.is_closing()
+    }
+}
+
+/// Parks an idle connection: its task (the caller, about to end) leaves the listener's books
+/// and the connection waits in this core's table.
+fn park_conn(conn: Conn<TcpStream>, recv: rt::ArmedRecv, deadline: Instant) {
+    let slot = &conn.tracked.slot;
+    if slot.is_closing() {
+        return;
+    }
+    slot.release_task(conn.tracked.key);
+    let worker = conn.tracked.worker.clone();
+    park::park(&PARKED, Parked { conn, recv }, deadline);
+    let parked = PARKED.with(park::Table::len) as u64;
+    worker.stats.connections_parked.set(parked);
+}
+
+/// Runs this core's table of parked connections (spawned once per worker), keeping `gauge`
+/// at their number.
+pub async fn drive_parked(gauge: Arc<WorkerStats>) {
+    park::drive(&PARKED, |n| gauge.connections_parked.set(n as u64)).await
+}
+
+/// Connections parked on this core so far.
+pub fn parks() -> u64 {
+    PARKED.with(park::Table::parks)
+}
+
+/// Closes this core's parked connections whose listener is closing.
+pub fn close_parked(gauge: &WorkerStats) {
+    park::close(&PARKED);
+    gauge
+        .connections_parked
+        .set(PARKED.with(park::Table::len) as u64);
 }
 
 /// What an HTTP/1 connection keeps between requests: its stream and who it is from. Kept
@@ -285,15 +414,7 @@ impl<S: Stream> Conn<S> {
     /// an idle keep-alive connection the idle timeout; either way silence ends it quietly, and
     /// so does the end of the stream or the listener closing (None).
     async fn wait_for_request(&self, fresh: bool) -> Option<rt::Received> {
-        let wait = {
-            let generation = self.tracked.worker.generation();
-            let limits = &generation.snapshot.limits;
-            if fresh {
-                limits.header_timeout
-            } else {
-                limits.idle_timeout
-            }
-        };
+        let wait = self.wait_limit(fresh);
         // A keep-alive connection has been read dry: arm a poll at once. A new one most often
         // has its request in already (poll-first there costs ~15% CPU per request with a new
         // connection each, loadtest close).
@@ -302,6 +423,28 @@ impl<S: Stream> Conn<S> {
             Either::Left((Some(got), _)) => got,
             _ => return None,
         };
+        self.received(got, wait).await
+    }
+
+    /// How long a connection may stay silent: a new one the header timeout, an idle
+    /// keep-alive one the idle timeout.
+    fn wait_limit(&self, fresh: bool) -> Duration {
+        let generation = self.tracked.worker.generation();
+        let limits = &generation.snapshot.limits;
+        if fresh {
+            limits.header_timeout
+        } else {
+            limits.idle_timeout
+        }
+    }
+
+    /// Handles what a wait for the next request received: bytes, or with the ring empty a
+    /// wait with a buffer of the connection's own; None: the connection ends quietly.
+    async fn received(
+        &self,
+        got: std::io::Result<Option<rt::Received>>,
+        wait: Duration,
+    ) -> Option<rt::Received> {
         match got {
             Ok(Some(bytes)) if !bytes.is_empty() => Some(bytes),
             Err(e) if rt::out_of_buffers(&e) => {
@@ -369,6 +512,44 @@ impl<S: Stream> Conn<S> {
     }
 }
 
+impl Conn<TcpStream> {
+    /// Waits for the first bytes of the next request as [`Conn::wait_for_request`] does; a
+    /// keep-alive connection still silent after [`PARK_AFTER`] is to park with its receive,
+    /// which stays armed: whatever it receives is read by whoever holds it next.
+    async fn wait_plain(&self, fresh: bool) -> Waited {
+        let wait = self.wait_limit(fresh);
+        let parks = !fresh && wait > PARK_AFTER;
+        // A keep-alive connection has been read dry: poll first (see wait_for_request).
+        let Ok(mut recv) = rt::ArmedRecv::new(&self.io, !fresh) else {
+            return Waited::End;
+        };
+        let got = {
+            let limit = if parks { PARK_AFTER } else { wait };
+            let armed = pin!(timer::within(limit, &mut recv));
+            match select(armed, pin!(self.tracked.slot.closed())).await {
+                Either::Left((got, _)) => got,
+                Either::Right(_) => return Waited::End,
+            }
+        };
+        let rest = match got {
+            Some(got) => got,
+            None if parks => return Waited::Park(recv, timer::now() + (wait - PARK_AFTER)),
+            None => return Waited::End,
+        };
+        match rest {
+            Ok(Some(bytes)) if !bytes.is_empty() => return Waited::Request(bytes),
+            Err(e) if rt::out_of_buffers(&e) => {}
+            _ => return Waited::End,
+        }
+        // The ring ran dry in a burst: wait again with a buffer of our own.
+        self.tracked.worker.stats.ring_exhausted.inc();
+        match Box::pin(self.wait_owned(wait)).await {
+            Some(bytes) => Waited::Request(bytes),
+            None => Waited::End,
+        }
+    }
+}
+
 /// A connection's worker and listener slot, which count it in while it lives.
 pub struct Tracked {
     pub(crate) worker: Rc<Worker>,
@@ -376,8 +557,9 @@ pub struct Tracked {
     key: usize,
     opened: Instant,
     /// The address the client connected to, looked up only for a listener whose header edits
-    /// read it (`%DOWNSTREAM_LOCAL_ADDRESS%`).
-    pub(crate) local: Option<SocketAddr>,
+    /// read it (`%DOWNSTREAM_LOCAL_ADDRESS%`); boxed, or every connection, parked ones too,
+    /// would carry 24 bytes more for it.
+    pub(crate) local: Option<Box<SocketAddr>>,
 }
 
 impl Tracked {
@@ -720,7 +902,7 @@ impl<'c, S: Stream> H1<'c, S> {
             listener: self.conn.tracked.slot.index.get(),
             peer: self.conn.peer.ip(),
             remote: self.conn.peer,
-            local: self.conn.tracked.local,
+            local: self.conn.tracked.local.as_deref().copied(),
             client_ip: client_ip.as_bytes(),
             scheme: if tls.is_some() { b"https" } else { b"http" },
             tls: tls.as_deref().map(|t| &t.info),
@@ -1118,7 +1300,7 @@ mod tests {
         size_of::<F>()
     }
 
-    fn future_size1<A, F: Future>(_: fn(A) -> F) -> usize {
+    fn future_size2<A, B, F: Future>(_: fn(A, B) -> F) -> usize {
         size_of::<F>()
     }
 
@@ -1128,10 +1310,17 @@ mod tests {
     #[test]
     fn an_idle_plaintext_connection_is_a_small_task() {
         let task = future_size(serve);
-        let idle = future_size1(serve_h1::<TcpStream>);
-        eprintln!("serve: {task} B, serve_h1 plain: {idle} B");
-        assert!(idle <= 512, "serve_h1::<TcpStream> future is {idle} B");
+        let idle = future_size2(serve_plain);
+        let parked = size_of::<Parked>();
+        eprintln!(
+            "serve: {task} B, serve_plain: {idle} B, parked: {parked} B, conn {} B, recv {} B",
+            size_of::<Conn<TcpStream>>(),
+            size_of::<rt::ArmedRecv>()
+        );
+        assert!(idle <= 512, "serve_plain's future is {idle} B");
         assert!(task <= idle + 16, "serve's future is {task} B");
+        // A parked connection is its state and its receive, no more.
+        assert!(parked <= 256, "a parked connection is {parked} B");
     }
 
     /// X-Forwarded-For carries the peer's address exactly as `Display` writes it.

@@ -39,6 +39,7 @@ pub mod listener;
 pub mod message;
 pub mod notify;
 pub mod outlier;
+pub mod park;
 pub mod path;
 pub mod pool;
 pub mod proxy;

@@ -270,9 +270,11 @@ const TRIM_AFTER: usize = 64;
 /// to the kernel: glibc keeps freed memory mapped, so the peak of a burst would otherwise
 /// stay in the process for good (HAProxy trims after its pools shrink for the same reason).
 /// In loadtest idle-memory, 9,900 connections opened 500 at a time (with the smaller head
-/// buffers) leave ~1,050 bytes each instead of ~1,300. Called by the worker once a second.
-pub fn release_memory() {
-    if trim_buffers() >= TRIM_AFTER {
+/// buffers) leave ~1,050 bytes each instead of ~1,300. `freed`: the caller knows of memory
+/// freed in a burst (connections that parked and left their tasks): trim anyway. Called by
+/// the worker once a second.
+pub fn release_memory(freed: bool) {
+    if trim_buffers() >= TRIM_AFTER || freed {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim takes no pointer and only walks the allocator's own free lists
         // under its locks; it may be called from any thread at any time.

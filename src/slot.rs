@@ -124,6 +124,19 @@ impl ListenerSlot {
         }
     }
 
+    /// Lets the task of the connection that reserved `key` end while the connection stays
+    /// counted in (it parks, task-less, until a new task takes it up: [`Self::track`]).
+    pub fn release_task(&self, key: usize) {
+        let task = self
+            .connections
+            .borrow_mut()
+            .get_mut(key)
+            .and_then(Option::take);
+        if let Some(task) = task {
+            task.detach();
+        }
+    }
+
     /// Called by a connection as it ends (or is dropped by an abort).
     pub fn untrack(&self, key: usize) {
         self.load.release();

@@ -167,7 +167,12 @@ fn nothing_healthy_without_panic_mode_is_503_at_once() {
     let gw = TestGateway::start(&config(a, b, check));
     let deadline = Instant::now() + Duration::from_secs(5);
     for addr in [a, b] {
-        while gw.endpoint("backend", addr).health_check_healthy.get() != 0 {
+        // A failed probe first: before the prober's first round the gauge reads 0 too.
+        let probed = || {
+            let ep = gw.endpoint("backend", addr);
+            ep.health_check_failure.get() > 0 && ep.health_check_healthy.get() == 0
+        };
+        while !probed() {
             assert!(Instant::now() < deadline, "{addr} still healthy");
             thread::sleep(Duration::from_millis(10));
         }

@@ -99,7 +99,7 @@ pub async fn serve(
         worker: tracked.worker.clone(),
         slot: tracked.slot.clone(),
         peer,
-        local: tracked.local,
+        local: tracked.local.as_deref().copied(),
         client_ip: peer.ip().to_string().into_bytes().into(),
         tls,
         limits,

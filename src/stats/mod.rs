@@ -84,15 +84,18 @@ pub struct WorkerStats {
     /// Request heads read into a connection's own buffer because the core's buffer ring was
     /// empty (a burst of arrivals larger than the ring).
     pub ring_exhausted: Counter,
+    /// Keep-alive connections parked without a task.
+    pub connections_parked: Counter,
     pub config_generation: Counter,
 }
 
 impl WorkerStats {
-    pub const FIELDS: [Field<WorkerStats>; 6] = [
+    pub const FIELDS: [Field<WorkerStats>; 7] = [
         ("downstream_cx_total", |w| &w.connections_accepted, false),
         ("downstream_cx_active", |w| &w.connections_active, true),
         ("downstream_rq_total", |w| &w.requests, false),
         ("ring_exhausted", |w| &w.ring_exhausted, false),
+        ("downstream_cx_parked", |w| &w.connections_parked, true),
         ("config_generation", |w| &w.config_generation, true),
         ("cpu", |w| &w.cpu, true),
     ];
