@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::client::RawClient;
-use support::gateway::{TestGateway, simple_config};
+use support::gateway::{CatchAll, TestGateway, simple_config};
 use support::harness::{T, exchange};
 use support::upstream::{HttpUpstream, Reply};
 
@@ -123,16 +123,18 @@ fn a_parked_connection_whose_client_leaves_is_closed() {
 
 #[test]
 fn many_parked_connections_wake_together_and_are_all_served() {
+    // 100 at once: the test upstream's accept backlog (128) takes the new upstream
+    // connections they need all at once.
     let up = upstream();
     let gw = gateway(&up, 2, "{ idle_timeout: 30s }");
-    let mut clients: Vec<RawClient> = (0..200)
+    let mut clients: Vec<RawClient> = (0..100)
         .map(|_| {
             let (r, c, _) = exchange(gw.addr, &get("/a"));
             assert_eq!(r.status, 200);
             c
         })
         .collect();
-    assert!(eventually(|| parked(&gw) == 200), "{} parked", parked(&gw));
+    assert!(eventually(|| parked(&gw) == 100), "{} parked", parked(&gw));
     for c in &mut clients {
         c.send(&get("/b"));
     }
@@ -141,9 +143,9 @@ fn many_parked_connections_wake_together_and_are_all_served() {
         assert_eq!((r.status, r.body.as_slice()), (201, &b"bravo"[..]));
     }
     // Half of them leave; the rest park again and are served again.
-    clients.truncate(100);
+    clients.truncate(50);
     assert!(
-        eventually(|| parked(&gw) == 100 && open(&gw) == 100),
+        eventually(|| parked(&gw) == 50 && open(&gw) == 50),
         "{} parked, {} open",
         parked(&gw),
         open(&gw)
@@ -152,36 +154,20 @@ fn many_parked_connections_wake_together_and_are_all_served() {
         c.send(&get("/a"));
         assert_eq!(c.read_response(T).status, 200);
     }
-    assert_eq!(up.request_count(), 500);
+    assert_eq!(up.request_count(), 250);
 }
 
-/// Two listeners, `main` and `extra`, on one worker.
+/// Two listeners, `main` and `extra`, on one worker: the catch-all config's listener twice.
 fn two_listeners(up: SocketAddr) -> String {
-    let listener = |name: &str| {
-        format!(
-            "  - name: {name}
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: [\"*\"]
-        routes:
-          - match: {{ prefix: \"/\" }}
-            route: {{ cluster: backend }}
-"
-        )
-    };
-    format!(
-        "workers: 1
-limits: {{ idle_timeout: 30s, drain_timeout: 20s }}
-listeners:
-{}{}clusters:
-  - name: backend
-    endpoints:
-      - {{ address: \"{up}\" }}
-",
-        listener("main"),
-        listener("extra")
-    )
+    let yaml = CatchAll::new(up)
+        .top("limits: { idle_timeout: 30s, drain_timeout: 20s }")
+        .yaml();
+    let (main, clusters) = (
+        yaml.find("  - name: main").unwrap(),
+        yaml.find("clusters:").unwrap(),
+    );
+    let extra = yaml[main..clusters].replace("name: main", "name: extra");
+    format!("{}{extra}{}", &yaml[..clusters], &yaml[clusters..])
 }
 
 #[test]
