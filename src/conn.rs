@@ -25,6 +25,7 @@ use crate::park;
 use crate::proxy::{self, Context, Downstream, Outcome, RequestBody, ResponseSink};
 use crate::rt::{self, Stream, TcpStream};
 use crate::slot::ListenerSlot;
+use crate::spare;
 use crate::stats::WorkerStats;
 use crate::timer;
 use crate::tls::{self, Refused, TlsInfo};
@@ -230,8 +231,8 @@ pub struct TlsSide {
 ///
 /// Between requests the connection is this future alone: [`Conn`] and one armed read.
 /// Everything a request needs — read and write state, the exchange with the upstream — lives
-/// in one box that exists only while requests are under way ([`H1::serve`]): one allocation
-/// per busy period.
+/// in one box that exists only while requests are under way ([`H1::serve`]), taken from the
+/// core's spares ([`spare`]) for each busy period.
 /// A plain fn around an `async move` block: the block captures `conn` and uses it in place,
 /// where an `async fn` would keep a second copy of its arguments (576 bytes instead of 440).
 #[allow(clippy::manual_async_fn)]
@@ -244,10 +245,9 @@ fn serve_h1<S: Stream>(mut conn: Conn<S>) -> impl Future<Output = ()> {
                 break End::Clean;
             };
             fresh = false;
-            // Written into its box rather than moved there: the move copied the whole busy
-            // state (~590 instructions of memcpy per request, callgrind).
-            let busy = Box::write(Box::new_uninit(), H1::new(&mut conn).serve(first));
-            if let Some(end) = Box::into_pin(busy).await {
+            // Built in place in a spare box of the core's: no allocation, no memcpy.
+            let busy = spare::Busy::new(|| H1::new(&mut conn).serve(first));
+            if let Some(end) = busy.await {
                 break end;
             }
         };
@@ -281,8 +281,8 @@ fn serve_plain(
                 },
             };
             fresh = false;
-            let busy = Box::write(Box::new_uninit(), H1::new(&mut conn).serve(bytes));
-            if let Some(end) = Box::into_pin(busy).await {
+            let busy = spare::Busy::new(|| H1::new(&mut conn).serve(bytes));
+            if let Some(end) = busy.await {
                 break end;
             }
         };

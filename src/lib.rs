@@ -50,6 +50,7 @@ pub mod rt;
 pub mod sanitize;
 pub mod slot;
 pub mod snapshot;
+pub mod spare;
 pub mod stats;
 pub mod sticky;
 #[cfg(test)]

@@ -274,7 +274,9 @@ const TRIM_AFTER: usize = 64;
 /// freed in a burst (connections that parked and left their tasks): trim anyway. Called by
 /// the worker once a second.
 pub fn release_memory(freed: bool) {
-    if trim_buffers() >= TRIM_AFTER || freed {
+    // Spare busy-state boxes are ~7 KiB: as many bytes as 64 buffers in ~150 of them.
+    let boxes = crate::spare::trim();
+    if trim_buffers() >= TRIM_AFTER || boxes >= 2 * TRIM_AFTER || freed {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim takes no pointer and only walks the allocator's own free lists
         // under its locks; it may be called from any thread at any time.
