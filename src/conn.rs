@@ -360,6 +360,8 @@ fn park_conn(conn: Conn<TcpStream>, recv: rt::ArmedRecv, deadline: Instant) {
         return;
     }
     slot.release_task(conn.tracked.key);
+    // Connections going idle: the boxes the busy ones do not need go too.
+    spare::shrink();
     let worker = conn.tracked.worker.clone();
     park::park(&PARKED, Parked { conn, recv }, deadline);
     let parked = PARKED.with(park::Table::len) as u64;
