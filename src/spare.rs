@@ -104,13 +104,11 @@ impl<F> Drop for Busy<F> {
         // SAFETY: allocated as a `Box<MaybeUninit<F>>`, now without a value: owned by this
         // box again, or by the list.
         let spare = unsafe { Box::from_raw(self.ptr.cast::<MaybeUninit<F>>().as_ptr()) };
-        if layout.size() == 0 {
-            return;
-        }
         let _ = SPARES.try_with(|s| {
             let mut s = s.borrow_mut();
             s.busy = s.busy.saturating_sub(1);
-            if s.list.len() < MAX_SPARES {
+            // A zero-sized future has no allocation to keep.
+            if s.list.len() < MAX_SPARES && layout.size() > 0 {
                 let ptr = NonNull::from(Box::leak(spare)).cast::<u8>();
                 s.list.push((layout, ptr));
             }
