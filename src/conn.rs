@@ -360,8 +360,10 @@ fn park_conn(conn: Conn<TcpStream>, recv: rt::ArmedRecv, deadline: Instant) {
         return;
     }
     slot.release_task(conn.tracked.key);
-    // Connections going idle: the boxes the busy ones do not need go too.
-    spare::shrink();
+    // Connections going idle: the boxes and buffers the busy ones do not need go too (a busy
+    // connection holds up to two buffers: its upstream response's and its head's).
+    let keep = spare::shrink();
+    rt::shrink_buffers(2 * keep);
     let worker = conn.tracked.worker.clone();
     park::park(&PARKED, Parked { conn, recv }, deadline);
     let parked = PARKED.with(park::Table::len) as u64;

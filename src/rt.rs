@@ -262,6 +262,21 @@ pub fn trim_buffers() -> usize {
     })
 }
 
+/// Frees the spare buffers past `keep` (big and small alike): called as connections park, so
+/// that a burst's buffers go with it instead of at the second trim after it. In loadtest
+/// idle-memory, the trims' one-second lag left ~300 upstream response buffers and ~400 small
+/// ones in the free lists when the proxy's RSS was taken: ~5 MB, touched.
+pub fn shrink_buffers(keep: usize) {
+    FREE_BUFFERS.with(|free| {
+        let mut free = free.borrow_mut();
+        if free.list.len() > keep {
+            free.list.truncate(keep);
+            free.low = free.low.min(keep);
+        }
+    });
+    FREE_SMALL.with(|free| free.borrow_mut().truncate(keep));
+}
+
 /// Spare buffers freed at once after which the allocator is asked to give free pages back.
 const TRIM_AFTER: usize = 64;
 

@@ -134,8 +134,9 @@ pub fn trim() -> usize {
 }
 
 /// Frees the spares past the number of connections busy now (and a few): called as
-/// connections go idle, so that a burst's boxes do not outlive it.
-pub fn shrink() {
+/// connections go idle, so that a burst's boxes do not outlive it. Returns how many are kept
+/// (the busy connections and the slack).
+pub fn shrink() -> usize {
     SPARES.with(|s| {
         let mut s = s.borrow_mut();
         let keep = s.busy + SLACK;
@@ -145,5 +146,6 @@ pub fn shrink() {
             }
         }
         s.low = s.low.min(s.list.len());
+        keep
     })
 }
