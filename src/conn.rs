@@ -256,28 +256,37 @@ fn serve_h1<S: Stream>(mut conn: Conn<S>) -> impl Future<Output = ()> {
 }
 
 /// Serves HTTP/1.x on a plaintext connection until it ends, beginning with `first` when its
-/// first bytes were read already (h2c sniffing, a parked connection woken).
+/// first bytes were read already (h2c sniffing).
 ///
-/// As [`serve_h1`], and a keep-alive connection idle for [`PARK_AFTER`] parks: its task ends
-/// and the connection waits as a record of the core's [`park`] table with the same receive
-/// armed (no bytes can be lost between the two), until a new task takes it up.
+/// As [`serve_h1`], and a keep-alive connection idle for [`PARK_AFTER`] parks: its receive is
+/// taken back from the ring (what raced the cancellation is served), its task ends, and the
+/// connection waits as a record of the core's [`park`] table until its socket turns readable
+/// and a new task takes it up.
 #[allow(clippy::manual_async_fn)]
 fn serve_plain(
     mut conn: Conn<TcpStream>,
     mut first: Option<Box<rt::Received>>,
 ) -> impl Future<Output = ()> {
     // `first` is boxed: whatever the task captures, it keeps for its whole life (56 bytes
-    // unboxed, held twice), and a connection starts with bytes in hand only after h2c sniffing
-    // or parking.
+    // unboxed, held twice), and a connection starts with bytes in hand only after h2c sniffing.
     async move {
         let mut fresh = conn.served == 0 && first.is_none();
+        let mut may_park = true;
         let end = loop {
             let bytes = match first.take() {
                 Some(bytes) => *bytes,
-                None => match conn.wait_plain(fresh).await {
+                None => match conn.wait_plain(fresh, may_park).await {
                     Waited::Request(bytes) => bytes,
                     Waited::End => break End::Clean,
-                    Waited::Park(recv, deadline) => return park_conn(conn, recv, deadline),
+                    Waited::Park(deadline) => match park_conn(conn, deadline) {
+                        Ok(()) => return,
+                        // It cannot park: it waits out its idle time in this task.
+                        Err(back) => {
+                            conn = back;
+                            may_park = false;
+                            continue;
+                        }
+                    },
                 },
             };
             fresh = false;
@@ -302,8 +311,8 @@ enum Waited {
     Request(rt::Received),
     /// The connection ends quietly (idle timeout, end of stream, listener closing).
     End,
-    /// Idle past [`PARK_AFTER`]: park it with its receive until the deadline.
-    Park(rt::ArmedRecv, Instant),
+    /// Idle past [`PARK_AFTER`], nothing in flight on it: park it until the deadline.
+    Park(Instant),
 }
 
 thread_local! {
@@ -311,39 +320,21 @@ thread_local! {
     static PARKED: park::Table<Parked> = const { park::Table::new() };
 }
 
-/// A parked connection: its state and the receive armed on it.
+/// A parked connection: its state, nothing armed.
 struct Parked {
     conn: Conn<TcpStream>,
-    recv: rt::ArmedRecv,
 }
 
 impl park::Record for Parked {
-    type Woken = std::io::Result<Option<rt::Received>>;
-
-    fn poll_woken(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Woken> {
-        std::pin::Pin::new(&mut self.recv).poll(cx)
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.conn.io.as_fd()
     }
 
-    fn resume(self, woken: Self::Woken) {
-        let Parked { conn, recv } = self;
-        drop(recv);
+    fn resume(self) {
+        let Parked { conn } = self;
         let (slot, key) = (conn.tracked.slot.clone(), conn.tracked.key);
-        let task = match woken {
-            Ok(Some(bytes)) if !bytes.is_empty() => {
-                rt::spawn_handle(serve_plain(conn, Some(Box::new(bytes))))
-            }
-            Err(e) if rt::out_of_buffers(&e) => {
-                conn.tracked.worker.stats.ring_exhausted.inc();
-                rt::spawn_handle(async move {
-                    let wait = conn.wait_limit(false);
-                    if let Some(bytes) = Box::pin(conn.wait_owned(wait)).await {
-                        serve_plain(conn, Some(Box::new(bytes))).await;
-                    }
-                })
-            }
-            // The end of the stream or an error: the connection closes quietly.
-            _ => return,
-        };
+        let task = rt::spawn_handle(serve_plain(conn, None));
         slot.track(key, task);
     }
 
@@ -353,21 +344,22 @@ impl park::Record for Parked {
 }
 
 /// Parks an idle connection: its task (the caller, about to end) leaves the listener's books
-/// and the connection waits in this core's table.
-fn park_conn(conn: Conn<TcpStream>, recv: rt::ArmedRecv, deadline: Instant) {
-    let slot = &conn.tracked.slot;
-    if slot.is_closing() {
-        return;
+/// and the connection waits in this core's table. Gives it back if it cannot park.
+fn park_conn(conn: Conn<TcpStream>, deadline: Instant) -> Result<(), Conn<TcpStream>> {
+    if conn.tracked.slot.is_closing() {
+        return Ok(()); // Closed, as the table would close it at once.
     }
-    slot.release_task(conn.tracked.key);
+    let (slot, key) = (conn.tracked.slot.clone(), conn.tracked.key);
+    let worker = conn.tracked.worker.clone();
+    park::park(&PARKED, Parked { conn }, deadline).map_err(|parked| parked.conn)?;
+    slot.release_task(key);
     // Connections going idle: the boxes and buffers the busy ones do not need go too (a busy
     // connection holds up to two buffers: its upstream response's and its head's).
     let keep = spare::shrink();
     rt::shrink_buffers(2 * keep);
-    let worker = conn.tracked.worker.clone();
-    park::park(&PARKED, Parked { conn, recv }, deadline);
     let parked = PARKED.with(park::Table::len) as u64;
     worker.stats.connections_parked.set(parked);
+    Ok(())
 }
 
 /// Runs this core's table of parked connections (spawned once per worker), keeping `gauge`
@@ -518,29 +510,41 @@ impl<S: Stream> Conn<S> {
 
 impl Conn<TcpStream> {
     /// Waits for the first bytes of the next request as [`Conn::wait_for_request`] does; a
-    /// keep-alive connection still silent after [`PARK_AFTER`] is to park with its receive,
-    /// which stays armed: whatever it receives is read by whoever holds it next.
-    async fn wait_plain(&self, fresh: bool) -> Waited {
+    /// keep-alive connection still silent after [`PARK_AFTER`] is to park (`may_park`), its
+    /// receive withdrawn from the ring: whatever raced the withdrawal is returned as usual.
+    async fn wait_plain(&self, fresh: bool, may_park: bool) -> Waited {
         let wait = self.wait_limit(fresh);
-        let parks = !fresh && wait > PARK_AFTER;
+        let mut parks = may_park && !fresh && wait > PARK_AFTER;
         // A keep-alive connection has been read dry: poll first (see wait_for_request).
         let Ok(mut recv) = rt::ArmedRecv::new(&self.io, !fresh) else {
             return Waited::End;
         };
-        let got = {
-            let limit = if parks { PARK_AFTER } else { wait };
-            let armed = pin!(timer::within(limit, &mut recv));
-            match select(armed, pin!(self.tracked.slot.closed())).await {
-                Either::Left((got, _)) => got,
-                Either::Right(_) => return Waited::End,
+        let mut limit = if parks { PARK_AFTER } else { wait };
+        let got = loop {
+            let got = {
+                let armed = pin!(timer::within(limit, &mut recv));
+                match select(armed, pin!(self.tracked.slot.closed())).await {
+                    Either::Left((got, _)) => got,
+                    Either::Right(_) => return Waited::End,
+                }
+            };
+            match got {
+                Some(got) => break got,
+                None if parks => match Box::pin(rt::withdraw(&self.io, &mut recv)).await {
+                    rt::Withdrawn::Cancelled => {
+                        return Waited::Park(timer::now() + (wait - PARK_AFTER));
+                    }
+                    rt::Withdrawn::Completed(got) => break got,
+                    // Still armed: the rest of the idle time in this task.
+                    rt::Withdrawn::Armed => {
+                        parks = false;
+                        limit = wait - PARK_AFTER;
+                    }
+                },
+                None => return Waited::End,
             }
         };
-        let rest = match got {
-            Some(got) => got,
-            None if parks => return Waited::Park(recv, timer::now() + (wait - PARK_AFTER)),
-            None => return Waited::End,
-        };
-        match rest {
+        match got {
             Ok(Some(bytes)) if !bytes.is_empty() => return Waited::Request(bytes),
             Err(e) if rt::out_of_buffers(&e) => {}
             _ => return Waited::End,
@@ -1323,8 +1327,8 @@ mod tests {
         );
         assert!(idle <= 512, "serve_plain's future is {idle} B");
         assert!(task <= idle + 16, "serve's future is {task} B");
-        // A parked connection is its state and its receive, no more.
-        assert!(parked <= 256, "a parked connection is {parked} B");
+        // A parked connection is its state, no more.
+        assert!(parked <= 128, "a parked connection is {parked} B");
     }
 
     /// X-Forwarded-For carries the peer's address exactly as `Display` writes it.

@@ -1,43 +1,46 @@
-//! Connections parked between requests: per core, a table of records (a connection's state and
-//! the receive armed on it) with no task of their own. A completed receive hands its record
-//! back to a new task; the idle deadline or the listener's close drops it.
+//! Connections parked between requests: per core, a table of records (a connection's state,
+//! nothing armed on the ring) whose sockets one epoll instance watches. A readable socket
+//! hands its record back to a new task; the idle deadline or the listener's close drops it.
 //!
 //! Why: a task costs its whole future (~480 bytes for an idle plaintext HTTP/1 connection, plus
-//! the listener's close signal and a timer entry); a parked record is the connection's state
-//! and its armed receive in a slab, one heap entry for its deadline, and no waker allocation.
+//! the listener's close signal and a timer entry), and a receive armed on the ring costs the
+//! runtime's record of the operation (~150 bytes, heaptrack) and its handle in ours (88). A
+//! parked record is the connection's state in a slab and one 16-byte heap entry for its
+//! deadline; the kernel keeps its epoll registration, as it does for nginx's connections.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::mem;
-use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::thread::LocalKey;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use rustix::event::epoll;
 use slab::Slab;
+use tracing::warn;
 
 use crate::timer;
 
 /// What a table holds.
 pub trait Record: Sized + 'static {
-    /// What the record's armed receive completes with.
-    type Woken;
-    /// Polls the armed receive.
-    fn poll_woken(&mut self, cx: &mut Context<'_>) -> Poll<Self::Woken>;
-    /// Hands the record back to a task of its own.
-    fn resume(self, woken: Self::Woken);
+    /// The socket whose readiness wakes the record.
+    fn fd(&self) -> BorrowedFd<'_>;
+    /// Its socket turned readable (bytes, the end of the stream or an error): hands the record
+    /// back to a task of its own.
+    fn resume(self);
     /// Its listener is closing: the record is dropped (the connection closes).
     fn is_closing(&self) -> bool;
 }
 
 struct Entry<R> {
     record: R,
-    /// Tells this record's deadline from a deadline left by an earlier record of the same key.
+    /// Tells this record's deadline and events from those of an earlier record of the same key.
     stamp: u32,
 }
 
-/// One core's parked records. One table per thread: the keys its wakers carry go to this
-/// thread's list of woken keys.
+/// One core's parked records.
 pub struct Table<R> {
     entries: RefCell<Slab<Entry<R>>>,
     /// Idle deadlines (milliseconds since `base`), soonest first, with their record's key and
@@ -50,19 +53,26 @@ pub struct Table<R> {
     alarm: Cell<Option<u64>>,
     /// Records parked so far.
     parks: Cell<u64>,
-}
-
-thread_local! {
-    /// Keys whose receive completed since the driver last ran.
-    static WOKEN: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// The epoll instance the records' sockets are registered with, once the driver runs (no
+    /// driver, nothing parks: nobody would wake the records).
+    epoll: OnceCell<Rc<OwnedFd>>,
     /// The driver's task, while it waits.
-    static DRIVER: RefCell<Option<Waker>> = const { RefCell::new(None) };
+    driver: RefCell<Option<Waker>>,
 }
 
 impl<R: Record> Default for Table<R> {
     fn default() -> Table<R> {
         Table::new()
     }
+}
+
+/// Events taken from the epoll instance per call.
+const EVENTS: usize = 256;
+
+/// What wakes a parked socket: bytes, the end of the stream (RDHUP also tells a half-closed
+/// one), errors and hang-ups (always reported). One-shot: a record is woken once.
+fn interest() -> epoll::EventFlags {
+    epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT
 }
 
 impl<R: Record> Table<R> {
@@ -74,6 +84,8 @@ impl<R: Record> Table<R> {
             stamps: Cell::new(0),
             alarm: Cell::new(None),
             parks: Cell::new(0),
+            epoll: OnceCell::new(),
+            driver: RefCell::new(None),
         }
     }
 
@@ -98,7 +110,7 @@ impl<R: Record> Table<R> {
     }
 
     fn instant(&self, millis: u64) -> Option<Instant> {
-        Some(self.base.get()? + std::time::Duration::from_millis(millis))
+        Some(self.base.get()? + Duration::from_millis(millis))
     }
 
     /// Records parked now.
@@ -110,15 +122,25 @@ impl<R: Record> Table<R> {
         self.len() == 0
     }
 
-    /// The record under `key`, if its receive completed.
-    fn poll(&self, key: u32) -> Option<(R, R::Woken)> {
+    /// Takes the record under `key` out of the table and its socket out of the epoll set, if
+    /// `stamp` is still its.
+    fn take(&self, key: u32, stamp: u32) -> Option<R> {
         let mut entries = self.entries.borrow_mut();
-        let entry = entries.get_mut(key as usize)?;
-        let waker = key_waker(key);
-        let Poll::Ready(woken) = entry.record.poll_woken(&mut Context::from_waker(&waker)) else {
+        if entries.get(key as usize)?.stamp != stamp {
             return None;
-        };
-        Some((entries.remove(key as usize).record, woken))
+        }
+        let record = entries.remove(key as usize).record;
+        self.forget(&record);
+        Some(record)
+    }
+
+    /// Takes `record`'s socket out of the epoll set. A one-shot registration stays in the set
+    /// after its event, disabled, and a socket parked again is added again; closing the socket
+    /// would remove it too, but only once no other descriptor refers to it.
+    fn forget(&self, record: &R) {
+        if let Some(epoll) = self.epoll.get() {
+            let _ = epoll::delete(&**epoll, record.fd());
+        }
     }
 
     /// Takes out the records whose deadline passed, into `out`.
@@ -128,19 +150,14 @@ impl<R: Record> Table<R> {
         };
         let now = now.saturating_duration_since(base).as_millis() as u64;
         let mut deadlines = self.deadlines.borrow_mut();
-        let mut entries = self.entries.borrow_mut();
         while let Some(&Reverse((at, key, stamp))) = deadlines.peek() {
             if at > now {
                 break;
             }
             deadlines.pop();
-            if entries
-                .get(key as usize)
-                .is_some_and(|entry| entry.stamp == stamp)
-            {
-                out.push(entries.remove(key as usize).record);
-            }
+            out.extend(self.take(key, stamp));
         }
+        let mut entries = self.entries.borrow_mut();
         if entries.is_empty() {
             // A burst of parked connections leaves no table behind it.
             entries.shrink_to_fit();
@@ -166,7 +183,11 @@ impl<R: Record> Table<R> {
             .filter(|(_, entry)| entry.record.is_closing())
             .map(|(key, _)| key)
             .collect();
-        out.extend(keys.into_iter().map(|key| entries.remove(key).record));
+        for key in keys {
+            let record = entries.remove(key).record;
+            self.forget(&record);
+            out.push(record);
+        }
         if entries.is_empty() {
             // A burst of parked connections leaves no table behind it.
             entries.shrink_to_fit();
@@ -179,35 +200,55 @@ impl<R: Record> Table<R> {
             .peek()
             .map(|Reverse((at, _, _))| *at)
     }
+
+    fn wake_driver(&self) {
+        if let Some(driver) = self.driver.borrow_mut().take() {
+            driver.wake();
+        }
+    }
 }
 
-/// Parks `record` until its receive completes (it resumes), `deadline` passes (it is dropped)
-/// or its listener closes ([`close`]). It is polled once at once: the receive may have
-/// completed already, and from then on its completion wakes the table, not the task that
-/// armed it.
-pub fn park<R: Record>(table: &'static LocalKey<Table<R>>, mut record: R, deadline: Instant) {
-    let key = table.with(|t| t.entries.borrow().vacant_key());
-    let Ok(key32) = u32::try_from(key) else {
-        return; // Four billion parked connections on one core: not reached; dropped (closed).
-    };
-    let waker = key_waker(key32);
-    if let Poll::Ready(woken) = record.poll_woken(&mut Context::from_waker(&waker)) {
-        return record.resume(woken);
-    }
-    let earlier = table.with(|t| {
+/// A record's key and stamp, as its epoll event carries them.
+fn event_data(key: u32, stamp: u32) -> epoll::EventData {
+    epoll::EventData::new_u64(u64::from(key) << 32 | u64::from(stamp))
+}
+
+/// Parks `record` until its socket turns readable (it resumes), `deadline` passes (it is
+/// dropped) or its listener closes ([`close`]). The caller must have nothing in flight on the
+/// socket: whatever arrives is read by the task that takes the record up. Gives the record
+/// back if it cannot be parked (no driver runs on this core, or the epoll registration
+/// failed): its task keeps it.
+pub fn park<R: Record>(
+    table: &'static LocalKey<Table<R>>,
+    record: R,
+    deadline: Instant,
+) -> Result<(), R> {
+    table.with(|t| {
+        let Some(epoll) = t.epoll.get() else {
+            return Err(record);
+        };
+        let mut entries = t.entries.borrow_mut();
+        let Ok(key) = u32::try_from(entries.vacant_key()) else {
+            return Err(record); // Four billion parked connections on one core: not reached.
+        };
         let stamp = t.stamps.get().wrapping_add(1);
+        if let Err(e) = epoll::add(&**epoll, record.fd(), event_data(key, stamp), interest()) {
+            warn!(error = %e, "cannot watch a parked connection; it waits in its task");
+            return Err(record);
+        }
         t.stamps.set(stamp);
         t.parks.set(t.parks.get() + 1);
-        t.entries.borrow_mut().insert(Entry { record, stamp });
+        entries.insert(Entry { record, stamp });
+        drop(entries);
         let deadline = t.millis(deadline);
         t.deadlines
             .borrow_mut()
-            .push(Reverse((deadline, key32, stamp)));
-        t.alarm.get().is_none_or(|alarm| deadline < alarm)
-    });
-    if earlier {
-        wake_driver();
-    }
+            .push(Reverse((deadline, key, stamp)));
+        if t.alarm.get().is_none_or(|alarm| deadline < alarm) {
+            t.wake_driver();
+        }
+        Ok(())
+    })
 }
 
 /// Drops the records whose listener is closing (their connections close).
@@ -218,11 +259,29 @@ pub fn close<R: Record>(table: &'static LocalKey<Table<R>>) {
     drop(closing);
 }
 
-/// Runs a table on this core: resumes the records whose receive completed and drops those
+/// Runs a table on this core: resumes the records whose socket turned readable and drops those
 /// whose deadline passed, and tells `count` how many are left after each round. Spawned once
-/// per worker.
+/// per worker; until it runs, nothing parks.
 pub async fn drive<R: Record>(table: &'static LocalKey<Table<R>>, count: impl Fn(usize)) {
-    let mut keys = Vec::new();
+    let epoll = match epoll::create(epoll::CreateFlags::CLOEXEC) {
+        Ok(epoll) => Rc::new(epoll),
+        Err(e) => {
+            warn!(error = %e, "no epoll instance: idle connections wait in their tasks");
+            return;
+        }
+    };
+    let ready = match compio::runtime::fd::PollFd::new(epoll.clone()) {
+        Ok(ready) => ready,
+        Err(e) => {
+            warn!(error = %e, "cannot poll an epoll instance: idle connections wait in their tasks");
+            return;
+        }
+    };
+    if table.with(|t| t.epoll.set(epoll.clone())).is_err() {
+        return; // Driven already.
+    }
+    let mut events: Vec<epoll::Event> = Vec::with_capacity(EVENTS);
+    let mut woken = Vec::new();
     let mut expired = Vec::new();
     loop {
         let alarm = table.with(|t| {
@@ -230,65 +289,60 @@ pub async fn drive<R: Record>(table: &'static LocalKey<Table<R>>, count: impl Fn
             t.alarm.set(next);
             next.and_then(|at| t.instant(at))
         });
-        let woken = std::future::poll_fn(|cx| {
-            if WOKEN.with(|w| !w.borrow().is_empty()) {
-                return Poll::Ready(());
+        let mut readable = std::pin::pin!(ready.read_ready());
+        let waited = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = readable.as_mut().poll(cx) {
+                return Poll::Ready(result);
             }
-            DRIVER.with(|d| {
-                let mut driver = d.borrow_mut();
+            table.with(|t| {
+                let mut driver = t.driver.borrow_mut();
                 if !driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     *driver = Some(cx.waker().clone());
                 }
-            });
-            // Woken for an earlier deadline than the one it sleeps until (a record parked).
-            match table.with(|t| t.next_deadline() != t.alarm.get()) {
-                true => Poll::Ready(()),
-                false => Poll::Pending,
-            }
+                // Woken for an earlier deadline than the one it sleeps until (a record parked).
+                match t.next_deadline() != t.alarm.get() {
+                    true => Poll::Ready(Ok(())),
+                    false => Poll::Pending,
+                }
+            })
         });
-        match alarm {
-            Some(at) => {
-                let _ = timer::until(at, woken).await;
-            }
-            None => woken.await,
+        let waited = match alarm {
+            Some(at) => timer::until(at, waited).await.unwrap_or(Ok(())),
+            None => waited.await,
+        };
+        if let Err(e) = waited {
+            // Not seen: polling an epoll instance has no failure of its own. Not a busy loop.
+            warn!(error = %e, "polling the parked connections failed");
+            timer::sleep(Duration::from_millis(10)).await;
         }
-        WOKEN.with(|w| mem::swap(&mut *w.borrow_mut(), &mut keys));
-        for key in keys.drain(..) {
+        // Harvested without blocking; a full batch may have more behind it.
+        loop {
+            events.clear();
+            let zero = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // Into the spare capacity: a `&mut Vec` would be read as a slice of its length.
+            let into = rustix::buffer::spare_capacity(&mut events);
+            if epoll::wait(&*epoll, into, Some(&zero)).is_err() {
+                break;
+            }
+            table.with(|t| {
+                for event in &events {
+                    let data = event.data.u64();
+                    woken.extend(t.take((data >> 32) as u32, data as u32));
+                }
+            });
             // Resumed outside the table's borrow: resuming spawns the connection's task.
-            if let Some((record, woken)) = table.with(|t| t.poll(key)) {
-                record.resume(woken);
+            for record in woken.drain(..) {
+                record.resume();
+            }
+            if events.len() < EVENTS {
+                break;
             }
         }
         table.with(|t| t.expire(timer::now(), &mut expired));
         expired.clear();
         count(table.with(Table::len));
     }
-}
-
-fn wake_driver() {
-    if let Some(driver) = DRIVER.with(|d| d.borrow_mut().take()) {
-        driver.wake();
-    }
-}
-
-/// A waker that carries a record's key and, woken, files the key for the driver. No
-/// allocation: an `Arc` waker per record would add an allocation and ~40 bytes to every
-/// parked connection (~10% of it).
-fn key_waker(key: u32) -> Waker {
-    fn clone(data: *const ()) -> RawWaker {
-        RawWaker::new(data, &VTABLE)
-    }
-    fn wake(data: *const ()) {
-        let key = data.addr() as u32;
-        WOKEN.with(|w| w.borrow_mut().push(key));
-        wake_driver();
-    }
-    fn drop(_: *const ()) {}
-    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake, drop);
-    let data = std::ptr::without_provenance::<()>(key as usize);
-    // SAFETY: the data pointer is the key itself, never dereferenced, so every function of the
-    // vtable is sound for any value and from any thread (clone copies it, drop does nothing).
-    // Woken on another thread, the key would go to that thread's list: the runtime wakes an
-    // operation's waker only on the thread that owns its ring, this table's thread.
-    unsafe { Waker::from_raw(RawWaker::new(data, &VTABLE)) }
 }

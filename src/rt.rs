@@ -151,6 +151,59 @@ impl Future for ArmedRecv {
     }
 }
 
+/// What taking an armed receive back came to.
+pub enum Withdrawn {
+    /// Cancelled before anything arrived: nothing is in flight on the socket any more.
+    Cancelled,
+    /// It completed first (bytes, the end of the stream, an error): its result.
+    Completed(io::Result<Option<Received>>),
+    /// It could not be cancelled (a kernel without cancel-by-descriptor, Linux < 5.19, or a
+    /// receive already running in the kernel's workers): it is still armed.
+    Armed,
+}
+
+/// Takes `recv`, armed on `tcp`, back from the ring: every operation in flight on the socket
+/// is cancelled (one `IORING_OP_ASYNC_CANCEL` by descriptor), and the receive completes with
+/// ECANCELED or, if bytes beat the cancellation, with them. Nothing that arrived is lost:
+/// dropping an armed receive instead would discard a completion that raced it.
+pub async fn withdraw(tcp: &TcpStream, recv: &mut ArmedRecv) -> Withdrawn {
+    use std::os::fd::AsRawFd;
+    let cancel = compio::runtime::Runtime::with_current(|rt| rt.submit(CancelFd(tcp.as_raw_fd())));
+    let BufResult(cancelled, _) = cancel.await;
+    match cancelled {
+        // How many were cancelled, or none in flight: the receive completed already.
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(_) => return Withdrawn::Armed,
+    }
+    // Its completion is in the ring by now; bounded all the same (one still running in an
+    // io-wq worker cannot be cancelled and completes only when bytes come).
+    match crate::timer::within(Duration::from_millis(100), &mut *recv).await {
+        Some(Err(e)) if e.raw_os_error() == Some(libc::ECANCELED) => Withdrawn::Cancelled,
+        Some(done) => Withdrawn::Completed(done),
+        None => Withdrawn::Armed,
+    }
+}
+
+/// Cancels every operation in flight on a descriptor (`IORING_ASYNC_CANCEL_FD` with
+/// `IORING_ASYNC_CANCEL_ALL`, Linux 5.19, the floor COOP_TASKRUN already sets). compio cancels
+/// only the operation a dropped future held, and then drops whatever it completed with.
+struct CancelFd(std::os::fd::RawFd);
+
+// SAFETY: OpCode's contract is that the entry stays valid until the operation completes; this
+// entry refers to no memory at all (a descriptor number and flags), so nothing can dangle, and
+// its result is a count or an errno with no buffer to hand back.
+unsafe impl compio::driver::OpCode for CancelFd {
+    type Control = ();
+
+    fn create_entry(&mut self, _: &mut ()) -> compio::driver::OpEntry {
+        use io_uring::{opcode::AsyncCancel2, types};
+        AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(self.0)).all())
+            .build()
+            .into()
+    }
+}
+
 /// Bytes one read delivered: in a buffer of the core's ring (plain TCP), or in a buffer of the
 /// core's free list (plaintext a TLS stream decrypted). Dropping it gives the buffer back.
 pub enum Received {
