@@ -546,6 +546,12 @@ pub(super) struct RawEndpoint {
     pub(super) weight: Option<i64>,
 }
 
+/// A list of routes parsed alone (config/route_items.rs): None on any error, and the section
+/// is parsed whole for the error's path and reason.
+pub(super) fn parse_routes(text: &str) -> Option<Vec<RawRoute>> {
+    serde_yaml::from_str(text).ok()
+}
+
 /// Returns (field path, reason). With yaml_reason, the only code that knows the YAML library.
 ///
 /// One typed pass over the first document; an untyped pass only when that pass fails or

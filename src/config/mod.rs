@@ -6,6 +6,7 @@ mod dns;
 mod dump;
 mod file;
 mod header_edits;
+mod route_items;
 mod sections;
 #[cfg(test)]
 mod tests;

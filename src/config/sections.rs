@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use super::file::{self, RawConfig};
+use super::route_items::RouteItems;
 
 /// The last file's typed parse, with the text of each top-level section it came from.
 #[derive(Default)]
@@ -22,6 +23,8 @@ pub(super) struct Sections {
     pub(super) parsed: usize,
     /// The keys whose section the last call parsed or reset to its default.
     changed: Vec<&'static str>,
+    /// The route entries of the `listeners` section, parsed one by one when it changes.
+    pub(super) routes: RouteItems,
 }
 
 impl Sections {
@@ -32,6 +35,7 @@ impl Sections {
         self.changed.clear();
         if self.update(text).is_none() {
             self.texts.clear();
+            self.routes = RouteItems::default();
             self.parsed = usize::MAX;
             self.raw = file::parse(text)?;
         }
@@ -55,6 +59,16 @@ impl Sections {
         for (key, body) in sections {
             if texts.get(key).is_some_and(|t| t == body) {
                 continue;
+            }
+            if key == "listeners" {
+                let old = std::mem::take(&mut raw.listeners);
+                if let Some(listeners) = self.routes.parse(body, old) {
+                    raw.listeners = listeners;
+                    self.changed.push("listeners");
+                    self.parsed += 1;
+                    texts.insert(key.to_owned(), body.to_owned());
+                    continue;
+                }
             }
             let part = file::parse(body).ok()?;
             let key = take(&mut raw, key, part)?;
@@ -111,9 +125,15 @@ fn split(text: &str) -> Option<Vec<(&str, &str)>> {
     let mut out: Vec<(&str, &str)> = Vec::new();
     let mut open: Option<(usize, &str)> = None;
     let mut at = 0;
-    for line in text.split_inclusive('\n') {
+    // memchr: `split_inclusive` took ~0.6 ms of a 10,000-route file's reload.
+    let last = (!text.ends_with('\n')).then_some(text.len());
+    for end in memchr::memchr_iter(b'\n', text.as_bytes())
+        .map(|n| n + 1)
+        .chain(last)
+    {
+        let line = &text[at..end];
         let start = at;
-        at += line.len();
+        at = end;
         let content = line.trim_end_matches(['\n', '\r']);
         let first = content.as_bytes().first().copied();
         match first {

@@ -808,3 +808,167 @@ fn a_reload_keeps_the_validated_listeners_only_while_their_inputs_stay() {
     assert!(!Arc::ptr_eq(&back.listeners, &a.listeners));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A listener with `n` numbered routes and a catch-all, in two virtual hosts.
+fn many_routes(n: usize) -> String {
+    let mut text = String::from(
+        "listeners:\n  - name: l\n    address: 127.0.0.1:10000\n    virtual_hosts:\n      - name: v\n        domains: [\"a.example.com\"]\n        routes:\n",
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            "          - match: {{ prefix: \"/r{i}/\" }}\n            route: {{ cluster: c }}\n"
+        ));
+    }
+    text.push_str("          - match: { prefix: \"/\" }\n            route: { cluster: c }\n");
+    text.push_str("      - name: w\n        domains: [\"*\"]\n        routes:\n");
+    text.push_str("        - match: { prefix: \"/w/\" }\n          route: { cluster: c }\n");
+    text.push_str("        # a comment between entries\n\n");
+    text.push_str(
+        "        - match: { prefix: \"/\" }\n          direct_response: { status: 204 }\n",
+    );
+    text.push_str("clusters:\n  - name: c\n    endpoints:\n      - { address: 127.0.0.1:9001 }\n");
+    text
+}
+
+/// Parses `text` with the section cache (as `sectioned` does) and returns how many route
+/// entries it parsed (0: the listeners section is unchanged), or None when it parsed the
+/// listeners section whole.
+fn route_entries(cache: &mut sections::Sections, text: &str) -> Option<usize> {
+    sectioned(cache, text);
+    if !cache.reparsed("listeners") {
+        return Some(0);
+    }
+    cache.routes.is_split().then_some(cache.routes.parsed)
+}
+
+#[test]
+fn a_reload_parses_only_the_route_entries_that_changed() {
+    let mut cache = sections::Sections::default();
+    let text = many_routes(20);
+    assert_eq!(
+        route_entries(&mut cache, &text),
+        Some(23),
+        "the first load parses them all"
+    );
+    assert_eq!(route_entries(&mut cache, &text), Some(0), "nothing changed");
+    // One route edited, one inserted, one removed, two swapped, one at each end.
+    let edited = text.replace("\"/r7/\"", "\"/r7x/\"");
+    assert_eq!(route_entries(&mut cache, &edited), Some(1));
+    let inserted = edited.replace(
+        "          - match: { prefix: \"/r3/\" }\n",
+        "          - match: { prefix: \"/new/\" }\n            route: { cluster: c }\n          - match: { prefix: \"/r3/\" }\n",
+    );
+    assert_eq!(route_entries(&mut cache, &inserted), Some(1));
+    let removed = inserted.replace(
+        "          - match: { prefix: \"/r5/\" }\n            route: { cluster: c }\n",
+        "",
+    );
+    assert_eq!(route_entries(&mut cache, &removed), Some(0));
+    let swapped = removed
+        .replace("\"/r10/\"", "\"/tmp/\"")
+        .replace("\"/r11/\"", "\"/r10/\"")
+        .replace("\"/tmp/\"", "\"/r11/\"");
+    assert_eq!(route_entries(&mut cache, &swapped), Some(2));
+    let ends = swapped.replace("\"/r0/\"", "\"/first/\"").replace(
+        "direct_response: { status: 204 }",
+        "direct_response: { status: 404 }",
+    );
+    assert_eq!(route_entries(&mut cache, &ends), Some(2));
+    // A comment or a blank line inside an entry makes it a changed entry, nothing more.
+    let commented = ends.replace(
+        "            route: { cluster: c }\n          - match: { prefix: \"/r2/\" }",
+        "            route: { cluster: c }  # first\n\n          - match: { prefix: \"/r2/\" }",
+    );
+    assert_eq!(route_entries(&mut cache, &commented), Some(1));
+    // Another virtual host: the lists change shape, every entry is parsed again.
+    let hosts = commented.replace(
+        "clusters:\n",
+        "      - name: x\n        domains: [\"x.example.com\"]\n        routes:\n          - match: { prefix: \"/\" }\n            route: { cluster: c }\nclusters:\n",
+    );
+    assert_eq!(route_entries(&mut cache, &hosts), Some(24));
+    // CRLF line ends split the same way.
+    let crlf = hosts.replace('\n', "\r\n");
+    assert_eq!(route_entries(&mut cache, &crlf), Some(24));
+    let crlf_edited = crlf.replace("\"/r8/\"", "\"/r8x/\"");
+    assert_eq!(route_entries(&mut cache, &crlf_edited), Some(1));
+}
+
+#[test]
+fn a_changed_route_entry_with_an_error_gets_the_whole_files_error() {
+    let mut cache = sections::Sections::default();
+    let text = many_routes(5);
+    assert_eq!(route_entries(&mut cache, &text), Some(8));
+    // Each is the same error as a whole parse's (sectioned asserts it), with its path.
+    let unknown = text.replace(
+        "route: { cluster: c }\n          - match: { prefix: \"/r3/\" }",
+        "route: { cluster: c, colour: red }\n          - match: { prefix: \"/r3/\" }",
+    );
+    sectioned(&mut cache, &unknown);
+    let e = parse(&unknown, "f.yaml").unwrap_err();
+    assert!(e.to_string().contains("routes[2].route"), "{e}");
+    let bad_cluster = text.replace(
+        "\"/r4/\" }\n            route: { cluster: c }",
+        "\"/r4/\" }\n            route: { cluster: nope }",
+    );
+    sectioned(&mut cache, &bad_cluster);
+    assert!(
+        parse(&bad_cluster, "f.yaml")
+            .unwrap_err()
+            .to_string()
+            .contains("routes[4].route.cluster")
+    );
+    let not_a_list = text.replace(
+        "          - match: { prefix: \"/r1/\" }",
+        "          - - match: { prefix: \"/r1/\" }",
+    );
+    sectioned(&mut cache, &not_a_list);
+    // The good file after them: served, entries parsed again as needed.
+    sectioned(&mut cache, &text);
+}
+
+#[test]
+fn listeners_the_route_split_does_not_handle_are_parsed_whole() {
+    let mut cache = sections::Sections::default();
+    let text = many_routes(3);
+    assert_eq!(route_entries(&mut cache, &text), Some(6));
+    let edit = |from: &str, to: &str| {
+        assert!(text.contains(from), "{from}");
+        text.replace(from, to)
+    };
+    for layout in [
+        // An anchor and its alias, a tag, a block scalar, a quoted string and a flow mapping
+        // over two lines, a tab, a virtual host without routes, routes as a flow list.
+        edit("{ prefix: \"/r1/\" }", "&m { prefix: \"/r1/\" }")
+            .replace("{ prefix: \"/r2/\" }", "*m"),
+        edit(
+            "route: { cluster: c }\n          - match: { prefix: \"/r1/\" }",
+            "route: { cluster: !!str c }\n          - match: { prefix: \"/r1/\" }",
+        ),
+        edit(
+            "direct_response: { status: 204 }",
+            "direct_response:\n            status: 200\n            body:\n              inline_string: |\n                routes:\n                - x\n",
+        ),
+        edit("{ prefix: \"/r0/\" }", "{ prefix: \"/r0\n            /\" }"),
+        edit(
+            "{ prefix: \"/r0/\" }",
+            "{ prefix:\n              \"/r0/\" }",
+        ),
+        edit(
+            "          - match: { prefix: \"/r2/\" }",
+            "\t- match: { prefix: \"/r2/\" }",
+        ),
+        edit(
+            "      - name: w\n",
+            "      - name: bare\n        domains: [\"b.example.com\"]\n      - name: w\n",
+        ),
+        edit(
+            "      - name: w\n",
+            "      - name: flow\n        domains: [\"f.example.com\"]\n        routes: [{ match: { prefix: \"/\" }, route: { cluster: c } }]\n      - name: w\n",
+        ),
+    ] {
+        // Not split (the whole section's parse, or its error, as sectioned checks), and the
+        // cache starts over.
+        assert_eq!(route_entries(&mut cache, &layout), None, "{layout}");
+        assert_eq!(route_entries(&mut cache, &text), Some(6), "{layout}");
+    }
+}
