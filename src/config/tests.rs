@@ -972,3 +972,90 @@ fn listeners_the_route_split_does_not_handle_are_parsed_whole() {
         assert_eq!(route_entries(&mut cache, &text), Some(6), "{layout}");
     }
 }
+
+/// Random edits of a routes-heavy file, one after another through one cache: after each, the
+/// cache's parse validates to what a whole parse does, error for error (`sectioned`). The
+/// entries come in the shapes a file may hold (flow and block mappings, comments, quoted
+/// strings with YAML's indicators in them, compact lists); the edits move, copy, drop and
+/// change whole entries and single characters. Seeded: the same 400 files every run.
+#[test]
+fn route_entry_caching_parses_random_edits_as_a_whole_parse_does() {
+    let shapes = [
+        "- match: { prefix: \"/p{i}/\" }\n  route: { cluster: c }\n",
+        "- match:\n    prefix: /b{i}/\n  route:\n    cluster: c  # a comment\n",
+        "- match: { path: \"/x{i}: #&*!|>\" }\n  direct_response: { status: 204 }\n",
+        "- match: { prefix: '/q{i}/it''s' }\n  route: { cluster: c, timeout: 2s }\n",
+        "- name: n{i}\n  match: { prefix: \"/n{i}/\", methods: [GET, POST] }\n  route: { cluster: c }\n",
+        "# a comment line\n- match: { prefix: \"/c{i}/\" }\n\n  route: { cluster: c }\n",
+    ];
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    let entry = |rng: &mut fastrand::Rng, i: usize, indent: usize| -> String {
+        let shape = shapes[rng.usize(..shapes.len())].replace("{i}", &i.to_string());
+        let pad = " ".repeat(indent);
+        shape.lines().map(|l| format!("{pad}{l}\n")).collect()
+    };
+    let file = |hosts: &[(usize, Vec<String>)]| -> String {
+        let mut text = String::from(
+            "listeners:\n  - name: l\n    address: 127.0.0.1:10000\n    virtual_hosts:\n",
+        );
+        for (h, (_, entries)) in hosts.iter().enumerate() {
+            text.push_str(&format!(
+                "      - name: h{h}\n        domains: [\"h{h}.example.com\"]\n        routes:\n"
+            ));
+            for e in entries {
+                text.push_str(e);
+            }
+        }
+        text.push_str(
+            "clusters:\n  - name: c\n    endpoints:\n      - { address: 127.0.0.1:9001 }\n",
+        );
+        text
+    };
+    // Two virtual hosts: one with its entries under `routes:` indented, one compact.
+    let mut hosts: Vec<(usize, Vec<String>)> = vec![(10, Vec::new()), (8, Vec::new())];
+    let mut next = 0;
+    for (indent, entries) in &mut hosts {
+        for _ in 0..12 {
+            entries.push(entry(&mut rng, next, *indent));
+            next += 1;
+        }
+    }
+    let mut cache = sections::Sections::default();
+    let mut split = 0;
+    for _ in 0..400 {
+        let (indent, entries) = &mut hosts[rng.usize(..2)];
+        let at = rng.usize(..entries.len());
+        match rng.u8(..6) {
+            0 => {
+                entries.insert(at, entry(&mut rng, next, *indent));
+                next += 1;
+            }
+            1 if entries.len() > 1 => drop(entries.remove(at)),
+            2 => {
+                let to = rng.usize(..entries.len());
+                entries.swap(at, to);
+            }
+            3 => entries[at] = entry(&mut rng, next, *indent),
+            _ => {}
+        }
+        let mut text = file(&hosts);
+        if rng.u8(..4) == 0 {
+            // One character of the listeners section changed, dropped or doubled.
+            let end = text.find("clusters:").unwrap_or(text.len());
+            let at = rng.usize(..end);
+            if text.is_char_boundary(at) && text.is_char_boundary(at + 1) {
+                let c =
+                    [' ', '-', ':', '#', '"', '\'', '\n', '{', '}', 'x', '&', '|'][rng.usize(..12)];
+                match rng.u8(..3) {
+                    0 => text.replace_range(at..at + 1, &c.to_string()),
+                    1 => text.replace_range(at..at + 1, ""),
+                    _ => text.insert(at, c),
+                }
+            }
+        }
+        sectioned(&mut cache, &text);
+        split += usize::from(cache.routes.is_split());
+    }
+    // Most files took the split (the rest were parsed whole, as they must be).
+    assert!(split > 200, "only {split} of 400 files were split");
+}
