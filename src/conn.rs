@@ -23,7 +23,7 @@ use crate::h1::head::{
 use crate::message::{BodyLength, Headers, Method, RequestHead, ResponseHead, Version};
 use crate::park;
 use crate::proxy::{self, Context, Downstream, Outcome, RequestBody, ResponseSink};
-use crate::rt::{self, Stream, TcpStream};
+use crate::rt::{self, ClientTcp, Stream, TcpStream};
 use crate::slot::ListenerSlot;
 use crate::spare;
 use crate::stats::WorkerStats;
@@ -65,7 +65,10 @@ pub fn serve(tcp: TcpStream, peer: SocketAddr, mut tracked: Tracked) -> impl Fut
     match tls {
         // The common case, and the one whose task is sized for it alone: an idle plaintext
         // HTTP/1 connection is a task of a few hundred bytes (see serve_h1).
-        None if !http2 => Either::Left(serve_plain(Conn::new(tcp, peer, None, tracked), None)),
+        None if !http2 => Either::Left(serve_plain(
+            Conn::new(ClientTcp::new(tcp), peer, None, tracked),
+            None,
+        )),
         // Boxed once per connection: TLS and h2c state would otherwise size every task.
         tls => Either::Right(Box::pin(serve_other(
             tcp, peer, tracked, tls, header, limit,
@@ -101,7 +104,7 @@ async fn serve_other(
             .await;
         }
         let first = Some(Box::new(first));
-        return serve_plain(Conn::new(tcp, peer, None, tracked), first).await;
+        return serve_plain(Conn::new(ClientTcp::new(tcp), peer, None, tracked), first).await;
     };
     // Boxed: the handshake's state (the ClientHello reader, the first flights) is gone once it
     // ends, and a plaintext connection never pays for it.
@@ -264,7 +267,7 @@ fn serve_h1<S: Stream>(mut conn: Conn<S>) -> impl Future<Output = ()> {
 /// and a new task takes it up.
 #[allow(clippy::manual_async_fn)]
 fn serve_plain(
-    mut conn: Conn<TcpStream>,
+    mut conn: Conn<ClientTcp>,
     mut first: Option<Box<rt::Received>>,
 ) -> impl Future<Output = ()> {
     // `first` is boxed: whatever the task captures, it keeps for its whole life (56 bytes
@@ -322,7 +325,7 @@ thread_local! {
 
 /// A parked connection: its state, nothing armed.
 struct Parked {
-    conn: Conn<TcpStream>,
+    conn: Conn<ClientTcp>,
 }
 
 impl park::Record for Parked {
@@ -345,7 +348,7 @@ impl park::Record for Parked {
 
 /// Parks an idle connection: its task (the caller, about to end) leaves the listener's books
 /// and the connection waits in this core's table. Gives it back if it cannot park.
-fn park_conn(conn: Conn<TcpStream>, deadline: Instant) -> Result<(), Conn<TcpStream>> {
+fn park_conn(conn: Conn<ClientTcp>, deadline: Instant) -> Result<(), Conn<ClientTcp>> {
     if conn.tracked.slot.is_closing() {
         return Ok(()); // Closed, as the table would close it at once.
     }
@@ -508,29 +511,27 @@ impl<S: Stream> Conn<S> {
     }
 }
 
-impl Conn<TcpStream> {
+impl Conn<ClientTcp> {
     /// Waits for the first bytes of the next request as [`Conn::wait_for_request`] does; a
     /// keep-alive connection still silent after [`PARK_AFTER`] is to park (`may_park`), its
     /// receive withdrawn from the ring: whatever raced the withdrawal is returned as usual.
     async fn wait_plain(&self, fresh: bool, may_park: bool) -> Waited {
         let wait = self.wait_limit(fresh);
         let mut parks = may_park && !fresh && wait > PARK_AFTER;
-        // A keep-alive connection has been read dry: poll first (see wait_for_request).
-        let Ok(mut recv) = rt::ArmedRecv::new(&self.io, !fresh) else {
-            return Waited::End;
-        };
         let mut limit = if parks { PARK_AFTER } else { wait };
         let got = loop {
             let got = {
-                let armed = pin!(timer::within(limit, &mut recv));
-                match select(armed, pin!(self.tracked.slot.closed())).await {
+                // A keep-alive connection has been read dry: its receive is armed ahead
+                // (rt::ClientTcp), and stays armed when the wait times out.
+                let read = pin!(timer::within(limit, self.io.wait_pooled(!fresh)));
+                match select(read, pin!(self.tracked.slot.closed())).await {
                     Either::Left((got, _)) => got,
                     Either::Right(_) => return Waited::End,
                 }
             };
             match got {
                 Some(got) => break got,
-                None if parks => match Box::pin(rt::withdraw(&self.io, &mut recv)).await {
+                None if parks => match Box::pin(self.io.withdraw()).await {
                     rt::Withdrawn::Cancelled => {
                         return Waited::Park(timer::now() + (wait - PARK_AFTER));
                     }
@@ -954,6 +955,11 @@ impl<'c, S: Stream> H1<'c, S> {
         input.timeout = limits.body_timeout;
         input.deadline = input.started + limits.request_timeout;
         input.expect_continue = parsed.expect_continue;
+        if !input.body.is_done() || input.pos < input.rbuf.len() {
+            // A body or pipelined bytes follow: a receive armed ahead is taken back first, so
+            // that they are read only as fast as they are served (rt::ClientTcp).
+            self.conn.io.settle(&mut input.rbuf).await;
+        }
         // The listener's last request on this connection says Connection: close.
         let served = self.conn.served.saturating_add(1);
         self.conn.served = served;
@@ -1322,7 +1328,7 @@ mod tests {
         let parked = size_of::<Parked>();
         eprintln!(
             "serve: {task} B, serve_plain: {idle} B, parked: {parked} B, conn {} B, recv {} B",
-            size_of::<Conn<TcpStream>>(),
+            size_of::<Conn<ClientTcp>>(),
             size_of::<rt::ArmedRecv>()
         );
         assert!(idle <= 512, "serve_plain's future is {idle} B");

@@ -15,6 +15,9 @@ pub use compio::io::{AsyncRead, AsyncWrite};
 use compio::io::{AsyncReadExt, AsyncWriteExt};
 pub use compio::net::{TcpListener, TcpStream};
 
+mod ahead;
+pub use ahead::ClientTcp;
+
 /// A byte stream the proxy can serve: plain TCP, or TLS over TCP (`tls`). One read and one
 /// write may be in flight at once (a response is written while the request body is still being
 /// read). Buffers are owned and lent to each operation, as the completion model wants. Its
@@ -55,6 +58,13 @@ pub trait Stream: 'static {
         let res = self.write_kept(buf).await;
         buf.clear();
         res
+    }
+
+    /// Stops reading ahead of the requests served: bytes a stream received before they were
+    /// asked for are appended to `into`, and from here on it is read only when asked. Called
+    /// before a body or pipelined bytes are read, when no write is in flight.
+    async fn settle(&self, into: &mut Vec<u8>) {
+        let _ = into;
     }
 
     /// Ends the sending direction (after a TLS close_notify).
@@ -160,29 +170,6 @@ pub enum Withdrawn {
     /// It could not be cancelled (a kernel without cancel-by-descriptor, Linux < 5.19, or a
     /// receive already running in the kernel's workers): it is still armed.
     Armed,
-}
-
-/// Takes `recv`, armed on `tcp`, back from the ring: every operation in flight on the socket
-/// is cancelled (one `IORING_OP_ASYNC_CANCEL` by descriptor), and the receive completes with
-/// ECANCELED or, if bytes beat the cancellation, with them. Nothing that arrived is lost:
-/// dropping an armed receive instead would discard a completion that raced it.
-pub async fn withdraw(tcp: &TcpStream, recv: &mut ArmedRecv) -> Withdrawn {
-    use std::os::fd::AsRawFd;
-    let cancel = compio::runtime::Runtime::with_current(|rt| rt.submit(CancelFd(tcp.as_raw_fd())));
-    let BufResult(cancelled, _) = cancel.await;
-    match cancelled {
-        // How many were cancelled, or none in flight: the receive completed already.
-        Ok(_) => {}
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-        Err(_) => return Withdrawn::Armed,
-    }
-    // Its completion is in the ring by now; bounded all the same (one still running in an
-    // io-wq worker cannot be cancelled and completes only when bytes come).
-    match crate::timer::within(Duration::from_millis(100), &mut *recv).await {
-        Some(Err(e)) if e.raw_os_error() == Some(libc::ECANCELED) => Withdrawn::Cancelled,
-        Some(done) => Withdrawn::Completed(done),
-        None => Withdrawn::Armed,
-    }
 }
 
 /// Cancels every operation in flight on a descriptor (`IORING_ASYNC_CANCEL_FD` with

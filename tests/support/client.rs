@@ -550,6 +550,13 @@ impl RawClient {
         }
     }
 
+    /// A second handle on the connection, to write from another thread while this one reads.
+    pub fn try_clone_stream(&self) -> TcpStream {
+        self.stream
+            .try_clone()
+            .expect("RawClient: clone the stream")
+    }
+
     /// Writes all bytes; panics on error.
     pub fn send(&mut self, bytes: &[u8]) {
         self.try_send(bytes)
