@@ -16,7 +16,7 @@ use compio::io::{AsyncReadExt, AsyncWriteExt};
 pub use compio::net::{TcpListener, TcpStream};
 
 mod ahead;
-pub use ahead::ClientTcp;
+pub use ahead::{ClientTcp, ReadAhead};
 
 /// A byte stream the proxy can serve: plain TCP, or TLS over TCP (`tls`). One read and one
 /// write may be in flight at once (a response is written while the request body is still being

@@ -1,7 +1,8 @@
 //! The upstream HTTP/1.1 codec: connect with a timeout, keep a read armed on a pooled idle
-//! connection (so that anything it receives retires it), encode and write the request, read the
-//! response head (handing interim 1xx heads to the caller) and pull body bytes through the body
-//! decoder.
+//! connection (so that anything it receives retires it; over plain TCP one multishot receive
+//! for the connection's life, taken back before a long response body), encode and write the
+//! request, read the response head (handing interim 1xx heads to the caller) and pull body
+//! bytes through the body decoder.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -29,32 +30,28 @@ const MAX_RESPONSE_HEADERS: usize = 256;
 /// Least free space offered to a read.
 const MIN_READ: usize = 4096;
 
-/// A read armed on an idle connection: it completes when the upstream sends anything or closes.
-/// Held unboxed over plain TCP; a TLS stream's read borrows the stream, so it is boxed.
-enum ArmedRead {
-    Plain(rt::ArmedRecv),
-    Boxed(Pin<Box<dyn Future<Output = io::Result<Option<Received>>>>>),
-}
-
-impl Future for ArmedRead {
-    type Output = io::Result<Option<Received>>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            ArmedRead::Plain(read) => Pin::new(read).poll(cx),
-            ArmedRead::Boxed(read) => read.as_mut().poll(cx),
-        }
-    }
-}
+/// A read armed on an idle TLS connection: it completes when the upstream sends anything or
+/// closes. It borrows the stream, so it is boxed (plain TCP connections keep a multishot
+/// receive armed instead: [`UpstreamConn::ahead`]).
+type ArmedRead = Pin<Box<dyn Future<Output = io::Result<Option<Received>>>>>;
 
 /// An open connection to an endpoint, idle in a pool or serving one exchange.
 pub struct UpstreamConn {
     stream: Transport,
-    /// Set while the connection idles in a pool, and until the response's first bytes are
-    /// taken from it: the upstream's next bytes land in a buffer of the core's ring only when
-    /// they arrive, so an idle connection holds no buffer. One small allocation per checkin.
-    /// In a cell: the response side takes it while the request side writes.
+    /// A TLS connection's read, set while the connection idles in a pool and until the
+    /// response's first bytes are taken from it: the upstream's next bytes land in a buffer of
+    /// the core's ring only when they arrive, so an idle connection holds no buffer. In a cell:
+    /// the response side takes it while the request side writes.
     armed: Cell<Option<ArmedRead>>,
+    /// A plain connection's receive, armed when it first idles in a pool and kept across the
+    /// requests it carries (one multishot receive, rt::ReadAhead): it reads the responses, and
+    /// anything that arrives while the connection idles retires it. Taken back before a
+    /// response body that does not come in its first read (when no request bytes are in
+    /// flight), so that a body is read only as fast as the client takes it.
+    ahead: rt::ReadAhead,
+    /// A write of the request is in flight: the receive cannot be taken back now (cancelling
+    /// by descriptor would cancel the write too).
+    writing: Cell<bool>,
     /// Counts the connection in its endpoint's `upstream_cx_active` while it is open.
     active: Option<Active>,
 }
@@ -128,6 +125,8 @@ impl UpstreamConn {
         Ok(UpstreamConn {
             stream,
             armed: Cell::new(None),
+            ahead: rt::ReadAhead::new(),
+            writing: Cell::new(false),
             active: None,
         })
     }
@@ -153,31 +152,37 @@ impl UpstreamConn {
     }
 
     /// Arms a read before the connection idles in a pool (nginx and HAProxy keep a read event
-    /// on idle upstream connections for the same reason). The read is submitted now; its
-    /// completion is looked at by [`check`](Self::check) and, if it never completes while idle,
-    /// it becomes the first read of the next response: no extra operation per request.
+    /// on idle upstream connections for the same reason). The read is submitted now (a plain
+    /// connection's multishot receive stays armed from its last checkin); its completion is
+    /// looked at by [`check`](Self::check) and, if it never completes while idle, it reads the
+    /// next response: no extra operation per request.
     ///
     /// Err: the connection cannot idle, because the read completed at once: a TLS session can
     /// hold what came after the response (a close_notify, stray records) before any new read.
     pub fn park(mut self) -> Result<UpstreamConn, Idle> {
-        if self.armed.get_mut().is_none() {
-            let mut read = match &self.stream {
-                Transport::Plain(tcp) => match rt::ArmedRecv::new(tcp, true) {
-                    Ok(read) => ArmedRead::Plain(read),
-                    Err(e) => return Err(idle_verdict(Err(e))),
-                },
-                Transport::Tls(_) => {
-                    let stream = self.stream.clone();
-                    ArmedRead::Boxed(Box::pin(async move { stream.wait_pooled(true).await }))
+        match &self.stream {
+            Transport::Plain(tcp) => {
+                // Kept armed from the last checkin unless a body took it back (or a withdrawal
+                // refused at first ends only now: armed again then).
+                for _ in 0..2 {
+                    self.ahead.arm(tcp);
+                    if let Some(received) = self.ahead.peek() {
+                        return Err(idle_verdict(received));
+                    }
                 }
-            };
-            // The first poll submits the receive.
-            if let Poll::Ready(received) =
-                Pin::new(&mut read).poll(&mut Context::from_waker(Waker::noop()))
-            {
-                return Err(idle_verdict(received));
             }
-            *self.armed.get_mut() = Some(read);
+            Transport::Tls(_) if self.armed.get_mut().is_none() => {
+                let stream = self.stream.clone();
+                let mut read: ArmedRead = Box::pin(async move { stream.wait_pooled(true).await });
+                // The first poll submits the receive.
+                if let Poll::Ready(received) =
+                    read.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+                {
+                    return Err(idle_verdict(received));
+                }
+                *self.armed.get_mut() = Some(read);
+            }
+            Transport::Tls(_) => {}
         }
         Ok(self)
     }
@@ -185,10 +190,13 @@ impl UpstreamConn {
     /// Whether the connection can carry a request: nothing arrived while it was idle. A
     /// connection for which this is not [`Idle::Clean`] must be dropped.
     pub fn check(&mut self) -> Idle {
+        if let Some(received) = self.ahead.peek() {
+            return idle_verdict(received);
+        }
         let Some(read) = self.armed.get_mut().as_mut() else {
             return Idle::Clean;
         };
-        let Poll::Ready(received) = Pin::new(read).poll(&mut Context::from_waker(Waker::noop()))
+        let Poll::Ready(received) = read.as_mut().poll(&mut Context::from_waker(Waker::noop()))
         else {
             return Idle::Clean;
         };
@@ -199,6 +207,9 @@ impl UpstreamConn {
 
     /// Reads once, appending to `buf`: the armed read's bytes first, if it is still pending.
     async fn read(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        if let Transport::Plain(tcp) = &self.stream {
+            return self.ahead.read_some(tcp, buf, MIN_READ).await;
+        }
         if let Some(armed) = self.armed.take() {
             match armed.await {
                 Ok(Some(bytes)) => {
@@ -212,6 +223,34 @@ impl UpstreamConn {
             }
         }
         self.stream.read_some(buf, MIN_READ).await
+    }
+
+    /// Takes a plain connection's armed receive back before more of a response body is read,
+    /// appending what it had received to `buf`, unless a write of the request is in flight.
+    async fn settle(&self, buf: &mut Vec<u8>) {
+        if let Transport::Plain(tcp) = &self.stream
+            && !self.writing.get()
+        {
+            self.ahead.settle(tcp, buf).await;
+        }
+    }
+
+    /// Writes `bytes` (kept with `keep`, for a retry), marked as in flight while it runs.
+    async fn write(&self, bytes: &mut Vec<u8>, keep: bool) -> io::Result<()> {
+        /// Clears the mark however the write ends (it may be dropped by a timeout).
+        struct Writing<'a>(&'a Cell<bool>);
+        impl Drop for Writing<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        self.writing.set(true);
+        let _writing = Writing(&self.writing);
+        if keep {
+            self.stream.write_kept(bytes).await
+        } else {
+            self.stream.write_all(bytes).await
+        }
     }
 }
 
@@ -342,15 +381,7 @@ impl UpstreamRequest {
         keep: bool,
         limit: Duration,
     ) -> Result<(), ProxyError> {
-        let stream = &conn.stream;
-        let write = async {
-            if keep {
-                stream.write_kept(&mut self.bytes).await
-            } else {
-                stream.write_all(&mut self.bytes).await
-            }
-        };
-        match timer::within(limit, write).await {
+        match timer::within(limit, conn.write(&mut self.bytes, keep)).await {
             Some(Ok(())) => {
                 self.sent = self.encoded;
                 Ok(())
@@ -509,6 +540,12 @@ impl ResponseReader {
     /// body; anywhere else it is a truncation and the exchange is aborted.
     pub async fn fill(&mut self, conn: &UpstreamConn, limit: Duration) -> Result<(), ProxyError> {
         self.compact();
+        // The body goes on past the first read: read on only as fast as the client takes it.
+        let held = self.buf.len();
+        conn.settle(&mut self.buf).await;
+        if self.buf.len() > held {
+            return Ok(());
+        }
         match timer::within(limit, conn.read(&mut self.buf)).await {
             Some(Ok(0)) => self
                 .decoder

@@ -1,22 +1,26 @@
-//! A plaintext client connection whose receives run ahead: one multishot receive stays armed
-//! on the socket across its keep-alive requests, instead of one receive submitted per wait.
+//! Receives that run ahead: one multishot receive armed on a socket across the requests it
+//! carries (a plaintext client connection between keep-alive requests, a pooled plain upstream
+//! connection between checkins), instead of one receive submitted per read.
 //!
-//! Per keep-alive request this saves a submission, the kernel's arming of a poll on the socket,
-//! and compio's record of the operation (an allocation and a hash-set insert and removal):
-//! ~10% of the user-space instructions of a proxied keep-alive request (loadtest/instructions:
-//! 21,908 -> 19,580). The kernel picks a buffer of the core's ring for each arrival.
+//! Per read this saves a submission, the kernel's arming of a poll on the socket, and
+//! compio's record of the operation (an allocation, a hash-set insert and removal): a proxied
+//! plain keep-alive request went from 22,085 to 19,147 user-space instructions
+//! (loadtest/instructions) and from 4.1 to 2.1 allocations (tests/allocations.rs). The kernel
+//! picks a buffer of the core's ring for each arrival.
 //!
-//! While the receive is armed, every read of the connection takes its bytes from it, in order:
-//! a second receive on the socket could take bytes between two of its completions. It is armed
-//! only for a connection that waits for its next keep-alive request (one request per
-//! connection never pays for its cancellation at the close), and taken back, its bytes kept,
-//! when a request has a body or pipelined bytes behind it ([`ClientTcp::settle`]): the kernel
-//! moves arrivals into the core's shared ring as they come, so an upload read at the
-//! upstream's pace would otherwise spread over the ring (256 buffers) and leave the core's
-//! other connections waiting with buffers of their own. A client that sends while its
-//! bodiless request is served can hold at most the ring until the response is written (or
-//! its write times out); the other connections then read into buffers of their own
-//! (`ring_exhausted`), as they do in any burst that empties the ring.
+//! While the receive is armed, every read of the socket takes its bytes from it, in order: a
+//! second receive could take bytes between two of its completions. The kernel moves arrivals
+//! into the core's shared ring as they come, whether or not they are asked for, so the receive
+//! is taken back, its bytes kept ([`ReadAhead::settle`]), before a stream is read at someone
+//! else's pace: a request body or pipelined bytes (read as fast as the upstream takes them), a
+//! response body that goes on past its first read (as fast as the client takes it). Otherwise
+//! one upload or download would spread over the ring (256 buffers: read through the receive,
+//! one stalled 8 MiB upload held 241 of them) and leave the core's other connections to read
+//! into buffers of their own (`ring_exhausted`). What a client sends unasked while its bodiless
+//! request is served can still land in the ring, at most until its response is written.
+//!
+//! A client connection arms it only once it waits for a keep-alive request (a connection per
+//! request never pays for its cancellation at the close); a parked connection has none.
 
 use std::cell::Cell;
 use std::io;
@@ -53,78 +57,89 @@ impl Ahead {
     }
 }
 
-/// A plaintext TCP connection from a client, with its receive armed ahead while it waits
-/// between keep-alive requests. 8 bytes more than the stream: the receive is boxed, and
-/// absent while the connection is busy with a body or parked.
-pub struct ClientTcp {
-    tcp: TcpStream,
-    ahead: Cell<Option<Box<Ahead>>>,
-}
+/// A multishot receive armed ahead on a socket, or none: 8 bytes (the receive is boxed, and
+/// absent while none is armed). The socket is the caller's, passed to each step.
+#[derive(Default)]
+pub struct ReadAhead(Cell<Option<Box<Ahead>>>);
 
 /// One completion of the armed receive, as a read reports it: None when none is armed any
 /// more (none was, it ended, or a withdrawal ended it: ECANCELED).
 type Next = Option<io::Result<Option<Received>>>;
 
-impl ClientTcp {
-    pub fn new(tcp: TcpStream) -> ClientTcp {
-        ClientTcp {
-            tcp,
-            ahead: Cell::new(None),
+impl ReadAhead {
+    pub const fn new() -> ReadAhead {
+        ReadAhead(Cell::new(None))
+    }
+
+    /// Arms the receive on `tcp` unless one is armed. Without it (its box or submission
+    /// failed), reads are single receives, as before it existed.
+    pub fn arm(&self, tcp: &TcpStream) {
+        if !self.is_armed() {
+            self.0.set(Ahead::arm(tcp).ok());
         }
     }
 
-    pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
-    }
-
-    fn is_armed(&self) -> bool {
+    pub fn is_armed(&self) -> bool {
         // Cell<Option<Box>>: look without taking for good.
-        let ahead = self.ahead.take();
+        let ahead = self.0.take();
         let armed = ahead.as_ref().is_some_and(|a| !a.is_over());
-        self.ahead.set(ahead);
+        self.0.set(ahead);
         armed
     }
 
     /// The next completion of the armed receive, ECANCELED included. The receive is taken out
     /// of its cell only within each poll, so a read dropped while it waits (a timeout) leaves
     /// it armed with whatever it has received.
-    async fn next_raw(&self) -> Next {
-        std::future::poll_fn(|cx| {
-            let Some(mut ahead) = self.ahead.take() else {
-                return Poll::Ready(None);
-            };
-            let polled = Pin::new(&mut ahead.0).poll_next(cx);
-            let over = ahead.is_over();
-            if !over || matches!(polled, Poll::Pending) {
-                self.ahead.set(Some(ahead));
+    fn poll_raw(&self, cx: &mut std::task::Context<'_>) -> Poll<Next> {
+        let Some(mut ahead) = self.0.take() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(&mut ahead.0).poll_next(cx);
+        if !ahead.is_over() || polled.is_pending() {
+            self.0.set(Some(ahead));
+        }
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Ok(buf))) => {
+                Poll::Ready(Some(Ok(buf.filter(|b| !b.is_empty()).map(Received::Ring))))
             }
-            match polled {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Ready(Some(Ok(buf))) => {
-                    Poll::Ready(Some(Ok(buf.filter(|b| !b.is_empty()).map(Received::Ring))))
-                }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            }
-        })
-        .await
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+        }
     }
 
-    /// [`next_raw`](ClientTcp::next_raw), where a receive a withdrawal ended counts as none.
-    async fn next(&self) -> Next {
+    async fn next_raw(&self) -> Next {
+        std::future::poll_fn(|cx| self.poll_raw(cx)).await
+    }
+
+    /// [`next_raw`](ReadAhead::next_raw), where a receive a withdrawal ended counts as none.
+    pub async fn next(&self) -> Next {
         match self.next_raw().await {
             Some(Err(e)) if e.raw_os_error() == Some(libc::ECANCELED) => None,
             next => next,
         }
     }
 
+    /// What the armed receive has completed with so far, without waiting: Some for bytes, the
+    /// end of the stream or an error (a pooled upstream connection that received anything
+    /// while idle cannot be reused), None while it waits or when none is armed (a withdrawal
+    /// ended it).
+    pub fn peek(&self) -> Next {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match self.poll_raw(&mut cx) {
+            Poll::Ready(Some(Err(e))) if e.raw_os_error() == Some(libc::ECANCELED) => None,
+            Poll::Ready(next) => next,
+            Poll::Pending => None,
+        }
+    }
+
     /// Cancels the armed receive (every operation in flight on the socket: only when no write
     /// is) and waits, within 100 ms, for its first completion after: ECANCELED, or bytes that
     /// beat the cancellation.
-    async fn cancel(&self) -> Option<Next> {
+    async fn cancel(&self, tcp: &TcpStream) -> Option<Next> {
         use std::os::fd::AsRawFd;
         let cancel =
-            compio::runtime::Runtime::with_current(|rt| rt.submit(CancelFd(self.tcp.as_raw_fd())));
+            compio::runtime::Runtime::with_current(|rt| rt.submit(CancelFd(tcp.as_raw_fd())));
         let BufResult(cancelled, _) = cancel.await;
         match cancelled {
             Ok(_) => {}
@@ -136,13 +151,13 @@ impl ClientTcp {
         crate::timer::within(Duration::from_millis(100), self.next_raw()).await
     }
 
-    /// Takes the armed receive back from the ring before the connection parks (no write is in
-    /// flight): whatever raced the withdrawal is returned, and nothing is lost.
-    pub async fn withdraw(&self) -> Withdrawn {
+    /// Takes the armed receive back from the ring (no write is in flight on `tcp`): whatever
+    /// raced the withdrawal is returned, and nothing is lost.
+    pub async fn withdraw(&self, tcp: &TcpStream) -> Withdrawn {
         if !self.is_armed() {
             return Withdrawn::Cancelled;
         }
-        match self.cancel().await {
+        match self.cancel(tcp).await {
             Some(None) => Withdrawn::Cancelled,
             Some(Some(Err(e))) if e.raw_os_error() == Some(libc::ECANCELED) => Withdrawn::Cancelled,
             // Bytes (or the end of the stream) came first; the receive ends with ECANCELED
@@ -150,6 +165,76 @@ impl ClientTcp {
             Some(Some(done)) => Withdrawn::Completed(done),
             None => Withdrawn::Armed,
         }
+    }
+
+    /// Takes the receive back (no write is in flight on `tcp`), appending what it had
+    /// received to `into`: from here on `tcp` is read only when asked.
+    pub async fn settle(&self, tcp: &TcpStream, into: &mut Vec<u8>) {
+        if !self.is_armed() {
+            return;
+        }
+        let mut next = self.cancel(tcp).await;
+        let deadline = crate::timer::now() + Duration::from_millis(100);
+        while let Some(Some(Ok(Some(bytes)))) = next {
+            into.extend_from_slice(&bytes);
+            next = crate::timer::until(deadline, self.next_raw()).await;
+        }
+        // Over (ECANCELED, the end of the stream, an error: a receive of the socket's own
+        // finds the end or the error again), or still armed (the cancellation refused or
+        // slow): reads go on taking from it, in order, either way.
+        if !self.is_armed() {
+            self.0.set(None);
+        }
+    }
+
+    /// Reads once from `tcp`, appending to `buf`: from the armed receive while there is one.
+    pub async fn read_some(
+        &self,
+        tcp: &TcpStream,
+        buf: &mut Vec<u8>,
+        min_spare: usize,
+    ) -> io::Result<usize> {
+        match self.next().await {
+            Some(Ok(Some(bytes))) => {
+                buf.extend_from_slice(&bytes);
+                Ok(bytes.len())
+            }
+            Some(Ok(None)) => Ok(0),
+            // The ring ran dry and ended the receive: a receive into `buf` instead.
+            Some(Err(e)) if out_of_buffers(&e) => read_some(tcp, buf, min_spare).await,
+            Some(Err(e)) => Err(e),
+            None => read_some(tcp, buf, min_spare).await,
+        }
+    }
+}
+
+/// A plaintext TCP connection from a client, with its receive armed ahead while it waits
+/// between keep-alive requests.
+pub struct ClientTcp {
+    tcp: TcpStream,
+    ahead: ReadAhead,
+}
+
+impl ClientTcp {
+    pub fn new(tcp: TcpStream) -> ClientTcp {
+        ClientTcp {
+            tcp,
+            ahead: ReadAhead::new(),
+        }
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// Takes the armed receive back before the connection parks (no write is in flight).
+    pub async fn withdraw(&self) -> Withdrawn {
+        self.ahead.withdraw(&self.tcp).await
+    }
+
+    #[cfg(test)]
+    fn is_armed(&self) -> bool {
+        self.ahead.is_armed()
     }
 }
 
@@ -161,7 +246,7 @@ impl AsFd for ClientTcp {
 
 impl Stream for ClientTcp {
     async fn read_pooled(&self) -> io::Result<Option<Received>> {
-        match self.next().await {
+        match self.ahead.next().await {
             Some(got) => got,
             None => self.tcp.read_pooled().await,
         }
@@ -169,11 +254,10 @@ impl Stream for ClientTcp {
 
     /// Arms the receive ahead for a keep-alive connection (`empty`), then waits on it.
     async fn wait_pooled(&self, empty: bool) -> io::Result<Option<Received>> {
-        if empty && !self.is_armed() {
-            // Without it (its box or submission failed), a single receive as before.
-            self.ahead.set(Ahead::arm(&self.tcp).ok());
+        if empty {
+            self.ahead.arm(&self.tcp);
         }
-        if let Some(got) = self.next().await {
+        if let Some(got) = self.ahead.next().await {
             return got;
         }
         // Bound first: a temporary Result would be kept across the await.
@@ -184,45 +268,21 @@ impl Stream for ClientTcp {
     async fn readable(&self) -> io::Result<()> {
         // Armed: the next read takes what it receives (the trait lets a stream that cannot
         // tell return at once).
-        if self.is_armed() {
+        if self.ahead.is_armed() {
             return Ok(());
         }
         self.tcp.readable().await
     }
 
     async fn read_some(&self, buf: &mut Vec<u8>, min_spare: usize) -> io::Result<usize> {
-        match self.next().await {
-            Some(Ok(Some(bytes))) => {
-                buf.extend_from_slice(&bytes);
-                Ok(bytes.len())
-            }
-            Some(Ok(None)) => Ok(0),
-            // The ring ran dry and ended the receive: a receive into `buf` instead.
-            Some(Err(e)) if out_of_buffers(&e) => read_some(&self.tcp, buf, min_spare).await,
-            Some(Err(e)) => Err(e),
-            None => read_some(&self.tcp, buf, min_spare).await,
-        }
+        self.ahead.read_some(&self.tcp, buf, min_spare).await
     }
 
     /// Takes the receive back before a body or pipelined bytes are read (no write is in
-    /// flight: the last response is out, this one has not begun), appending what it had
-    /// received to `into`: from here on the connection is read only as fast as it is served.
+    /// flight: the last response is out, this one has not begun): from here on the
+    /// connection is read only as fast as it is served.
     async fn settle(&self, into: &mut Vec<u8>) {
-        if !self.is_armed() {
-            return;
-        }
-        let mut next = self.cancel().await;
-        let deadline = crate::timer::now() + Duration::from_millis(100);
-        while let Some(Some(Ok(Some(bytes)))) = next {
-            into.extend_from_slice(&bytes);
-            next = crate::timer::until(deadline, self.next_raw()).await;
-        }
-        // Over (ECANCELED, the end of the stream, an error: a receive of the connection's
-        // own finds the end or the error again), or still armed (the cancellation refused or
-        // slow): reads go on taking from it, in order, either way.
-        if !self.is_armed() {
-            self.ahead.set(None);
-        }
+        self.ahead.settle(&self.tcp, into).await
     }
 
     async fn write_kept(&self, buf: &mut Vec<u8>) -> io::Result<()> {
