@@ -526,7 +526,7 @@ pub async fn forward<D: Downstream>(
             // The upstream is done with: it goes back to the pool before the client gets the
             // last bytes, so that the next request (maybe this client's) finds it there.
             if reusable {
-                match conn.park() {
+                match conn.park(cx.worker.idle_watch.waker()) {
                     Ok(conn) => ep.pool.checkin(conn, timer::now()),
                     Err(Idle::Stray) => ep.stats.upstream_cx_idle_stray.inc(),
                     Err(_) => ep.stats.upstream_cx_idle_closed.inc(),
@@ -1032,7 +1032,8 @@ impl EndpointState {
         }
         if protocol != UpstreamProtocol::Http2 {
             while let Some(mut conn) = self.pool.checkout(timer::now()) {
-                match conn.check() {
+                // Taken for a request: its read will wake the request.
+                match conn.check(std::task::Waker::noop()) {
                     Idle::Clean => {
                         self.stats.upstream_cx_reused.inc();
                         return Ok((Upstream::H1(conn), true));

@@ -159,14 +159,18 @@ impl UpstreamConn {
     ///
     /// Err: the connection cannot idle, because the read completed at once: a TLS session can
     /// hold what came after the response (a close_notify, stray records) before any new read.
-    pub fn park(mut self) -> Result<UpstreamConn, Idle> {
+    ///
+    /// `watch` is woken when the read completes while the connection idles, so that the core
+    /// closes it at once (a multishot receive would go on filling the core's buffer ring with
+    /// whatever a misbehaving upstream sends).
+    pub fn park(mut self, watch: &Waker) -> Result<UpstreamConn, Idle> {
         match &self.stream {
             Transport::Plain(tcp) => {
                 // Kept armed from the last checkin unless a body took it back (or a withdrawal
                 // refused at first ends only now: armed again then).
                 for _ in 0..2 {
                     self.ahead.arm(tcp);
-                    if let Some(received) = self.ahead.peek() {
+                    if let Some(received) = self.ahead.peek(watch) {
                         return Err(idle_verdict(received));
                     }
                 }
@@ -175,9 +179,7 @@ impl UpstreamConn {
                 let stream = self.stream.clone();
                 let mut read: ArmedRead = Box::pin(async move { stream.wait_pooled(true).await });
                 // The first poll submits the receive.
-                if let Poll::Ready(received) =
-                    read.as_mut().poll(&mut Context::from_waker(Waker::noop()))
-                {
+                if let Poll::Ready(received) = read.as_mut().poll(&mut Context::from_waker(watch)) {
                     return Err(idle_verdict(received));
                 }
                 *self.armed.get_mut() = Some(read);
@@ -188,16 +190,16 @@ impl UpstreamConn {
     }
 
     /// Whether the connection can carry a request: nothing arrived while it was idle. A
-    /// connection for which this is not [`Idle::Clean`] must be dropped.
-    pub fn check(&mut self) -> Idle {
-        if let Some(received) = self.ahead.peek() {
+    /// connection for which this is not [`Idle::Clean`] must be dropped. `watch` as for
+    /// [`park`](Self::park).
+    pub fn check(&mut self, watch: &Waker) -> Idle {
+        if let Some(received) = self.ahead.peek(watch) {
             return idle_verdict(received);
         }
         let Some(read) = self.armed.get_mut().as_mut() else {
             return Idle::Clean;
         };
-        let Poll::Ready(received) = read.as_mut().poll(&mut Context::from_waker(Waker::noop()))
-        else {
+        let Poll::Ready(received) = read.as_mut().poll(&mut Context::from_waker(watch)) else {
             return Idle::Clean;
         };
         // Done: it must not be polled again.

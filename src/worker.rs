@@ -140,6 +140,66 @@ pub struct Worker {
     listeners: RefCell<Vec<Rc<ListenerSlot>>>,
     /// Set on shutdown: every listener closes.
     pub stopping: Cell<bool>,
+    /// Woken when an idle pooled upstream connection receives anything.
+    pub idle_watch: IdleWatch,
+}
+
+/// Wakes this core's closing of idle upstream connections as soon as one receives anything
+/// (the upstream closed it, or wrote to it unasked), rather than at the next sweep: a plain
+/// connection's multishot receive (rt::ReadAhead) would otherwise go on filling the core's
+/// buffer ring with whatever a misbehaving upstream sends, for up to the sweep's second.
+pub struct IdleWatch {
+    inner: Arc<WatchInner>,
+    /// Handed to each idle connection's read (a clone: one reference count per checkin).
+    waker: std::task::Waker,
+}
+
+struct WatchInner {
+    woken: std::sync::atomic::AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl std::task::Wake for WatchInner {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.wake();
+    }
+}
+
+impl IdleWatch {
+    fn new() -> IdleWatch {
+        let inner = Arc::new(WatchInner {
+            woken: std::sync::atomic::AtomicBool::new(false),
+            task: futures_util::task::AtomicWaker::new(),
+        });
+        let waker = std::task::Waker::from(inner.clone());
+        IdleWatch { inner, waker }
+    }
+
+    pub fn waker(&self) -> &std::task::Waker {
+        &self.waker
+    }
+
+    /// Waits until an idle connection's read completed since the last time.
+    async fn woken(&self) {
+        std::future::poll_fn(|cx| {
+            self.inner.task.register(cx.waker());
+            if self
+                .inner
+                .woken
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 impl Worker {
@@ -164,6 +224,7 @@ impl Worker {
             })),
             pools: RefCell::new(HashMap::new()),
             listeners: RefCell::new(Vec::new()),
+            idle_watch: IdleWatch::new(),
             stopping: Cell::new(false),
         });
         worker.apply(snapshot);
@@ -430,18 +491,7 @@ impl Worker {
             let specs = generation.snapshot.clusters.iter();
             for (cluster, spec) in generation.clusters.iter().zip(specs) {
                 for ep in cluster.endpoints.iter() {
-                    ep.pool.retain(|conn| match conn.check() {
-                        Idle::Clean => true,
-                        Idle::Stray => {
-                            ep.stats.upstream_cx_idle_stray.inc();
-                            false
-                        }
-                        Idle::Closed => {
-                            ep.stats.upstream_cx_idle_closed.inc();
-                            false
-                        }
-                    });
-                    ep.stats.upstream_cx_idle.set(ep.pool.len() as u64);
+                    self.retire_idle(ep);
                     ep.h2.evict_idle(now, spec.idle_timeout);
                     let ejected = ep.outlier.is_ejected(std::time::Instant::now());
                     ep.stats.outlier_ejected.set(u64::from(ejected));
@@ -450,6 +500,39 @@ impl Worker {
             self.fold_histograms();
             self.flush_logs();
         }
+    }
+
+    /// Forever: closes idle upstream connections that received anything, within a timer tick
+    /// of the first one's read completing (the tick gathers the connections an upstream
+    /// closes together into one pass).
+    pub async fn watch_idle(self: Rc<Self>) {
+        loop {
+            self.idle_watch.woken().await;
+            timer::sleep(Duration::from_millis(10)).await;
+            let generation = self.generation();
+            for cluster in generation.clusters.iter() {
+                for ep in cluster.endpoints.iter() {
+                    self.retire_idle(ep);
+                }
+            }
+        }
+    }
+
+    /// Closes the endpoint's idle connections the upstream closed or wrote to.
+    fn retire_idle(&self, ep: &EndpointState) {
+        let watch = self.idle_watch.waker();
+        ep.pool.retain(|conn| match conn.check(watch) {
+            Idle::Clean => true,
+            Idle::Stray => {
+                ep.stats.upstream_cx_idle_stray.inc();
+                false
+            }
+            Idle::Closed => {
+                ep.stats.upstream_cx_idle_closed.inc();
+                false
+            }
+        });
+        ep.stats.upstream_cx_idle.set(ep.pool.len() as u64);
     }
 
     /// Moves this core's recent histogram samples into the registry.
@@ -572,6 +655,7 @@ async fn serve(
         }
     }
     let _sweeper = rt::spawn_handle(worker.clone().sweep());
+    let _idle_watch = rt::spawn_handle(worker.clone().watch_idle());
     let _timers = rt::spawn_handle(crate::timer::drive());
     let _parked = rt::spawn_handle(conn::drive_parked(worker.stats.clone()));
     let _ = ready.send(Ok(()));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use support::client::RawClient;
 use support::gateway::{TestGateway, simple_config};
-use support::harness::T;
+use support::harness::{Gate, T};
 use support::upstream::{HttpUpstream, RawUpstream, Reply, pattern_bytes};
 
 fn upstream() -> HttpUpstream {
@@ -242,4 +242,57 @@ fn a_pooled_upstream_connection_carries_small_and_large_responses_in_turn() {
         }
     }
     assert_eq!(up.accepts(), 1, "one upstream connection throughout");
+}
+
+#[test]
+fn an_idle_upstream_connection_that_receives_anything_is_closed_at_once() {
+    // Bytes on a pooled connection nobody asked for (here: the upstream writes after its
+    // response): the connection is closed as soon as its receive completes, not at the next
+    // once-a-second sweep, so that a multishot receive does not go on filling the core's ring
+    // with what a misbehaving upstream sends. Five rounds at random phases of the sweep: the
+    // sweep alone would take ~0.5 s on average, and all five within 300 ms by chance ~0.2%.
+    const ROUNDS: usize = 5;
+    let gates: Arc<Vec<Gate>> = Arc::new((0..ROUNDS).map(|_| Gate::new()).collect());
+    let closed_after = Arc::new(Mutex::new(Vec::new()));
+    let up = {
+        let (gates, closed_after) = (gates.clone(), closed_after.clone());
+        RawUpstream::start(move |conn| {
+            if conn.read_request().is_none() {
+                return;
+            }
+            conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            // Once the gateway has pooled the connection (before its client has the answer).
+            let Some(gate) = gates.get(conn.conn_id() as usize) else {
+                return;
+            };
+            if !gate.wait(T) {
+                return;
+            }
+            let sent = Instant::now();
+            conn.write(b"stray");
+            // The gateway closes it: the read ends at once instead of timing out.
+            let _ = conn.read_head();
+            closed_after.lock().unwrap().push(sent.elapsed());
+        })
+    };
+    let gw = TestGateway::start(&simple_config(&[(up.addr(), 1)], 1, "", "{}"));
+    for (round, gate) in gates.iter().enumerate() {
+        let mut c = RawClient::connect(gw.listener("main"));
+        c.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        let r = c.read_response(T);
+        assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]), "round {round}");
+        gate.open();
+        let deadline = Instant::now() + 2 * T;
+        while closed_after.lock().unwrap().len() <= round && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let delays = closed_after.lock().unwrap().clone();
+    assert_eq!(delays.len(), ROUNDS, "{delays:?}");
+    assert!(
+        delays.iter().all(|d| *d < Duration::from_millis(300)),
+        "closed only after {delays:?}"
+    );
+    let ep = gw.endpoint("backend", up.addr());
+    assert_eq!(ep.upstream_cx_idle_stray.get(), ROUNDS as u64, "{ep:?}");
 }

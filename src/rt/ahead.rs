@@ -124,8 +124,9 @@ impl ReadAhead {
     /// end of the stream or an error (a pooled upstream connection that received anything
     /// while idle cannot be reused), None while it waits or when none is armed (a withdrawal
     /// ended it).
-    pub fn peek(&self) -> Next {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    /// `watch` is woken when the receive completes later.
+    pub fn peek(&self, watch: &std::task::Waker) -> Next {
+        let mut cx = std::task::Context::from_waker(watch);
         match self.poll_raw(&mut cx) {
             Poll::Ready(Some(Err(e))) if e.raw_os_error() == Some(libc::ECANCELED) => None,
             Poll::Ready(next) => next,
