@@ -519,10 +519,15 @@ impl Conn<ClientTcp> {
         let wait = self.wait_limit(fresh);
         let mut parks = may_park && !fresh && wait > PARK_AFTER;
         let mut limit = if parks { PARK_AFTER } else { wait };
+        if !fresh && self.served >= 2 {
+            // A connection that carries request after request: one receive armed across them
+            // (rt::ClientTcp).
+            self.io.arm_ahead();
+        }
         let got = loop {
             let got = {
-                // A keep-alive connection has been read dry: its receive is armed ahead
-                // (rt::ClientTcp), and stays armed when the wait times out.
+                // A keep-alive connection has been read dry (poll first); a receive armed
+                // ahead stays armed when the wait times out.
                 let read = pin!(timer::within(limit, self.io.wait_pooled(!fresh)));
                 match select(read, pin!(self.tracked.slot.closed())).await {
                     Either::Left((got, _)) => got,
