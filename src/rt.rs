@@ -124,9 +124,9 @@ async fn recv_pooled(tcp: &TcpStream, poll_first: bool) -> io::Result<Option<Rec
 type RecvOp = compio::driver::op::RecvManaged<compio::driver::SharedFd<socket2::Socket>>;
 
 /// A receive into a buffer of the core's ring, submitted on its first poll. It owns what it
-/// needs (a handle on the socket, not a borrow), so it can be held without a box: a pooled
-/// upstream connection keeps one armed while it idles (one allocation per request fewer
-/// than a boxed future; tests/allocations.rs).
+/// needs (a handle on the socket, not a borrow), so it can be held without a box: a client
+/// connection waits on one for its first requests (then on a receive armed ahead,
+/// [`ClientTcp`]).
 pub struct ArmedRecv(compio::runtime::Submit<RecvOp>);
 
 impl ArmedRecv {
