@@ -524,11 +524,14 @@ impl Conn<ClientTcp> {
             // (rt::ClientTcp).
             self.io.arm_ahead();
         }
+        // A keep-alive connection has been read dry: poll first (see wait_for_request). What
+        // is armed stays armed when a wait times out.
+        let Ok(mut waiting) = self.io.wait(!fresh) else {
+            return Waited::End;
+        };
         let got = loop {
             let got = {
-                // A keep-alive connection has been read dry (poll first); a receive armed
-                // ahead stays armed when the wait times out.
-                let read = pin!(timer::within(limit, self.io.wait_pooled(!fresh)));
+                let read = pin!(timer::within(limit, &mut waiting));
                 match select(read, pin!(self.tracked.slot.closed())).await {
                     Either::Left((got, _)) => got,
                     Either::Right(_) => return Waited::End,
@@ -536,7 +539,7 @@ impl Conn<ClientTcp> {
             };
             match got {
                 Some(got) => break got,
-                None if parks => match Box::pin(self.io.withdraw()).await {
+                None if parks => match Box::pin(waiting.withdraw()).await {
                     rt::Withdrawn::Cancelled => {
                         return Waited::Park(timer::now() + (wait - PARK_AFTER));
                     }

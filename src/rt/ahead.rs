@@ -27,6 +27,7 @@
 //! among the parked ones, and 478-515 this way); a parked connection has none.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
@@ -142,16 +143,8 @@ impl ReadAhead {
     /// is) and waits, within 100 ms, for its first completion after: ECANCELED, or bytes that
     /// beat the cancellation.
     async fn cancel(&self, tcp: &TcpStream) -> Option<Next> {
-        use std::os::fd::AsRawFd;
-        let cancel =
-            compio::runtime::Runtime::with_current(|rt| rt.submit(CancelFd(tcp.as_raw_fd())));
-        let BufResult(cancelled, _) = cancel.await;
-        match cancelled {
-            Ok(_) => {}
-            // None in flight: it completed already, and its result waits in the stream.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            // Linux < 5.19, or a receive running in the kernel's workers.
-            Err(_) => return None,
+        if !cancel_all(tcp).await {
+            return None;
         }
         crate::timer::within(Duration::from_millis(100), self.next_raw()).await
     }
@@ -213,6 +206,80 @@ impl ReadAhead {
     }
 }
 
+/// Cancels every operation in flight on `tcp` (one `IORING_OP_ASYNC_CANCEL` by descriptor:
+/// only when no write is in flight). False when the kernel refused (Linux < 5.19, or a
+/// receive running in the kernel's workers): what was armed stays armed.
+async fn cancel_all(tcp: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let cancel = compio::runtime::Runtime::with_current(|rt| rt.submit(CancelFd(tcp.as_raw_fd())));
+    let BufResult(cancelled, _) = cancel.await;
+    match cancelled {
+        Ok(_) => true,
+        // None in flight: it completed already, and its result waits to be taken.
+        Err(e) => e.raw_os_error() == Some(libc::ENOENT),
+    }
+}
+
+/// What a client connection waiting for its next request has armed, kept across the waits of
+/// one idle period (a wait that times out leaves it armed): its receive ahead, or a receive
+/// of its own (a connection that has not carried two requests yet).
+pub enum Waiting<'a> {
+    Ahead(&'a ClientTcp),
+    Once(&'a TcpStream, ArmedRecv),
+}
+
+/// The first bytes of the next request (Ok(None): the end of the stream). A future of its
+/// own, polled through a reference: the idle task holds nothing more than this while it waits
+/// (a unit test in conn keeps that task under 512 bytes).
+impl Future for Waiting<'_> {
+    type Output = io::Result<Option<Received>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match this {
+                Waiting::Ahead(conn) => match conn.ahead.poll_raw(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    // Ended by a withdrawal that raced its bytes: a receive of its own now.
+                    Poll::Ready(None) => {}
+                    Poll::Ready(Some(Err(e))) if e.raw_os_error() == Some(libc::ECANCELED) => {}
+                    Poll::Ready(Some(got)) => return Poll::Ready(got),
+                },
+                Waiting::Once(_, recv) => return Pin::new(recv).poll(cx),
+            }
+            if let Waiting::Ahead(conn) = this {
+                let tcp = &conn.tcp;
+                *this = Waiting::Once(tcp, ArmedRecv::new(tcp, true)?);
+            }
+        }
+    }
+}
+
+impl Waiting<'_> {
+    /// Takes what is armed back from the ring before the connection parks (no write is in
+    /// flight): whatever raced the withdrawal is returned, and nothing is lost (dropping an
+    /// armed receive instead would discard a completion that raced it).
+    pub async fn withdraw(&mut self) -> Withdrawn {
+        match self {
+            Waiting::Ahead(conn) => conn.ahead.withdraw(&conn.tcp).await,
+            Waiting::Once(tcp, recv) => {
+                if !cancel_all(tcp).await {
+                    return Withdrawn::Armed;
+                }
+                // Its completion is in the ring by now; bounded all the same (one still
+                // running in an io-wq worker completes only when bytes come).
+                match crate::timer::within(Duration::from_millis(100), &mut *recv).await {
+                    Some(Err(e)) if e.raw_os_error() == Some(libc::ECANCELED) => {
+                        Withdrawn::Cancelled
+                    }
+                    Some(done) => Withdrawn::Completed(done),
+                    None => Withdrawn::Armed,
+                }
+            }
+        }
+    }
+}
+
 /// A plaintext TCP connection from a client, with its receive armed ahead while it waits
 /// between keep-alive requests.
 pub struct ClientTcp {
@@ -238,9 +305,13 @@ impl ClientTcp {
         self.ahead.arm(&self.tcp);
     }
 
-    /// Takes the armed receive back before the connection parks (no write is in flight).
-    pub async fn withdraw(&self) -> Withdrawn {
-        self.ahead.withdraw(&self.tcp).await
+    /// What to wait on for the next request: the receive armed ahead, or else one receive
+    /// (`empty`: the socket was read dry, so the kernel polls before receiving).
+    pub fn wait(&self, empty: bool) -> io::Result<Waiting<'_>> {
+        if self.ahead.is_armed() {
+            return Ok(Waiting::Ahead(self));
+        }
+        Ok(Waiting::Once(&self.tcp, ArmedRecv::new(&self.tcp, empty)?))
     }
 
     #[cfg(test)]
@@ -361,20 +432,21 @@ mod tests {
         let rt = super::super::Runtime::new().expect("runtime");
         rt.run(async {
             let (server, mut client) = pair().await;
-            client.write_all(b"one").expect("send");
-            let one = server
-                .wait_pooled(true)
-                .await
-                .expect("read")
-                .expect("bytes");
-            assert_eq!(&one[..], b"one");
-            // Armed, nothing sent: the receive is cancelled.
-            server.arm_ahead();
-            let armed = std::pin::pin!(server.wait_pooled(true));
-            assert!(futures_util::poll!(armed).is_pending());
-            assert!(server.is_armed());
-            assert!(matches!(server.withdraw().await, Withdrawn::Cancelled));
-            assert!(!server.is_armed());
+            for (round, ahead) in [(0u8, false), (1, true), (2, false), (3, true)] {
+                client.write_all(&[b'a' + round]).expect("send");
+                let mut got = Vec::new();
+                server.read_some(&mut got, 4096).await.expect("read");
+                assert_eq!(got, [b'a' + round]);
+                // Armed, nothing sent: what is armed is cancelled.
+                if ahead {
+                    server.arm_ahead();
+                }
+                let mut waiting = server.wait(true).expect("wait");
+                assert_eq!(matches!(waiting, Waiting::Ahead(_)), ahead);
+                assert!(futures_util::poll!(&mut waiting).is_pending());
+                assert!(matches!(waiting.withdraw().await, Withdrawn::Cancelled));
+                assert!(!server.is_armed(), "round {round}");
+            }
             client.write_all(b"two").expect("send");
             let mut got = Vec::new();
             server.read_some(&mut got, 4096).await.expect("read");
