@@ -295,10 +295,6 @@ impl ClientTcp {
         }
     }
 
-    pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
-    }
-
     /// Arms the receive ahead, for a connection that waits for its next keep-alive request
     /// and is read dry.
     pub fn arm_ahead(&self) {
