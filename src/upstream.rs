@@ -166,14 +166,19 @@ impl UpstreamConn {
     pub fn park(mut self, watch: &Waker) -> Result<UpstreamConn, Idle> {
         match &self.stream {
             Transport::Plain(tcp) => {
-                // Kept armed from the last checkin unless a body took it back (or a withdrawal
-                // refused at first ends only now: armed again then).
+                // Kept armed from the last checkin unless a body took it back; armed again if
+                // a cancellation refused at first ends it only now.
                 for _ in 0..2 {
                     self.ahead.arm(tcp);
                     if let Some(received) = self.ahead.peek(watch) {
                         return Err(idle_verdict(received));
                     }
+                    if self.ahead.is_armed() {
+                        return Ok(self);
+                    }
                 }
+                // No receive could be armed: nothing would see the upstream close it.
+                return Err(Idle::Closed);
             }
             Transport::Tls(_) if self.armed.get_mut().is_none() => {
                 let stream = self.stream.clone();

@@ -330,15 +330,6 @@ impl Stream for ClientTcp {
         }
     }
 
-    async fn wait_pooled(&self, empty: bool) -> io::Result<Option<Received>> {
-        if let Some(got) = self.ahead.next().await {
-            return got;
-        }
-        // Bound first: a temporary Result would be kept across the await.
-        let armed = ArmedRecv::new(&self.tcp, empty)?;
-        armed.await
-    }
-
     async fn readable(&self) -> io::Result<()> {
         // Armed: the next read takes what it receives (the trait lets a stream that cannot
         // tell return at once).
