@@ -660,20 +660,34 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     let raw = file::parse(text).map_err(|(path, reason)| one_error(file, path, reason))?;
-    validate::validate(&raw, file, None)
+    Ok(validate::validate(&raw, file, validate::Reuse::Nothing)?.0)
 }
 
 /// Loads one config file again and again (start, then each reload), parsing only the
 /// top-level sections whose text changed since the last load (config/sections.rs): a
 /// 10,000-route file whose routes stay is not parsed again. Nor are its listeners validated
-/// again when their text, the cluster names and the admin address are those of the last valid
-/// load and validating them reads no file (TLS certificates, direct_response bodies: their
+/// again when their text, the cluster names and the admin address are those of the last load
+/// and validating them reads no file (TLS certificates, direct_response bodies: their
 /// contents may have changed): a reload that changes a cluster's weights takes ~1 ms of
-/// validation instead of ~5 ms at 10,000 routes. Everything else is validated every time.
+/// validation instead of ~5 ms at 10,000 routes. When the listeners changed, a route whose
+/// entry's text is the last load's (config/route_items.rs) is that load's validated route,
+/// while the cluster names stay and it reads no file: a reload that edits one of 10,000 routes
+/// validates one. Everything else is validated every time.
 #[derive(Default)]
 pub struct Loader {
     sections: sections::Sections,
-    valid: Option<(ListenerInputs, Arc<[Listener]>)>,
+    /// The last load's validated listeners and what validating them depended on. None after a
+    /// load that failed: the parse caches moved on without a validation to match.
+    last: Option<Validated>,
+    /// Routes the last load took from the one before (tests).
+    #[cfg(test)]
+    routes_reused: usize,
+}
+
+/// The listeners of a load and what validating them depended on beyond their own text.
+struct Validated {
+    inputs: ListenerInputs,
+    listeners: Arc<[Listener]>,
 }
 
 /// What validating the listeners depends on beyond their own text.
@@ -682,42 +696,67 @@ struct ListenerInputs {
     file: String,
     admin: Option<String>,
     clusters: Vec<String>,
+    /// Validating the listeners reads files.
+    reads_files: bool,
 }
 
 impl ListenerInputs {
-    /// None when validating the listeners reads files.
-    fn of(raw: &file::RawConfig, file: &str) -> Option<ListenerInputs> {
+    fn of(raw: &file::RawConfig, file: &str) -> ListenerInputs {
         let reads_files = raw.listeners.iter().any(|l| {
             l.tls.is_some()
-                || (l.virtual_hosts.iter().flat_map(|v| &v.routes)).any(|r| {
-                    (r.direct_response.as_ref())
-                        .and_then(|d| d.body.as_ref())
-                        .is_some_and(|b| b.filename.is_some())
-                })
+                || (l.virtual_hosts.iter().flat_map(|v| &v.routes)).any(validate::reads_file)
         });
-        (!reads_files).then(|| ListenerInputs {
+        ListenerInputs {
             file: file.to_owned(),
             admin: raw.admin.as_ref().map(|a| a.address.clone()),
             clusters: raw.clusters.iter().map(|c| c.name.clone()).collect(),
-        })
+            reads_files,
+        }
     }
 }
 
 impl Loader {
     pub fn load(&mut self, path: &Path) -> Result<Config, ConfigErrors> {
+        let last = self.last.take();
         let file = path.display().to_string();
         let text = read(path, &file)?;
         (self.sections)
             .parse(&text)
             .map_err(|(path, reason)| one_error(&file, path, reason))?;
-        let unchanged = !self.sections.reparsed("listeners");
         let raw = self.sections.raw();
         let inputs = ListenerInputs::of(raw, &file);
-        let reuse = (self.valid.take())
-            .filter(|(was, _)| unchanged && inputs.as_ref() == Some(was))
-            .map(|(_, listeners)| listeners);
-        let config = validate::validate(raw, &file, reuse)?;
-        self.valid = inputs.map(|i| (i, config.listeners.clone()));
+        let kept = self.sections.kept_routes();
+        let reuse = match &last {
+            Some(last)
+                if !self.sections.reparsed("listeners")
+                    && !inputs.reads_files
+                    && last.inputs == inputs =>
+            {
+                validate::Reuse::Listeners(last.listeners.clone())
+            }
+            // A route's validation reads the cluster names (and the file's directory, for a
+            // body file: such routes are validated again anyway).
+            Some(last)
+                if last.inputs.file == inputs.file && last.inputs.clusters == inputs.clusters =>
+            {
+                match &kept {
+                    Some(kept) => {
+                        validate::Reuse::Routes(validate::KeptRoutes::new(&last.listeners, kept))
+                    }
+                    None => validate::Reuse::Nothing,
+                }
+            }
+            _ => validate::Reuse::Nothing,
+        };
+        let (config, _reused) = validate::validate(raw, &file, reuse)?;
+        #[cfg(test)]
+        {
+            self.routes_reused = _reused;
+        }
+        self.last = Some(Validated {
+            inputs,
+            listeners: config.listeners.clone(),
+        });
         Ok(config)
     }
 }

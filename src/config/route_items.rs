@@ -26,6 +26,31 @@ pub(super) struct RouteItems {
     lists: Vec<Vec<Range<usize>>>,
     /// Entries the last call parsed (the rest were taken from the call before).
     pub(super) parsed: usize,
+    /// List by list, which entries the last call took from the call before.
+    pub(super) kept: Vec<Kept>,
+}
+
+/// How a route list of a parse relates to the same list of the parse before: its first `head`
+/// and last `tail` entries are that list's first and last ones, their text unchanged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Kept {
+    pub(super) head: usize,
+    pub(super) tail: usize,
+}
+
+impl Kept {
+    /// Where entry `at` of a list of `len` entries was in the list before (of `was` entries),
+    /// if it is one of those kept.
+    pub(super) fn was_at(self, at: usize, len: usize, was: usize) -> Option<usize> {
+        if self.head + self.tail > len.min(was) {
+            return None;
+        }
+        match at {
+            _ if at < self.head => Some(at),
+            _ if at >= len - self.tail && at < len => Some(was - (len - at)),
+            _ => None,
+        }
+    }
 }
 
 /// One `routes:` list found in a section: the line to replace and its entries.
@@ -74,7 +99,7 @@ impl RouteItems {
         }
         // The entries before and after the first and last that changed are kept where they
         // are (a route is ~1 KB: 10,000 of them are not moved); those between are parsed.
-        let kept: Vec<(usize, usize)> = (lists.iter().zip(&self.lists))
+        let kept: Vec<Kept> = (lists.iter().zip(&self.lists))
             .map(|(list, spans)| {
                 let same = |a: usize, b: usize| {
                     self.text[spans[a].clone()] == body[list.entries[b].clone()]
@@ -90,13 +115,13 @@ impl RouteItems {
                 {
                     tail += 1;
                 }
-                (head, tail)
+                Kept { head, tail }
             })
             .collect();
         // Kept entries are the text of entries the last call found plain; every other line
         // is looked at now.
         let mut known = (lists.iter().zip(&kept))
-            .flat_map(|(list, &(head, tail))| {
+            .flat_map(|(list, &Kept { head, tail })| {
                 let news = list.entries.len();
                 [&list.entries[..head], &list.entries[news - tail..]]
             })
@@ -117,7 +142,7 @@ impl RouteItems {
         if hosts != lists.len() {
             return None;
         }
-        for ((list, routes), (head, tail)) in lists.iter().zip(&mut was).zip(kept) {
+        for ((list, routes), &Kept { head, tail }) in lists.iter().zip(&mut was).zip(&kept) {
             let news = list.entries.len();
             let olds = routes.len();
             let new = &list.entries[head..news - tail];
@@ -141,6 +166,7 @@ impl RouteItems {
         }
         self.text = body.to_owned();
         self.lists = lists.into_iter().map(|l| l.entries).collect();
+        self.kept = kept;
         Some(listeners)
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use super::file::{self, RawConfig};
-use super::route_items::RouteItems;
+use super::route_items::{Kept, RouteItems};
 
 /// The last file's typed parse, with the text of each top-level section it came from.
 #[derive(Default)]
@@ -25,6 +25,8 @@ pub(super) struct Sections {
     changed: Vec<&'static str>,
     /// The route entries of the `listeners` section, parsed one by one when it changes.
     pub(super) routes: RouteItems,
+    /// Set when the last call took route entries from the call before: which ones.
+    routes_kept: Option<Vec<Kept>>,
 }
 
 impl Sections {
@@ -33,7 +35,9 @@ impl Sections {
     pub(super) fn parse(&mut self, text: &str) -> Result<&RawConfig, (String, String)> {
         self.parsed = 0;
         self.changed.clear();
+        self.routes_kept = None;
         if self.update(text).is_none() {
+            self.routes_kept = None;
             self.texts.clear();
             self.routes = RouteItems::default();
             self.parsed = usize::MAX;
@@ -64,6 +68,7 @@ impl Sections {
                 let old = std::mem::take(&mut raw.listeners);
                 if let Some(listeners) = self.routes.parse(body, old) {
                     raw.listeners = listeners;
+                    self.routes_kept = Some(self.routes.kept.clone());
                     self.changed.push("listeners");
                     self.parsed += 1;
                     texts.insert(key.to_owned(), body.to_owned());
@@ -87,6 +92,24 @@ impl Sections {
     /// The last file's typed parse.
     pub(super) fn raw(&self) -> &RawConfig {
         &self.raw
+    }
+
+    /// How each route list (virtual hosts in file order) of the last call's parse relates to
+    /// the one before it, when the last call knows: its listeners section unchanged (every
+    /// entry kept) or split into route entries. None when that section was parsed whole.
+    pub(super) fn kept_routes(&self) -> Option<Vec<Kept>> {
+        if self.parsed == usize::MAX {
+            return None;
+        }
+        if !self.changed.contains(&"listeners") {
+            let lists = self.raw.listeners.iter().flat_map(|l| &l.virtual_hosts);
+            let all = |v: &file::RawVirtualHost| Kept {
+                head: v.routes.len(),
+                tail: 0,
+            };
+            return Some(lists.map(all).collect());
+        }
+        self.routes_kept.clone()
     }
 
     /// Whether the last call parsed the section `key` (or the whole file), or reset it.

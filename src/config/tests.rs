@@ -684,7 +684,7 @@ fn sectioned(cache: &mut sections::Sections, text: &str) -> usize {
     let by_sections = cache
         .parse(text)
         .map_err(|(path, reason)| one_error("f.yaml", path, reason))
-        .and_then(|raw| validate::validate(raw, "f.yaml", None));
+        .and_then(|raw| validate::validate(raw, "f.yaml", validate::Reuse::Nothing).map(|v| v.0));
     assert_eq!(by_sections, whole, "{text}");
     cache.parsed
 }
@@ -891,6 +891,74 @@ fn a_reload_parses_only_the_route_entries_that_changed() {
     assert_eq!(route_entries(&mut cache, &crlf), Some(24));
     let crlf_edited = crlf.replace("\"/r8/\"", "\"/r8x/\"");
     assert_eq!(route_entries(&mut cache, &crlf_edited), Some(1));
+}
+
+/// Routes whose entries are unchanged are the last load's validated routes while the cluster
+/// names stay; each load still equals a fresh parse of the same text, errors included.
+#[test]
+fn a_reload_validates_only_the_routes_that_changed() {
+    let dir = std::env::temp_dir().join(format!("coregate-routes-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gw.yaml");
+    let name = file.display().to_string();
+    let mut loader = Loader::default();
+    let mut load = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        let got = loader.load(&file);
+        assert_eq!(got, parse(text, &name), "{text}");
+        (got, loader.routes_reused)
+    };
+    let text = many_routes(20);
+    assert_eq!(load(&text).1, 0, "the first load validates every route");
+    // 23 routes: one edited, then one inserted before it.
+    let edited = text.replace("\"/r7/\"", "\"/r7x/\"");
+    assert_eq!(load(&edited).1, 22);
+    let inserted = edited.replace(
+        "          - match: { prefix: \"/r3/\" }\n",
+        "          - match: { prefix: \"/new/\" }\n            route: { cluster: c }\n          - match: { prefix: \"/r3/\" }\n",
+    );
+    let (config, reused) = load(&inserted);
+    assert_eq!(reused, 23);
+    assert_eq!(
+        config.unwrap().listeners[0].virtual_hosts[0].routes.len(),
+        22
+    );
+    // The listener changed, no route did: every route is kept.
+    let listener = inserted.replace("address: 127.0.0.1:10000", "address: 127.0.0.1:10001");
+    assert_eq!(load(&listener).1, 24);
+    // A cluster before `c` moves its index: every route is validated again.
+    let clusters = listener.replace(
+        "clusters:\n",
+        "clusters:\n  - name: b\n    endpoints:\n      - { address: 127.0.0.1:9002 }\n",
+    );
+    let (config, reused) = load(&clusters);
+    assert_eq!(reused, 0);
+    assert_eq!(
+        config.unwrap().listeners[0].virtual_hosts[0].routes[0].cluster,
+        1
+    );
+    // A refused load, then a good one: validated whole (the refused parse moved the caches).
+    let unknown = clusters.replace(
+        "\"/r9/\" }\n            route: { cluster: c }",
+        "\"/r9/\" }\n            route: { cluster: x }",
+    );
+    assert!(load(&unknown).0.is_err());
+    assert_eq!(load(&clusters.replace("\"/r2/\"", "\"/r2x/\"")).1, 0);
+    // A route whose body is a file reads it at every load.
+    std::fs::write(dir.join("body.txt"), "one").unwrap();
+    let body = clusters.replace(
+        "direct_response: { status: 204 }",
+        "direct_response: { status: 200, body: { filename: body.txt } }",
+    );
+    let (a, _) = load(&body);
+    std::fs::write(dir.join("body.txt"), "two").unwrap();
+    let (b, reused) = load(&body.replace("\"/r2/\"", "\"/r2y/\""));
+    assert_eq!(reused, 22, "all but the edited route and the body file's");
+    assert_ne!(
+        a.unwrap().listeners[0].virtual_hosts[1].routes,
+        b.unwrap().listeners[0].virtual_hosts[1].routes
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 mod dns_check;
 
 use super::file::*;
+use super::route_items::Kept;
 use super::*;
 use crate::tls::{self, ClientAuth, ClientSettings, ServedCertificate, ServerSettings};
 
@@ -129,13 +130,58 @@ impl Checker {
 const NO_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
-/// `reuse`: the listeners validated from the same listener text at the last load, when nothing
-/// they were checked against changed (see config::Loader).
+/// What a validation may take from the last load's (see config::Loader).
+pub(super) enum Reuse<'a> {
+    Nothing,
+    /// The listeners validated from the same listener text, when nothing they were checked
+    /// against changed.
+    Listeners(Arc<[Listener]>),
+    /// The validated routes whose entries are unchanged, when the cluster names are the same.
+    Routes(KeptRoutes<'a>),
+}
+
+/// The last load's validated routes, list by list (virtual hosts in file order), with which
+/// entries of each list are unchanged since.
+pub(super) struct KeptRoutes<'a> {
+    lists: Vec<(&'a [Route], Kept)>,
+}
+
+impl<'a> KeptRoutes<'a> {
+    pub(super) fn new(listeners: &'a [Listener], kept: &[Kept]) -> KeptRoutes<'a> {
+        let lists = listeners.iter().flat_map(|l| &l.virtual_hosts);
+        let lists: Vec<_> = lists
+            .map(|v| v.routes.as_slice())
+            .zip(kept.iter().copied())
+            .collect();
+        // A list count that differs: not the lists these were counted for, nothing is kept.
+        let fits = lists.len() == kept.len();
+        KeptRoutes {
+            lists: if fits { lists } else { Vec::new() },
+        }
+    }
+
+    /// The validated route for entry `at` of route list `list` (of `len` entries), if kept.
+    fn get(&self, list: usize, at: usize, len: usize) -> Option<&'a Route> {
+        let &(routes, kept) = self.lists.get(list)?;
+        routes.get(kept.was_at(at, len, routes.len())?)
+    }
+}
+
+/// Whether validating this route reads a file (its direct_response body): it is validated at
+/// every load, the file may have changed.
+pub(super) fn reads_file(r: &RawRoute) -> bool {
+    (r.direct_response.as_ref())
+        .and_then(|d| d.body.as_ref())
+        .is_some_and(|b| b.filename.is_some())
+}
+
+/// Validates a parse, taking what `reuse` allows from the last load; with the config, how
+/// many routes were taken so.
 pub(super) fn validate(
     raw: &RawConfig,
     file: &str,
-    reuse: Option<Arc<[Listener]>>,
-) -> Result<Config, ConfigErrors> {
+    reuse: Reuse<'_>,
+) -> Result<(Config, usize), ConfigErrors> {
     let mut c = Checker {
         file: file.to_owned(),
         errors: Vec::new(),
@@ -232,11 +278,25 @@ pub(super) fn validate(
     if raw.listeners.is_empty() {
         c.err("listeners", "at least one listener is required");
     }
-    let listeners = match reuse {
+    let mut reused = 0;
+    let (valid, kept) = match reuse {
+        Reuse::Nothing => (None, None),
+        Reuse::Listeners(valid) => (Some(valid), None),
+        Reuse::Routes(kept) => (None, Some(kept)),
+    };
+    let listeners = match valid {
         // The same listener text, cluster names and admin address as the last valid load, and
         // no file read while validating them: the same result.
         Some(valid) => valid,
-        None => listeners(&mut c, raw, admin.as_ref(), &cluster_index, &known, file).into(),
+        None => {
+            let routes = Routes {
+                index: &cluster_index,
+                known: &known,
+                kept: kept.as_ref(),
+                reused: &mut reused,
+            };
+            listeners(&mut c, raw, admin.as_ref(), routes, file).into()
+        }
     };
     let clusters = (raw.clusters.iter().enumerate())
         .map(|(ci, cl)| cluster(&mut c, cl, ci, &cluster_index, file))
@@ -246,7 +306,7 @@ pub(super) fn validate(
         return Err(ConfigErrors(c.errors));
     }
     let file = file.to_owned();
-    Ok(Config {
+    let config = Config {
         file,
         admin,
         workers,
@@ -254,7 +314,17 @@ pub(super) fn validate(
         tracing,
         listeners,
         clusters,
-    })
+    };
+    Ok((config, reused))
+}
+
+/// What validating routes needs: the cluster names (and the hint listing them) and the last
+/// load's routes that may be taken as they are, with a count of those taken.
+struct Routes<'a> {
+    index: &'a HashMap<&'a str, usize>,
+    known: &'a str,
+    kept: Option<&'a KeptRoutes<'a>>,
+    reused: &'a mut usize,
 }
 
 /// Validates the listeners: sockets, virtual hosts, routes and their references to clusters.
@@ -262,10 +332,11 @@ fn listeners(
     c: &mut Checker,
     raw: &RawConfig,
     admin: Option<&Admin>,
-    cluster_index: &HashMap<&str, usize>,
-    known: &str,
+    checked: Routes<'_>,
     file: &str,
 ) -> Vec<Listener> {
+    // Route lists over every listener, in file order (KeptRoutes counts them so).
+    let mut list = 0;
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut addrs: HashMap<SocketAddr, usize> = HashMap::new();
     let mut listeners = Vec::new();
@@ -333,13 +404,23 @@ fn listeners(
             // format! each and the list's regrowth took ~10% of a reload's validation.
             let mut routes = Vec::with_capacity(v.routes.len());
             let mut rp = routes_path.clone();
+            let len = v.routes.len();
             for (ri, r) in v.routes.iter().enumerate() {
+                let kept = (checked.kept)
+                    .and_then(|k| k.get(list, ri, len))
+                    .filter(|_| !reads_file(r));
+                if let Some(kept) = kept {
+                    routes.push(kept.clone());
+                    *checked.reused += 1;
+                    continue;
+                }
                 rp.truncate(routes_path.len());
                 rp.push('[');
                 rp.push_str(itoa::Buffer::new().format(ri));
                 rp.push(']');
-                routes.push(route(c, r, &rp, cluster_index, known));
+                routes.push(route(c, r, &rp, checked.index, checked.known));
             }
+            list += 1;
             let redirect_to_https = v.redirect_to_https.unwrap_or(false);
             if redirect_to_https && l.tls.is_some() {
                 let why = "this listener already serves TLS; redirect_to_https is for a \
