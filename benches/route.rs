@@ -5,6 +5,7 @@
 //! request carrying typical headers?
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::Method;
@@ -44,7 +45,7 @@ fn many_vhosts(n: usize) -> Router {
                 Domain::Exact(format!("service-{i}.example.com")),
                 Domain::Suffix(format!(".tenant-{i}.example.net")),
             ],
-            routes: vec![prefix_route("/".into(), 0)],
+            routes: vec![Arc::new(prefix_route("/".into(), 0))],
             redirect_to_https: false,
             include_request_attempt_count: false,
             header_edits: None,
@@ -53,7 +54,7 @@ fn many_vhosts(n: usize) -> Router {
     vhosts.push(VirtualHost {
         name: "default".into(),
         domains: vec![Domain::Any],
-        routes: vec![prefix_route("/".into(), 0)],
+        routes: vec![Arc::new(prefix_route("/".into(), 0))],
         redirect_to_https: false,
         include_request_attempt_count: false,
         header_edits: None,
@@ -90,7 +91,7 @@ fn many_routes(n: usize) -> Router {
     Router::new(&[VirtualHost {
         name: "api".into(),
         domains: vec![Domain::Any],
-        routes,
+        routes: routes.into_iter().map(Arc::new).collect(),
         redirect_to_https: false,
         include_request_attempt_count: false,
         header_edits: None,
@@ -183,7 +184,7 @@ fn mixed_routes(n: usize) -> Router {
     Router::new(&[VirtualHost {
         name: "api".into(),
         domains: vec![Domain::Any],
-        routes,
+        routes: routes.into_iter().map(Arc::new).collect(),
         redirect_to_https: false,
         include_request_attempt_count: false,
         header_edits: None,

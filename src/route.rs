@@ -696,7 +696,7 @@ mod tests {
                     d => Domain::Exact(d.into()),
                 })
                 .collect(),
-            routes,
+            routes: routes.into_iter().map(std::sync::Arc::new).collect(),
             redirect_to_https: false,
             include_request_attempt_count: false,
             header_edits: None,

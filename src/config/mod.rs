@@ -237,7 +237,9 @@ fn escaped_slashes_name(e: EscapedSlashes) -> &'static str {
 pub struct VirtualHost {
     pub name: String,
     pub domains: Vec<Domain>,
-    pub routes: Vec<Route>,
+    /// Shared: a reload keeps the routes whose entries did not change (config::Loader), and
+    /// its diff compares those by address.
+    pub routes: Vec<Arc<Route>>,
     /// On a plaintext listener: every request is answered with a redirect to https.
     pub redirect_to_https: bool,
     /// Upstream requests carry `x-envoy-attempt-count`: 1, then 2 on the first retry, ...

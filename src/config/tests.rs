@@ -112,7 +112,7 @@ fn full_example_parses() {
         action: Default::default(),
         header_edits: None,
     };
-    assert_eq!(v.routes, [r0, r1]);
+    assert_eq!(v.routes, [Arc::new(r0), Arc::new(r1)]);
     let api = &c.clusters[0];
     assert_eq!(api.name, "bill_api");
     assert_eq!(api.connect_timeout, Duration::from_millis(250));

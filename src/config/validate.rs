@@ -143,7 +143,7 @@ pub(super) enum Reuse<'a> {
 /// The last load's validated routes, list by list (virtual hosts in file order), with which
 /// entries of each list are unchanged since.
 pub(super) struct KeptRoutes<'a> {
-    lists: Vec<(&'a [Route], Kept)>,
+    lists: Vec<(&'a [Arc<Route>], Kept)>,
 }
 
 impl<'a> KeptRoutes<'a> {
@@ -161,7 +161,7 @@ impl<'a> KeptRoutes<'a> {
     }
 
     /// The validated route for entry `at` of route list `list` (of `len` entries), if kept.
-    fn get(&self, list: usize, at: usize, len: usize) -> Option<&'a Route> {
+    fn get(&self, list: usize, at: usize, len: usize) -> Option<&'a Arc<Route>> {
         let &(routes, kept) = self.lists.get(list)?;
         routes.get(kept.was_at(at, len, routes.len())?)
     }
@@ -418,7 +418,7 @@ fn listeners(
                 rp.push('[');
                 rp.push_str(itoa::Buffer::new().format(ri));
                 rp.push(']');
-                routes.push(route(c, r, &rp, checked.index, checked.known));
+                routes.push(Arc::new(route(c, r, &rp, checked.index, checked.known)));
             }
             list += 1;
             let redirect_to_https = v.redirect_to_https.unwrap_or(false);
