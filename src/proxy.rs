@@ -239,7 +239,7 @@ pub async fn forward<D: Downstream>(
     // and the rewrites of the request sent upstream.
     let mut picked = route.cluster;
     let mut auto_host = false;
-    if let Some(action) = route.action.as_deref() {
+    if let Some(action) = route.action() {
         match action {
             Action::Redirect(r) => {
                 outcome.answered = Some(crate::action::Answered::Redirect);

@@ -3,9 +3,11 @@
 
 use http::Method;
 
-use crate::config::{PathMatch, VirtualHost};
+use std::sync::Arc;
+
+use crate::config::{self, PathMatch, VirtualHost};
 use crate::hosts::HostIndex;
-use crate::route_match::{MatchRules, RequestView};
+use crate::route_match::RequestView;
 
 /// Where a route is in its listener's config: its virtual host's index and its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -14,39 +16,46 @@ pub struct RouteId {
     pub route: u32,
 }
 
-/// A compiled route: the match and the index of its cluster in the snapshot.
+/// A route as its table serves it: the validated route, shared with the config it came from
+/// (a reload keeps the routes whose entries did not change: a table of 10,000 routes is built
+/// without copying one), and what depends on where it is in its listener.
 #[derive(Debug, Clone)]
 pub struct Route {
     pub id: RouteId,
-    pub path: PathMatch,
-    pub methods: Option<Box<[Method]>>,
-    pub cluster: usize,
-    /// Overrides the listener's request body limit.
-    pub max_request_body_bytes: Option<u64>,
-    /// The whole exchange's limit, and the longest pause of the upstream (see config::Route).
-    pub timeout: Option<std::time::Duration>,
-    pub idle_timeout: Option<std::time::Duration>,
-    pub retry_policy: Option<Box<crate::config::RetryPolicy>>,
-    /// Set: matches only requests whose connection presented (true) or did not present
-    /// (false) a verified client certificate.
-    pub client_certificate: Option<bool>,
-    /// Where a hashing balancer's key comes from (see config::Route).
-    pub hash_policy: Box<[crate::config::HashPolicy]>,
-    /// Case sensitivity of the path literal, header and query parameter matchers.
-    pub rules: MatchRules,
-    /// `name`, for the access log.
-    pub name: Option<Box<str>>,
-    /// Set unless the route forwards to `cluster` as is: rewrites, a weighted split, or an
-    /// answer of the gateway's own. Boxed: most routes have none, and the table stays small.
-    pub action: Option<Box<crate::action::Action>>,
     /// With `weighted_clusters`: this route's split among its listener's, in the order of
     /// [`Router::splits`] (the per-core pickers are kept in that order).
     pub split: u32,
-    /// The route's own header edits (crate::header_edit).
-    pub header_edits: Option<std::sync::Arc<crate::header_edit::HeaderEdits>>,
+    /// The route forwards to `cluster` as is (config::Action::is_plain).
+    plain: bool,
+    config: Arc<config::Route>,
+}
+
+impl std::ops::Deref for Route {
+    type Target = config::Route;
+
+    #[inline]
+    fn deref(&self) -> &config::Route {
+        &self.config
+    }
 }
 
 impl Route {
+    pub fn new(id: RouteId, split: u32, config: Arc<config::Route>) -> Route {
+        Route {
+            id,
+            split,
+            plain: config.action.is_plain(),
+            config,
+        }
+    }
+
+    /// What the route does besides forwarding to its `cluster` as is: rewrites, a weighted
+    /// split, or an answer of the gateway's own.
+    #[inline]
+    pub fn action(&self) -> Option<&crate::action::Action> {
+        (!self.plain).then_some(&self.config.action)
+    }
+
     #[inline]
     fn matches(&self, req: &RequestView<'_>) -> bool {
         self.path_matches(req.path) && self.accepts(req)
@@ -614,25 +623,12 @@ impl Router {
                     vh.routes
                         .iter()
                         .enumerate()
-                        .map(|(ri, r)| Route {
-                            id: RouteId {
+                        .map(|(ri, r)| {
+                            let id = RouteId {
                                 vhost: i,
                                 route: ri as u32,
-                            },
-                            path: r.path.clone(),
-                            methods: r.methods.clone().map(Vec::into_boxed_slice),
-                            cluster: r.cluster,
-                            max_request_body_bytes: r.max_request_body_bytes,
-                            timeout: r.timeout,
-                            idle_timeout: r.idle_timeout,
-                            retry_policy: r.retry_policy.clone(),
-                            client_certificate: r.client_certificate,
-                            hash_policy: r.hash_policy.clone().into_boxed_slice(),
-                            rules: r.rules.clone(),
-                            name: r.name.as_deref().map(Box::from),
-                            action: (!r.action.is_plain()).then(|| Box::new(r.action.clone())),
-                            split: split(&r.action),
-                            header_edits: r.header_edits.clone(),
+                            };
+                            Route::new(id, split(&r.action), r.clone())
                         })
                         .collect(),
                 ),
@@ -660,7 +656,7 @@ impl Router {
     /// The weighted splits of this listener's routes, in the order of their `split` numbers.
     pub fn splits(&self) -> impl Iterator<Item = &crate::action::WeightedClusters> + '_ {
         let routes = self.vhosts.iter().flat_map(|v| v.routes.routes());
-        routes.filter_map(|r| match r.action.as_deref() {
+        routes.filter_map(|r| match r.action() {
             Some(crate::action::Action::Forward {
                 weighted: Some(w), ..
             }) => Some(w),
@@ -684,6 +680,7 @@ impl Router {
 mod tests {
     use super::*;
     use crate::config::{self, Domain};
+    use crate::route_match::MatchRules;
 
     fn vhost(name: &str, domains: &[&str], routes: Vec<config::Route>) -> VirtualHost {
         VirtualHost {
@@ -818,9 +815,7 @@ mod tests {
             let mut routes = Vec::new();
             for i in 0..count {
                 let path = random_path(i as u64 % 4, &mut next);
-                let methods = (i % 3 == 0).then(|| vec![Method::GET].into_boxed_slice());
-                routes.push(Route {
-                    id: RouteId::default(),
+                routes.push(config::Route {
                     path: match i % 7 {
                         _ if i % 5 == 0 => PathMatch::Exact(path.clone()),
                         3 => PathMatch::Regex(
@@ -836,7 +831,7 @@ mod tests {
                         ),
                         _ => PathMatch::Prefix(path.clone()),
                     },
-                    methods,
+                    methods: (i % 3 == 0).then(|| vec![Method::GET]),
                     cluster: i,
                     max_request_body_bytes: None,
                     timeout: None,
@@ -849,12 +844,11 @@ mod tests {
                         ..MatchRules::default()
                     },
                     name: None,
-                    action: None,
-                    split: 0,
+                    action: Default::default(),
                     header_edits: None,
                 });
                 if i % 4 == 1
-                    && let Some(Route {
+                    && let Some(config::Route {
                         path: PathMatch::Prefix(p),
                         ..
                     }) = routes.last_mut()
@@ -862,6 +856,9 @@ mod tests {
                     *p = p.to_ascii_uppercase();
                 }
             }
+            let routes: Vec<Route> = (routes.into_iter())
+                .map(|r| Route::new(RouteId::default(), 0, Arc::new(r)))
+                .collect();
             let table = RouteTable::new(routes.clone().into_boxed_slice());
             assert!(table.index.is_some());
             for _ in 0..50 {
