@@ -310,6 +310,9 @@ pub async fn forward<D: Downstream>(
     };
     // The route's idle timeout stands in for the listener's body timeout on the upstream side.
     let body_timeout = route.idle_timeout.unwrap_or(snapshot.limits.body_timeout);
+    // Read before the exchange is built: with a call between building it and awaiting it (the
+    // route's deref), the exchange was copied into place (~440 instructions a request).
+    let route_timeout = route.timeout;
     let exchange = async {
         let health = snapshot.health.get(picked).and_then(Option::as_deref);
         let policy = route.retry_policy.as_deref();
@@ -537,7 +540,7 @@ pub async fn forward<D: Downstream>(
         }
     };
     // The route's timeout bounds all of it: connect, request, and the complete response.
-    let Some(limit) = route.timeout else {
+    let Some(limit) = route_timeout else {
         return exchange.await;
     };
     match timer::within(limit, exchange).await {
