@@ -15,6 +15,7 @@ use crate::config::{Config, Workers};
 use crate::dns::{Publish, Refreshers};
 use crate::health::Probers;
 use crate::listener::{self, BindError};
+use crate::retire::Retired;
 use crate::snapshot::{Carried, Published, Snapshot};
 use crate::stats::Registry;
 use crate::worker::{self, Command};
@@ -88,6 +89,8 @@ struct Shared {
     carried: Carried,
     /// The health checkers of the clusters that have one.
     probers: Probers,
+    /// Frees replaced snapshots off the cores.
+    retired: Retired<Snapshot>,
 }
 
 /// The worker count `workers: auto` resolves to: the CPUs this process may run on.
@@ -177,6 +180,7 @@ impl Gateway {
             registry: registry.clone(),
             carried,
             probers,
+            retired: Retired::start(),
         };
         let mut gateway = Gateway {
             workers,
@@ -399,10 +403,13 @@ impl Shared {
         self.probers
             .restart(&snapshot.clusters, &snapshot.health, &self.registry);
         count_membership(snapshot, &self.registry);
-        *self
+        let mut published = self
             .published
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = snapshot.clone();
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = std::mem::replace(&mut *published, snapshot.clone());
+        drop(published);
+        self.retired.retire(old);
         Ok(())
     }
 

@@ -44,6 +44,7 @@ pub mod path;
 pub mod pool;
 pub mod proxy;
 pub mod resolve;
+pub mod retire;
 pub mod route;
 pub mod route_match;
 pub mod rt;
