@@ -54,7 +54,7 @@ pub struct ListenerSpec {
     pub needs_local_address: bool,
     /// Shared with the previous snapshot when the listener's config is the one it was built
     /// from (a reload that kept the validated listeners, config::Loader): building the route
-    /// index of 10,000 routes is a fifth of such a reload.
+    /// index of 10,000 routes (~1 ms) would double such a reload.
     pub router: Arc<Router>,
 }
 
