@@ -762,17 +762,9 @@ fn layouts_the_split_does_not_handle_are_parsed_whole() {
 /// changed; each load still equals a fresh parse of the same text, errors included.
 #[test]
 fn a_reload_keeps_the_validated_listeners_only_while_their_inputs_stay() {
-    let dir = std::env::temp_dir().join(format!("coregate-loader-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("gw.yaml");
-    let name = file.display().to_string();
-    let mut loader = Loader::default();
-    let mut load = |text: &str| {
-        std::fs::write(&file, text).unwrap();
-        let got = loader.load(&file);
-        assert_eq!(got, parse(text, &name), "{text}");
-        got
-    };
+    let mut reloads = Reloads::new("loader");
+    let dir = reloads.dir.clone();
+    let mut load = |text: &str| reloads.load(text).0;
     let first = load(FULL).unwrap();
     // Only a cluster's weight changed: the same listeners.
     let weights = load(&FULL.replace("weight: 3", "weight: 5")).unwrap();
@@ -806,7 +798,40 @@ fn a_reload_keeps_the_validated_listeners_only_while_their_inputs_stay() {
     assert!(!Arc::ptr_eq(&a.listeners, &b.listeners));
     assert_ne!(a.listeners, b.listeners, "the new body is served");
     assert!(!Arc::ptr_eq(&back.listeners, &a.listeners));
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A loader reading a file in a directory of its own (removed with it); each load is checked
+/// against a fresh parse of the same text, errors included.
+struct Reloads {
+    dir: std::path::PathBuf,
+    file: std::path::PathBuf,
+    loader: Loader,
+}
+
+impl Reloads {
+    fn new(tag: &str) -> Reloads {
+        let dir = std::env::temp_dir().join(format!("coregate-{tag}-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Reloads {
+            file: dir.join("gw.yaml"),
+            dir,
+            loader: Loader::default(),
+        }
+    }
+
+    /// Loads `text`: what the loader gives, and how many routes it took from the last load.
+    fn load(&mut self, text: &str) -> (Result<Config, ConfigErrors>, usize) {
+        std::fs::write(&self.file, text).unwrap();
+        let got = self.loader.load(&self.file);
+        assert_eq!(got, parse(text, &self.file.display().to_string()), "{text}");
+        (got, self.loader.routes_reused)
+    }
+}
+
+impl Drop for Reloads {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A listener with `n` numbered routes and a catch-all, in two virtual hosts.
@@ -897,17 +922,9 @@ fn a_reload_parses_only_the_route_entries_that_changed() {
 /// names stay; each load still equals a fresh parse of the same text, errors included.
 #[test]
 fn a_reload_validates_only_the_routes_that_changed() {
-    let dir = std::env::temp_dir().join(format!("coregate-routes-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("gw.yaml");
-    let name = file.display().to_string();
-    let mut loader = Loader::default();
-    let mut load = |text: &str| {
-        std::fs::write(&file, text).unwrap();
-        let got = loader.load(&file);
-        assert_eq!(got, parse(text, &name), "{text}");
-        (got, loader.routes_reused)
-    };
+    let mut reloads = Reloads::new("routes");
+    let dir = reloads.dir.clone();
+    let mut load = |text: &str| reloads.load(text);
     let text = many_routes(20);
     assert_eq!(load(&text).1, 0, "the first load validates every route");
     // 23 routes: one edited, then one inserted before it.
@@ -958,7 +975,6 @@ fn a_reload_validates_only_the_routes_that_changed() {
         a.unwrap().listeners[0].virtual_hosts[1].routes,
         b.unwrap().listeners[0].virtual_hosts[1].routes
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
