@@ -148,15 +148,14 @@ pub(super) struct KeptRoutes<'a> {
 
 impl<'a> KeptRoutes<'a> {
     pub(super) fn new(listeners: &'a [Listener], kept: &[Kept]) -> KeptRoutes<'a> {
-        let lists = listeners.iter().flat_map(|l| &l.virtual_hosts);
-        let lists: Vec<_> = lists
-            .map(|v| v.routes.as_slice())
-            .zip(kept.iter().copied())
-            .collect();
+        let hosts = || listeners.iter().flat_map(|l| &l.virtual_hosts);
         // A list count that differs: not the lists these were counted for, nothing is kept.
-        let fits = lists.len() == kept.len();
+        if hosts().count() != kept.len() {
+            return KeptRoutes { lists: Vec::new() };
+        }
+        let lists = hosts().map(|v| v.routes.as_slice());
         KeptRoutes {
-            lists: if fits { lists } else { Vec::new() },
+            lists: lists.zip(kept.iter().copied()).collect(),
         }
     }
 
